@@ -1,0 +1,57 @@
+"""Callbacks that observe training runs."""
+
+import keras
+import numpy as np
+
+
+class FunctionRecorder(keras.callbacks.Callback):
+    """Records the network's outputs on a fixed batch during `model.fit`.
+
+    Function-space equivalence (the paper's sense) means the same f_θ at every
+    step, with BatchNorm in training mode (batch statistics). The recorder
+    calls ``model(x, training=True)``, which uses the batch's statistics; on
+    some backends this also nudges BN's moving averages, which never feed back
+    into training. Outputs are kept as float64 numpy arrays.
+
+    Args:
+      x: the probe batch.
+      every_n_steps: also record every n optimizer steps (None: only at the
+        start and at the end of every epoch).
+    """
+
+    def __init__(self, x, every_n_steps=None):
+        super().__init__()
+        self.x = x
+        self.every_n_steps = every_n_steps
+        self.steps, self.outputs = [], []
+        self._step = 0
+
+    def _record(self):
+        out = self.model(self.x, training=True)
+        self.outputs.append(np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64))
+        self.steps.append(self._step)
+
+    def on_train_begin(self, logs=None):
+        if not self.outputs:
+            self._record()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self.every_n_steps and self._step % self.every_n_steps == 0:
+            self._record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.steps or self.steps[-1] != self._step:
+            self._record()
+
+
+def max_relative_difference(outputs_a, outputs_b):
+    """max over records of ‖a − b‖ / ‖a‖ (the function-space discrepancy)."""
+    if len(outputs_a) != len(outputs_b):
+        raise ValueError(
+            f"the runs recorded {len(outputs_a)} and {len(outputs_b)} outputs; "
+            "they must record at the same steps"
+        )
+    return max(
+        float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(outputs_a, outputs_b)
+    )

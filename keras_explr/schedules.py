@@ -1,0 +1,417 @@
+"""Exponential learning-rate schedules that are exactly equivalent to weight decay.
+
+Li & Arora (ICLR 2020): for a loss that is scale-invariant in the weights θ
+(every kernel followed by BatchNorm, LayerNorm or GroupNorm, head fixed), SGD
+with momentum γ, weight decay λ and learning rate η_t produces the same
+networks as SGD with momentum γ, no weight decay and the learning rate
+η̃_t = η_t c_t c_{t+1}, where θ̃_t = c_t θ_t. All math is in
+`keras_explr.theory`; the classes here are thin Keras faces over it.
+
+Every schedule is a piecewise log-linear function of the step
+(`keras_explr.theory.Pieces`). It is evaluated in log space at float64 where
+the backend allows it (TensorFlow, PyTorch, JAX with ``jax_enable_x64``) and
+float32 otherwise, then cast to ``keras.config.floatx()``. Past the point where
+the learning rate would overflow that dtype the schedule saturates at the
+largest finite value instead of returning inf; the WD equivalence ends there.
+A declared ``total_steps`` past that horizon is rejected at construction.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_explr import theory
+
+_SERIALIZABLE = "keras_explr"
+
+
+def _compute_dtype():
+    """float64 where the backend can compute in it, else float32."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "float64" if jax.config.read("jax_enable_x64") else "float32"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if "TPU" in type(tf.distribute.get_strategy()).__name__:
+            return "float32"  # TPUs have no float64.
+    return "float64"
+
+
+def _log_max(dtype):
+    # A hair below log(max) so that exp() then the cast stay finite.
+    return math.log(float(np.finfo(dtype).max)) - 1e-6
+
+
+def _horizon_for_floatx(pieces):
+    if keras.config.floatx() == "float64":
+        return pieces.horizon(_log_max("float64"))
+    return pieces.horizon()
+
+
+class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """Evaluates a `theory.Pieces` schedule with `keras.ops` (any backend, jit)."""
+
+    def __init__(self, pieces, total_steps=None, momentum=None, name=None):
+        super().__init__()
+        self.name = name
+        self.momentum = momentum
+        self._pieces = pieces
+        flat, offsets = pieces.flat_table()
+        self._arrays = {
+            "starts": np.asarray(pieces.starts, dtype=np.float64),
+            "lens": np.asarray([len(x) for x in pieces.tables], dtype=np.float64),
+            "offsets": offsets,
+            "intercepts": np.asarray(pieces.intercepts, dtype=np.float64),
+            "slopes": np.asarray(pieces.slopes, dtype=np.float64),
+            "flat": flat,
+        }
+        self._single = len(pieces.starts) == 1 and len(pieces.tables[0]) == 0
+        self._constants = {}
+        self.float32_horizon = pieces.horizon()
+        self.total_steps = None
+        if total_steps is not None:
+            self.total_steps = theory.check_steps("total_steps", total_steps)
+            horizon = _horizon_for_floatx(pieces)
+            if horizon is not None and self.total_steps > horizon:
+                raise ValueError(
+                    f"`total_steps`={self.total_steps} is past this schedule's "
+                    f"{keras.config.floatx()} horizon: the learning rate exceeds "
+                    f"the largest {keras.config.floatx()} value at step {horizon}. "
+                    f"Valid range: total_steps <= {horizon}. Remedies: train the "
+                    "equivalent run with weight decay instead, lower "
+                    "learning_rate * weight_decay, train in float64, or "
+                    "renormalize the scale-invariant weights periodically "
+                    "(MATH.md §6.3)."
+                )
+
+    def learning_rates(self, steps):
+        """The schedule at `steps` as a float64 numpy array (no saturation)."""
+        return self._pieces.learning_rate(steps)
+
+    def _const(self, key, dtype):
+        if keras.backend.backend() == "tensorflow":
+            return ops.convert_to_tensor(self._arrays[key], dtype=dtype)
+        cache_key = (key, dtype)
+        if cache_key not in self._constants:
+            self._constants[cache_key] = ops.convert_to_tensor(self._arrays[key], dtype=dtype)
+        return self._constants[cache_key]
+
+    def __call__(self, step):
+        dtype = _compute_dtype()
+        out_dtype = keras.config.floatx()
+        with keras.name_scope(self.name or "schedule"):
+            t = ops.cast(step, dtype)
+            if self._single:
+                a = self._arrays
+                log_lr = ops.add(
+                    ops.convert_to_tensor(a["intercepts"][0], dtype=dtype),
+                    ops.multiply(ops.convert_to_tensor(a["slopes"][0], dtype=dtype), t),
+                )
+            else:
+                starts = self._const("starts", dtype)
+                seg = ops.sum(ops.cast(ops.less_equal(starts, t), "int32")) - 1
+                k = t - ops.take(starts, seg)
+                n = ops.take(self._const("lens", dtype), seg)
+                flat = self._const("flat", dtype)
+                idx = ops.clip(ops.take(self._const("offsets", dtype), seg) + k,
+                               0, self._arrays["flat"].size - 1)
+                in_table = ops.take(flat, ops.cast(idx, "int32"))
+                tail = ops.take(self._const("intercepts", dtype), seg) + ops.take(
+                    self._const("slopes", dtype), seg) * (k - n)
+                log_lr = ops.where(ops.less(k, n), in_table, tail)
+            log_lr = ops.minimum(log_lr, _log_max(out_dtype))
+            return ops.cast(ops.exp(log_lr), out_dtype)
+
+
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE)
+class ExpLR(_PiecewiseLogLinear):
+    """Exponentially growing learning rate: η̃_t = η̃_0 · r^t.
+
+    The generic form, ``ExpLR(initial_learning_rate, growth_rate)``, evaluates
+    exp(log η̃_0 + t log r) in float64. Build the schedule that is equivalent to
+    a weight-decay run with `ExpLR.from_weight_decay`.
+
+    Args:
+      initial_learning_rate: η̃_0 > 0.
+      growth_rate: r > 0, the factor per optimizer step.
+      total_steps: optional number of steps you will train; rejected if the
+        learning rate would overflow float32 (float64 under a float64 floatx)
+        before then.
+      name: optional name.
+
+    Attributes:
+      momentum: the momentum to give the optimizer for the equivalence
+        (None for the generic form).
+      float32_horizon: the first step whose LR exceeds float32's max, or None.
+
+    Example:
+
+    >>> import keras, keras_explr
+    >>> lr = keras_explr.schedules.ExpLR.from_weight_decay(0.1, 5e-4, 0.9)
+    >>> opt = keras_explr.optimizers.SGD(lr, momentum=lr.momentum)
+    >>> # Same networks as SGD(0.1, momentum=0.9, weight_decay=5e-4) on a
+    >>> # scale-invariant loss, step for step.
+    """
+
+    def __init__(self, initial_learning_rate, growth_rate, total_steps=None, name="ExpLR"):
+        eta0 = theory.check_positive("initial_learning_rate", initial_learning_rate)
+        rate = theory.check_positive("growth_rate", growth_rate)
+        pieces = theory.Pieces((0,), (np.zeros(0),), (math.log(eta0),), (math.log(rate),))
+        super().__init__(pieces, total_steps=total_steps, name=name)
+        self.initial_learning_rate = eta0
+        self.growth_rate = rate
+        self._origin = None
+
+    @classmethod
+    def from_weight_decay(
+        cls,
+        learning_rate,
+        weight_decay,
+        momentum,
+        exact=True,
+        convention="paper",
+        steps_per_epoch=None,
+        total_steps=None,
+        weight_decay_mode="coupled",
+        name="ExpLR",
+    ):
+        """The ExpLR that reproduces SGD with constant LR η, weight decay λ, momentum γ.
+
+        Theorem 1.1 of Li & Arora: η̃_t = η α₊^(−2t−1), α₊ the larger root of
+        x² − (1+γ−λη)x + γ = 0; θ̃_t = α₊^(−t) θ_t. Requires λη ≤ (1−√γ)².
+
+        Args:
+          learning_rate, weight_decay, momentum: the weight-decay run's η, λ, γ.
+          exact: True (default) reproduces the weight-decay run started from
+            zero momentum buffers, which is what Keras does, to float64
+            round-off: η̃_t = η c_t c_{t+1} from the recurrence of MATH.md §2.5.
+            False gives the paper's closed form, which from zero buffers acts
+            like the WD run with a permanent +0.92 % effective LR at
+            η=0.1, λ=5e-4, γ=0.9 (its first LR is η/α₊ instead of η/(1−ηλ)).
+          convention: "paper" for `keras_explr.optimizers.SGD` (buffer of
+            gradients, coupled λ, as in `torch.optim.SGD`); "keras" for
+            `keras.optimizers.SGD`, whose buffer stores displacements.
+          steps_per_epoch: optional; sets `growth_per_epoch`.
+          total_steps: optional; rejected past the float32 horizon.
+          weight_decay_mode: "coupled" (λθ in the gradient: the paper, or an L2
+            penalty λ/2‖θ‖²) or, with convention="keras", "decoupled" (Keras's
+            own ``weight_decay`` argument).
+          name: optional name.
+
+        Returns:
+          An `ExpLR`; pass ``schedule.momentum`` to the optimizer.
+
+        Raises:
+          ValueError: bad arguments, λη beyond the real-root bound, or (with
+            convention="keras", coupled, exact=True) no constant Keras momentum
+            that is exact; the message names the alternatives.
+        """
+        pieces, target_momentum = theory.explr_equivalent(
+            learning_rate, weight_decay, momentum, exact=exact,
+            convention=convention, weight_decay_mode=weight_decay_mode)
+        spe = None if steps_per_epoch is None else theory.check_steps(
+            "steps_per_epoch", steps_per_epoch)
+        self = cls.__new__(cls)
+        _PiecewiseLogLinear.__init__(
+            self, pieces, total_steps=total_steps, momentum=target_momentum, name=name)
+        self.initial_learning_rate = float(np.exp(pieces.log_learning_rate(0)))
+        self.growth_rate = math.exp(pieces.slopes[-1])
+        self._origin = {
+            "learning_rate": float(learning_rate),
+            "weight_decay": float(weight_decay),
+            "momentum": float(momentum),
+            "exact": bool(exact),
+            "convention": convention,
+            "steps_per_epoch": spe,
+            "weight_decay_mode": weight_decay_mode,
+        }
+        return self
+
+    @property
+    def growth_per_epoch(self):
+        """The asymptotic LR factor per epoch (needs ``steps_per_epoch``)."""
+        spe = (self._origin or {}).get("steps_per_epoch")
+        return None if spe is None else self.growth_rate ** spe
+
+    def get_config(self):
+        base = {"total_steps": self.total_steps, "name": self.name}
+        if self._origin is None:
+            return {"initial_learning_rate": self.initial_learning_rate,
+                    "growth_rate": self.growth_rate, **base}
+        return {**self._origin, **base}
+
+    @classmethod
+    def from_config(cls, config):
+        if "weight_decay" in config:
+            return cls.from_weight_decay(**config)
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE)
+class TEXP(_PiecewiseLogLinear):
+    """Tapered exponential LR: the WD-free twin of step decay with weight decay.
+
+    ``boundaries`` and ``values`` mean what they mean in
+    `keras.optimizers.schedules.PiecewiseConstantDecay`: the base LR is
+    ``values[0]`` for steps ≤ ``boundaries[0]``, ``values[1]`` up to
+    ``boundaries[1]``, and so on; phase I starts at T_I = boundaries[I−1] + 1.
+
+    exact=False is the paper's TEXP (MATH.md §3.2): with α*_I = α₊(η_I, λ, γ),
+    η̃_0 = η_0/α*_0, η̃_t = η̃_{t−1}/α*_I² inside phase I and
+    η̃_{T_I} = η̃_{T_I−1}(η_I/η_{I−1})/(α*_{I−1}α*_I) at a boundary. It matches
+    step decay up to the initial-buffer effect (a factor 0.9909 on the LR at
+    η=0.1→0.01→0.001, λ=5e-4, γ=0.9) and boundary corrections κ_I ≈ −2e-7
+    (`theory.texp_corrections`).
+
+    exact=True (default) is TEXP-exact (MATH.md §3.4): the zero-buffer
+    recurrence, bitwise-faithful in function space to
+    ``keras_explr.optimizers.SGD(PiecewiseConstantDecay(boundaries, values),
+    momentum, weight_decay)`` run from zero buffers.
+
+    Note: `PiecewiseConstantDecay` turns Python-float values into float32
+    tensors (0.1 becomes 0.10000000149). Give it ``np.float64`` values, or
+    use `EquivalentSchedule`, which reads the values your schedule returns,
+    when you compare runs at float64 round-off.
+
+    Args:
+      boundaries: strictly increasing integer steps.
+      values: the learning rates, ``len(boundaries) + 1`` of them.
+      weight_decay: coupled λ ≥ 0 (as in `keras_explr.optimizers.SGD`).
+      momentum: γ in [0, 1); also the momentum to use with this schedule.
+      exact: see above.
+      total_steps: optional; rejected past the float32 horizon.
+      name: optional name.
+
+    Example:
+
+    >>> import keras_explr
+    >>> lr = keras_explr.schedules.TEXP([31279, 46919], [0.1, 0.01, 0.001],
+    ...                                 weight_decay=5e-4, momentum=0.9)
+    >>> opt = keras_explr.optimizers.SGD(lr, momentum=lr.momentum)
+    """
+
+    def __init__(self, boundaries, values, weight_decay, momentum, exact=True,
+                 total_steps=None, name="TEXP"):
+        pieces = theory.texp_pieces(boundaries, values, weight_decay, momentum, exact=exact)
+        boundaries, values = theory.check_boundaries(boundaries, values)
+        super().__init__(pieces, total_steps=total_steps,
+                         momentum=theory.check_momentum(momentum), name=name)
+        self.boundaries = boundaries
+        self.values = values
+        self.weight_decay = float(weight_decay)
+        self.exact = bool(exact)
+
+    def get_config(self):
+        return {
+            "boundaries": list(self.boundaries),
+            "values": list(self.values),
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "exact": self.exact,
+            "total_steps": self.total_steps,
+            "name": self.name,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE)
+class EquivalentSchedule(_PiecewiseLogLinear):
+    """The exact WD-free twin of any learning-rate schedule with weight decay.
+
+    Given the base run ``keras_explr.optimizers.SGD(schedule, momentum=γ,
+    weight_decay=λ)`` from zero buffers, this schedule with
+    ``keras_explr.optimizers.SGD(twin, momentum=twin.momentum)`` and no weight
+    decay produces the same networks on a scale-invariant loss (MATH.md §3.4):
+    ρ_t = η_t/η_{t−1}, q_1 = 1 − η_0λ, q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t,
+    c_{t+1} = c_t/q_{t+1}, η̃_t = η_t c_t c_{t+1}.
+
+    The base schedule is read once, at construction, for steps
+    0..total_steps−1, exactly as the optimizer would see it (float32 values of
+    Keras's built-in schedules included). Past ``total_steps`` the base LR is
+    taken to stay at its last value, as `CosineDecay` does after
+    ``decay_steps``, and the twin keeps growing geometrically.
+
+    Args:
+      schedule: a `LearningRateSchedule` (e.g. `CosineDecay` with warm-up), a
+        float, or a sequence of ``total_steps`` per-step learning rates.
+      weight_decay: coupled λ ≥ 0.
+      momentum: γ in [0, 1); the twin's `momentum` is the same γ.
+      total_steps: how many steps to read from `schedule`.
+      name: optional name.
+
+    Example:
+
+    >>> import keras, keras_explr
+    >>> base = keras.optimizers.schedules.CosineDecay(
+    ...     0.0, decay_steps=900, warmup_target=0.1, warmup_steps=100)
+    >>> twin = keras_explr.schedules.EquivalentSchedule(base, 5e-4, 0.9, total_steps=1000)
+    >>> opt = keras_explr.optimizers.SGD(twin, momentum=twin.momentum)
+    """
+
+    def __init__(self, schedule, weight_decay, momentum, total_steps, name="EquivalentSchedule"):
+        n = theory.check_steps("total_steps", total_steps)
+        lrs = _read_schedule(schedule, n)
+        pieces = theory.dense_pieces(lrs, weight_decay, momentum)
+        super().__init__(pieces, total_steps=n,
+                         momentum=theory.check_momentum(momentum), name=name)
+        self.schedule = schedule
+        self.weight_decay = float(weight_decay)
+        self.base_learning_rates = lrs
+
+    def get_config(self):
+        if isinstance(self.schedule, keras.optimizers.schedules.LearningRateSchedule):
+            schedule = keras.optimizers.schedules.serialize(self.schedule)
+        elif np.ndim(self.schedule) == 0:
+            schedule = float(self.schedule)
+        else:
+            schedule = [float(x) for x in self.base_learning_rates]
+        return {
+            "schedule": schedule,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "total_steps": self.total_steps,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["schedule"], dict):
+            config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
+        return cls(**config)
+
+
+def _read_schedule(schedule, n):
+    """The base learning rates at steps 0..n−1, as float64 numpy."""
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        try:  # Most schedules accept a vector of steps ...
+            lrs = ops.convert_to_numpy(schedule(ops.arange(n, dtype="int64")))
+            lrs = np.asarray(lrs, dtype=np.float64)
+            if lrs.shape != (n,):
+                raise ValueError
+        except Exception:  # ... some (CosineDecay's warm-up `cond`) need one at a time.
+            lrs = np.array([float(ops.convert_to_numpy(schedule(i))) for i in range(n)])
+    elif np.ndim(schedule) == 0:
+        lrs = np.full(n, theory.check_positive("schedule", schedule))
+    else:
+        lrs = np.asarray(schedule, dtype=np.float64)
+        if lrs.shape != (n,):
+            raise ValueError(
+                "`schedule` given as a sequence must have exactly total_steps="
+                f"{n} entries; received shape {lrs.shape}"
+            )
+    bad = ~(np.isfinite(lrs) & (lrs > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            "`schedule` must give a finite learning rate > 0 at every step "
+            f"0..total_steps-1; at step {i} it gives {float(lrs[i])!r}. A zero "
+            "LR still feeds g + λθ into the momentum buffer, which no WD-free "
+            "run can reproduce: start a warm-up above zero (e.g. "
+            "CosineDecay(initial_learning_rate=0.1 * warmup_target, ...))."
+        )
+    return lrs

@@ -1,0 +1,632 @@
+"""The math of Li & Arora (ICLR 2020) in float64: the single source of truth.
+
+Pure Python and numpy; this module imports nothing from Keras and nothing else
+from `keras_explr`. Every Keras-facing class calls it, and validates its
+arguments through it, so that a formula exists in exactly one place.
+
+Indexing (MATH.md §0): steps are t = 0, 1, 2, ...; step t maps θ_t to θ_{t+1}
+with the gradient g_t and the learning rate η_t. Two momentum conventions:
+
+* ``"paper"`` (Def. 1.2 = ``torch.optim.SGD`` = `keras_explr.optimizers.SGD`):
+  ``v ← γ v + g + λθ``, ``θ ← θ − η_t v``, v_0 = 0.
+* ``"keras"`` (``keras.optimizers.SGD``): ``m ← μ m − η_t (g + λθ)``,
+  ``θ ← (1 − η_t w) θ + m``; ``w`` is Keras's decoupled ``weight_decay``.
+
+For a loss that is scale-invariant in θ, SGD with weight decay is equivalent in
+function space to SGD without it, with the learning rate η̃_t = η_t c_t c_{t+1}
+and θ̃_t = c_t θ_t. The constructions below give c_t and η̃_t.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT64_MAX = float(np.finfo(np.float64).max)
+LOG_FLOAT32_MAX = math.log(FLOAT32_MAX)
+
+# A transient of the exact recurrence has converged once q_t is within a few
+# float64 ulps of its fixed point α₊ (scaled by the iteration's conditioning).
+_CONVERGED = 8.0 * np.finfo(np.float64).eps
+# Longest transient table kept for one constant phase (see `_build_pieces`).
+MAX_TRANSIENT_STEPS = 1 << 20
+
+CONVENTIONS = ("paper", "keras")
+
+
+class NoEquivalentError(ValueError):
+    """No WD-free schedule reproduces the run (complex roots, q_t ≤ 0, ...)."""
+
+
+# --------------------------------------------------------------- validation
+def check_positive(name, value):
+    """Returns `value` as a float if it is finite and > 0, else raises."""
+    v = _as_float(name, value)
+    if not (math.isfinite(v) and v > 0.0):
+        raise ValueError(
+            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
+        )
+    return v
+
+
+def check_non_negative(name, value):
+    """Returns `value` as a float if it is finite and ≥ 0, else raises."""
+    v = _as_float(name, value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
+        )
+    return v
+
+
+def check_momentum(value, name="momentum"):
+    """Returns the momentum γ as a float if 0 ≤ γ < 1, else raises."""
+    v = _as_float(name, value)
+    if not (0.0 <= v < 1.0):
+        raise ValueError(
+            f"`{name}` must be in the range [0, 1). Received: {name}={value!r}"
+        )
+    return v
+
+
+def check_steps(name, value, minimum=1):
+    """Returns `value` as an int if it is an integer ≥ `minimum`, else raises."""
+    if isinstance(value, bool) or not _is_integer(value) or int(value) < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_convention(value):
+    if value not in CONVENTIONS:
+        raise ValueError(
+            f"`convention` must be one of {CONVENTIONS}. Received: convention={value!r}"
+        )
+    return value
+
+
+def check_boundaries(boundaries, values):
+    """Validates a step-decay schedule in `PiecewiseConstantDecay`'s terms.
+
+    `boundaries` must be strictly increasing non-negative integers and
+    `len(values) == len(boundaries) + 1`; every value must be a finite LR > 0.
+    Returns (list of int, list of float).
+    """
+    try:
+        boundaries = list(boundaries)
+        values = list(values)
+    except TypeError:
+        raise ValueError(
+            "`boundaries` and `values` must be sequences. Received: "
+            f"boundaries={boundaries!r}, values={values!r}"
+        ) from None
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(
+            "`values` must have exactly len(boundaries) + 1 entries. Received: "
+            f"len(boundaries)={len(boundaries)}, len(values)={len(values)}"
+        )
+    out_b = []
+    for i, b in enumerate(boundaries):
+        if isinstance(b, bool) or not _is_integer(b) or int(b) < 0:
+            raise ValueError(
+                "`boundaries` must be non-negative integers (optimizer steps). "
+                f"Received: boundaries[{i}]={b!r}"
+            )
+        if out_b and int(b) <= out_b[-1]:
+            raise ValueError(
+                "`boundaries` must be strictly increasing. Received: "
+                f"boundaries[{i - 1}]={out_b[-1]} >= boundaries[{i}]={int(b)}"
+            )
+        out_b.append(int(b))
+    out_v = [check_positive(f"values[{i}]", v) for i, v in enumerate(values)]
+    return out_b, out_v
+
+
+def _as_float(name, value):
+    if isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a number. Received: {name}={value!r}"
+        ) from None
+
+
+def _is_integer(value):
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value).is_integer()
+
+
+# --------------------------------------------------------------- growth roots
+def real_root_bound(momentum):
+    """(1 − √γ)²: the largest λη for which x² − (1+γ−λη)x + γ has real roots.
+
+    MATH.md §2.4. Beyond it no WD-free exponential equivalent exists.
+    """
+    g = check_momentum(momentum)
+    return (1.0 - math.sqrt(g)) ** 2
+
+
+def check_real_roots(learning_rate, weight_decay, momentum):
+    """Raises `NoEquivalentError` if λη > (1 − √γ)²; returns (η, λ, γ)."""
+    eta = check_positive("learning_rate", learning_rate)
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    bound = real_root_bound(gam)
+    if lam * eta > bound:
+        raise NoEquivalentError(
+            "learning_rate * weight_decay must be <= (1 - sqrt(momentum))**2 = "
+            f"{bound:.6g} for momentum={gam!r}; received learning_rate * "
+            f"weight_decay = {eta!r} * {lam!r} = {lam * eta:.6g}. Beyond this "
+            "bound the roots of x^2 - (1+momentum-lr*wd) x + momentum are "
+            "complex and no WD-free exponential schedule is equivalent "
+            "(MATH.md §2.4). Lower the learning rate or the weight decay."
+        )
+    return eta, lam, gam
+
+
+def growth_roots(learning_rate, weight_decay, momentum):
+    """Both roots (α₊, α₋) of x² − (1+γ−λη)x + γ = 0 (MATH.md §2.3).
+
+    Numerically stable: 1 − α₊ = 2λη / (1 − γ + λη + √D) with
+    D = (1−γ)² − 2λη(1+γ) + (λη)², and α₋ = γ/α₊.
+    """
+    eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
+    le = lam * eta
+    disc = max((1.0 - gam) ** 2 - 2.0 * le * (1.0 + gam) + le * le, 0.0)
+    one_minus = 2.0 * le / (1.0 - gam + le + math.sqrt(disc))
+    a_plus = 1.0 - one_minus
+    return a_plus, gam / a_plus
+
+
+def growth_root(learning_rate, weight_decay, momentum):
+    """α₊, the larger root of x² − (1+γ−λη)x + γ = 0 (Theorem 1.1).
+
+    SGD with constant LR η, weight decay λ and momentum γ is equivalent to SGD
+    with momentum γ, no weight decay and LR η̃_t = η α₊^(−2t−1). γ = 0 gives
+    α₊ = 1 − λη. Raises `NoEquivalentError` beyond `real_root_bound`.
+
+    >>> round(growth_root(0.1, 5e-4, 0.9), 12)
+    0.999497728368
+    """
+    return growth_roots(learning_rate, weight_decay, momentum)[0]
+
+
+def log_growth_root(learning_rate, weight_decay, momentum):
+    """log α₊, computed as log1p(−(1 − α₊)) without cancellation."""
+    eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
+    le = lam * eta
+    disc = max((1.0 - gam) ** 2 - 2.0 * le * (1.0 + gam) + le * le, 0.0)
+    return math.log1p(-2.0 * le / (1.0 - gam + le + math.sqrt(disc)))
+
+
+def growth_per_epoch(learning_rate, weight_decay, momentum, steps_per_epoch):
+    """The ExpLR factor per epoch, α₊^(−2·steps_per_epoch).
+
+    >>> round(growth_per_epoch(0.1, 5e-4, 0.9, 391), 6)
+    1.481233
+    """
+    n = check_steps("steps_per_epoch", steps_per_epoch)
+    return math.exp(-2.0 * n * log_growth_root(learning_rate, weight_decay, momentum))
+
+
+def explr_closed_form(learning_rate, weight_decay, momentum, steps):
+    """The paper's ExpLR, η̃_t = η α₊^(−2t−1), at the given steps (float64).
+
+    Exact when the WD-free run starts from ṽ_0 = −(1−α)θ_0/(ηα); from zero
+    buffers it is the WD run started from v_0 = +(1−α)θ_0/(ηα) (MATH.md §2.5).
+    """
+    eta = check_positive("learning_rate", learning_rate)
+    la = log_growth_root(learning_rate, weight_decay, momentum)
+    t = np.asarray(steps, dtype=np.float64)
+    return np.exp(math.log(eta) - (2.0 * t + 1.0) * la)
+
+
+# --------------------------------------------------------------- conversion
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """The exact WD-free equivalent of a run (MATH.md §3.5).
+
+    Attributes:
+      scale: c_0..c_T, with θ̃_t = c_t θ_t (length T+1).
+      learning_rate: η̃_0..η̃_{T−1}.
+      momentum: the target optimizer's momentum hyperparameter per step.
+      q: q_1..q_T, with c_{t+1} = c_t / q_{t+1}.
+    """
+
+    scale: np.ndarray
+    learning_rate: np.ndarray
+    momentum: np.ndarray
+    q: np.ndarray
+
+
+def exact_conversion(
+    learning_rates,
+    weight_decay,
+    momentum,
+    base="paper",
+    target="paper",
+    decoupled_weight_decay=0.0,
+):
+    """The general converter of MATH.md §3.5, for any LR sequence.
+
+    The base run is linear in (θ_t, θ_{t−1}, g_t) for a scale-invariant loss:
+    θ_{t+1} = a_t θ_t − b_t θ_{t−1} − η_t g_t, with
+
+    * ``base="paper"`` (coupled λ): a_t = 1 + γρ_t − η_tλ, b_t = γρ_t, ρ_t = η_t/η_{t−1};
+    * ``base="keras"`` (coupled λ and decoupled w): a_t = 1 + γ − η_t(λ+w),
+      b_t = γ(1 − η_{t−1}w).
+
+    With zero buffers in both runs: q_1 = 1 − η_0(λ+w), q_{t+1} = a_t − b_t/q_t,
+    c_0 = 1, c_{t+1} = c_t/q_{t+1}, η̃_t = η_t c_t c_{t+1}, and the displacement
+    momentum β̃_t = b_t/(q_t q_{t+1}); the target's momentum hyperparameter is
+    β̃_t η̃_{t−1}/η̃_t (``target="paper"``) or β̃_t (``target="keras"``).
+
+    Args:
+      learning_rates: 1-D sequence of the base run's η_t (all > 0).
+      weight_decay: coupled λ (a float, or one value per step).
+      momentum: γ (for ``base="keras"``, Keras's momentum hyperparameter).
+      base, target: ``"paper"`` or ``"keras"``.
+      decoupled_weight_decay: Keras's decoupled w (``base="keras"`` only).
+
+    Returns:
+      A `Conversion`.
+
+    Raises:
+      NoEquivalentError: if some q_t ≤ 0: then no positive scaling exists.
+    """
+    eta = np.asarray(learning_rates, dtype=np.float64)
+    if eta.ndim != 1 or eta.size == 0:
+        raise ValueError(
+            "`learning_rates` must be a non-empty 1-D sequence. Received shape "
+            f"{eta.shape}"
+        )
+    if not np.all(np.isfinite(eta) & (eta > 0)):
+        i = int(np.argmin(np.isfinite(eta) & (eta > 0)))
+        raise ValueError(
+            "`learning_rates` must all be finite and > 0. Received: "
+            f"learning_rates[{i}]={eta[i]!r}"
+        )
+    if base not in CONVENTIONS or target not in CONVENTIONS:
+        raise ValueError(
+            f"`base` and `target` must be in {CONVENTIONS}. Received: "
+            f"base={base!r}, target={target!r}"
+        )
+    gam = check_momentum(momentum)
+    n = eta.size
+    lam = _per_step("weight_decay", weight_decay, n)
+    w = _per_step("decoupled_weight_decay", decoupled_weight_decay, n)
+    if base == "paper" and np.any(w != 0):
+        raise ValueError(
+            "`decoupled_weight_decay` is Keras's decoupled decay and needs "
+            "base='keras'; the paper's SGD has coupled weight decay only."
+        )
+    q = np.empty(n)
+    b = np.zeros(n)
+    q[0] = 1.0 - eta[0] * (lam[0] + w[0])
+    _check_q(q[0], 0)
+    for t in range(1, n):
+        if base == "paper":
+            rho = eta[t] / eta[t - 1]
+            a_t, b[t] = 1.0 + gam * rho - eta[t] * lam[t], gam * rho
+        else:
+            a_t = 1.0 + gam - eta[t] * (lam[t] + w[t])
+            b[t] = gam * (1.0 - eta[t - 1] * w[t - 1])
+        q[t] = a_t - b[t] / q[t - 1]
+        _check_q(q[t], t)
+    scale = np.concatenate([[1.0], np.cumprod(1.0 / q)])
+    lr = eta * scale[:-1] * scale[1:]
+    mom = np.full(n, gam)
+    beta = b[1:] / (q[:-1] * q[1:])
+    mom[1:] = beta * lr[:-1] / lr[1:] if target == "paper" else beta
+    return Conversion(scale=scale, learning_rate=lr, momentum=mom, q=q)
+
+
+def _per_step(name, value, n):
+    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
+    if not np.all(np.isfinite(arr) & (arr >= 0)):
+        raise ValueError(f"`{name}` must be finite and >= 0. Received: {value!r}")
+    return arr
+
+
+def _check_q(q, t):
+    if not q > 0.0:
+        raise NoEquivalentError(
+            f"no WD-free equivalent exists: the scale recurrence gives q={q:.6g} "
+            f"<= 0 at step {t} (MATH.md §2.4, §3.4). This happens when "
+            "learning_rate * weight_decay exceeds (1 - sqrt(momentum))**2 for "
+            "long enough; lower the learning rate or the weight decay."
+        )
+
+
+def texp_corrections(boundaries, values, weight_decay, momentum):
+    """The momentum corrections κ_I of exact TEXP at t = T_I (MATH.md §3.3).
+
+    κ_I = (γ/α*_I)[(1/α*_I − 1) − (η_I/η_{I−1})(1/α*_{I−1} − 1)], I ≥ 1.
+    With the initial buffer of §2.2 and ṽ_{t+1} −= κ_I θ̃_t/η̃_t at each t = T_I,
+    the closed-form TEXP equals step decay exactly.
+    """
+    boundaries, values = check_boundaries(boundaries, values)
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    alphas = [growth_root(v, lam, gam) for v in values]
+    return [
+        gam / alphas[i] * ((1.0 / alphas[i] - 1.0)
+                           - values[i] / values[i - 1] * (1.0 / alphas[i - 1] - 1.0))
+        for i in range(1, len(values))
+    ]
+
+
+# --------------------------------------------------------------- piecewise log-linear schedules
+@dataclasses.dataclass(frozen=True)
+class Pieces:
+    """A learning-rate schedule stored as piecewise log-linear segments.
+
+    Segment i covers steps starts[i] ≤ t < starts[i+1]. With k = t − starts[i]
+    and n_i = len(tables[i]):
+
+    * log η̃_t = tables[i][k]                              if k < n_i;
+    * log η̃_t = intercepts[i] + slopes[i] · (k − n_i)     otherwise.
+
+    Every schedule of this package has this form: ExpLR and closed-form TEXP
+    are log-linear (empty tables); the exact variants add a transient table
+    after each LR change; the twin of an arbitrary schedule is one table.
+    """
+
+    starts: tuple
+    tables: tuple
+    intercepts: tuple
+    slopes: tuple
+
+    def log_learning_rate(self, steps):
+        """log η̃_t at the given (non-negative) steps, in float64."""
+        t = np.asarray(steps, dtype=np.float64)
+        starts = np.asarray(self.starts, dtype=np.float64)
+        seg = np.searchsorted(starts, t, side="right") - 1
+        k = t - starts[seg]
+        lens = np.array([len(x) for x in self.tables], dtype=np.float64)[seg]
+        flat, offsets = self.flat_table()
+        idx = np.clip(offsets[seg] + k, 0, flat.size - 1).astype(np.int64)
+        tail = np.asarray(self.intercepts)[seg] + np.asarray(self.slopes)[seg] * (k - lens)
+        return np.where(k < lens, flat[idx], tail)
+
+    def learning_rate(self, steps):
+        """η̃_t at the given steps, in float64 (inf past float64's range)."""
+        with np.errstate(over="ignore"):
+            return np.exp(self.log_learning_rate(steps))
+
+    def flat_table(self):
+        """All tables concatenated (one 0.0 placeholder if all are empty), and offsets."""
+        lens = [len(x) for x in self.tables]
+        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.float64)
+        flat = np.concatenate([np.asarray(x, dtype=np.float64) for x in self.tables] + [[0.0]])
+        return flat, offsets
+
+    def horizon(self, log_max=LOG_FLOAT32_MAX):
+        """The first step t with log η̃_t > log_max (float32 overflow by default), or None."""
+        ends = list(self.starts[1:]) + [math.inf]
+        for start, end, table, a, s in zip(
+            self.starts, ends, self.tables, self.intercepts, self.slopes
+        ):
+            over = np.nonzero(np.asarray(table) > log_max)[0]
+            if over.size and start + over[0] < end:
+                return int(start + over[0])
+            first_tail = start + len(table)
+            if first_tail >= end:
+                continue
+            if a > log_max:
+                return int(first_tail)
+            if s > 0:
+                k = math.floor((log_max - a) / s) + 1
+                while k > 0 and a + s * (k - 1) > log_max:  # guard the division's rounding
+                    k -= 1
+                while a + s * k <= log_max:
+                    k += 1
+                if first_tail + k < end:
+                    return int(first_tail + k)
+        return None
+
+
+def _build_pieces(phases, weight_decay, momentum):
+    """Runs the exact zero-buffer recurrence (paper convention) phase by phase.
+
+    `phases` is a list of (start, lr): `lr` is a float (constant until the next
+    phase, the last one forever) or a 1-D array with one LR per step that fills
+    its phase exactly.
+
+    The recurrence (MATH.md §3.4): ρ_t = η_t/η_{t−1}, q_1 = 1 − η_0λ,
+    q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t, log η̃_t = log η_t + 2 log c_t − log q_{t+1},
+    log c_{t+1} = log c_t − log q_{t+1}.
+
+    Inside a constant phase (ρ = 1, after its first step) it is run in its
+    deviation form d = q − α₊, d ← γd/(α₊(α₊ + d)), which follows from
+    α₊ + γ/α₊ = 1 + γ − ηλ: rounding errors then shrink with d instead of piling
+    up against the fixed point. Once |d| ≤ a few ulps the segment continues
+    geometrically (slope −2 log α₊), so no table is longer than the transient.
+    """
+    lam, gam = weight_decay, momentum
+    starts, tables, intercepts, slopes = [], [], [], []
+    log_c, q_prev, eta_prev = 0.0, 1.0, None
+    ends = [p[0] for p in phases[1:]] + [None]
+    for (start, lr), end in zip(phases, ends):
+        dense = np.ndim(lr) > 0
+        lrs = np.asarray(lr, dtype=np.float64) if dense else np.full(1, float(lr))
+        table = []
+        t = start
+        # Dense phases (and the first step of a constant one): the plain recurrence.
+        while t < (start + lrs.size if dense else start + 1) and (end is None or t < end):
+            eta = float(lrs[t - start])
+            rho = 1.0 if eta_prev is None else eta / eta_prev
+            q = 1.0 + gam * rho - eta * lam - gam * rho / q_prev
+            _check_q(q, t)
+            table.append(math.log(eta) + 2.0 * log_c - math.log(q))
+            log_c -= math.log(q)
+            q_prev, eta_prev = q, eta
+            t += 1
+        eta = float(lrs[-1])
+        alpha = growth_root(eta, lam, gam)
+        log_a = log_growth_root(eta, lam, gam)
+        if not dense:
+            d = q_prev - alpha
+            while (end is None or t < end) and abs(d) > _CONVERGED * alpha:
+                if len(table) >= MAX_TRANSIENT_STEPS:
+                    break
+                d = gam * d / (alpha * (alpha + d))
+                log_q = log_a + math.log1p(d / alpha)
+                table.append(math.log(eta) + 2.0 * log_c - log_q)
+                log_c -= log_q
+                t += 1
+            q_prev = alpha + d
+        starts.append(start)
+        tables.append(np.asarray(table, dtype=np.float64))
+        # Geometric tail from step t on (q ≡ α₊): log c falls by log α₊ per step.
+        intercepts.append(math.log(eta) + 2.0 * log_c - log_a)
+        slopes.append(-2.0 * log_a)
+        if end is not None and t < end:
+            log_c -= (end - t) * log_a
+    return Pieces(tuple(starts), tuple(tables), tuple(intercepts), tuple(slopes))
+
+
+def explr_pieces(learning_rate, weight_decay, momentum, exact=True):
+    """ExpLR for constant (η, λ, γ), paper convention, as `Pieces`.
+
+    exact=True: the zero-buffer recurrence (bitwise-faithful to the WD run from
+    zero buffers). exact=False: the paper's closed form η α₊^(−2t−1).
+    """
+    eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
+    if exact:
+        return _build_pieces([(0, eta)], lam, gam)
+    log_a = log_growth_root(eta, lam, gam)
+    return Pieces((0,), (np.zeros(0),), (math.log(eta) - log_a,), (-2.0 * log_a,))
+
+
+def explr_equivalent(
+    learning_rate,
+    weight_decay,
+    momentum,
+    exact=True,
+    convention="paper",
+    weight_decay_mode="coupled",
+):
+    """The WD-free ExpLR twin of constant-LR SGD, and the momentum it needs.
+
+    Returns (pieces, target_momentum), for these bases and targets (MATH.md §0.1):
+
+    * ``convention="paper"``, coupled λ (`keras_explr.optimizers.SGD`):
+      target momentum γ; exact=True is the zero-buffer recurrence, exact=False
+      the closed form η α₊^(−2t−1) (a constant +0.92 % effective LR at
+      η=0.1, λ=5e-4, γ=0.9, from the initial buffer it leaves out).
+    * ``convention="keras"``, coupled λ (an L2 term λ/2‖θ‖² in the loss, with
+      ``keras.optimizers.SGD``): closed form with Keras momentum γ/α₊², exact
+      only from the buffer m̃_0 = (1−α₊)θ_0; exact=True raises, because no
+      constant Keras momentum reproduces the zero-buffer run.
+    * ``convention="keras"``, ``weight_decay_mode="decoupled"`` (Keras's own
+      ``weight_decay=w``): η̃_t = η(1−ηw)^(−2t−1) with Keras momentum γ/(1−ηw),
+      exact from zero buffers.
+    """
+    check_convention(convention)
+    if weight_decay_mode not in ("coupled", "decoupled"):
+        raise ValueError(
+            "`weight_decay_mode` must be 'coupled' or 'decoupled'. Received: "
+            f"weight_decay_mode={weight_decay_mode!r}"
+        )
+    eta = check_positive("learning_rate", learning_rate)
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    if weight_decay_mode == "decoupled":
+        if convention != "keras":
+            raise ValueError(
+                "weight_decay_mode='decoupled' describes Keras's own "
+                "`weight_decay` argument and needs convention='keras'; "
+                "keras_explr.optimizers.SGD decays through its buffer (coupled)."
+            )
+        if not lam * eta < 1.0:
+            raise NoEquivalentError(
+                "learning_rate * weight_decay must be < 1 for decoupled weight "
+                f"decay; received {eta!r} * {lam!r} = {eta * lam:.6g}"
+            )
+        log_r = math.log1p(-eta * lam)
+        pieces = Pieces((0,), (np.zeros(0),), (math.log(eta) - log_r,), (-2.0 * log_r,))
+        return pieces, gam / (1.0 - eta * lam)
+    if convention == "paper":
+        return explr_pieces(eta, lam, gam, exact=exact), gam
+    if exact:
+        raise NoEquivalentError(
+            "no constant momentum of keras.optimizers.SGD makes ExpLR exactly "
+            "equivalent to a coupled-weight-decay run started from zero buffers: "
+            "the Keras buffer stores displacements, so the needed momentum "
+            "varies during the first few hundred steps (MATH.md §3.5). "
+            "Alternatives: use keras_explr.optimizers.SGD with convention='paper' "
+            "(exact); or exact=False (closed form, momentum gamma/alpha**2, exact "
+            "only from the buffer (1 - alpha) * theta_0); or, if your base run "
+            "uses Keras's own `weight_decay` argument, weight_decay_mode='decoupled' "
+            "(exact from zero buffers)."
+        )
+    alpha = growth_root(eta, lam, gam)
+    return explr_pieces(eta, lam, gam, exact=False), gam / (alpha * alpha)
+
+
+def texp_pieces(boundaries, values, weight_decay, momentum, exact=True):
+    """TEXP for step decay with `PiecewiseConstantDecay`'s (boundaries, values).
+
+    Phase I starts at T_I = boundaries[I−1] + 1. exact=True: the TEXP-exact
+    recurrence of MATH.md §3.4 (zero buffers, no corrections needed).
+    exact=False: the closed form of §3.2, c_{t+1} = c_t/α*_{I(t)},
+    η̃_t = η_{I(t)} c_t c_{t+1}.
+    """
+    boundaries, values = check_boundaries(boundaries, values)
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    for i, v in enumerate(values):
+        try:
+            check_real_roots(v, lam, gam)
+        except NoEquivalentError as e:
+            raise NoEquivalentError(f"values[{i}]: {e}") from None
+    starts = [0] + [b + 1 for b in boundaries]
+    if exact:
+        return _build_pieces(list(zip(starts, values)), lam, gam)
+    intercepts, slopes, log_c = [], [], 0.0
+    ends = starts[1:] + [None]
+    for start, end, v in zip(starts, ends, values):
+        log_a = log_growth_root(v, lam, gam)
+        intercepts.append(math.log(v) + 2.0 * log_c - log_a)
+        slopes.append(-2.0 * log_a)
+        if end is not None:
+            log_c -= (end - start) * log_a
+    empty = tuple(np.zeros(0) for _ in starts)
+    return Pieces(tuple(starts), empty, tuple(intercepts), tuple(slopes))
+
+
+def dense_pieces(learning_rates, weight_decay, momentum):
+    """The exact WD-free twin (paper convention) of any LR sequence, as `Pieces`.
+
+    Steps 0..len−1 are one table (the recurrence of MATH.md §3.4); past the
+    end, the base LR is taken to stay at its last value (as `CosineDecay` does
+    after `decay_steps`), and the twin continues geometrically.
+    """
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    lrs = np.asarray(learning_rates, dtype=np.float64)
+    if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs) & (lrs > 0)):
+        raise ValueError(
+            "the base schedule must give finite learning rates > 0 at every step "
+            f"0..total_steps-1; got min={np.min(lrs) if lrs.size else None!r}"
+        )
+    check_real_roots(float(lrs[-1]), lam, gam)
+    return _build_pieces([(0, lrs), (lrs.size, float(lrs[-1]))], lam, gam)
+
+
+def float32_horizon(learning_rate, weight_decay, momentum, exact=False):
+    """The first step at which ExpLR's LR exceeds float32's max (3.40e38).
+
+    exact=False (the API's meaning): the paper's closed form η α₊^(−2t−1);
+    exact=True: the zero-buffer recurrence variant, which starts slower.
+
+    >>> float32_horizon(0.1, 5e-4, 0.9), float32_horizon(0.1, 5e-4, 0.9, exact=True)
+    (90591, 90600)
+    """
+    return explr_pieces(learning_rate, weight_decay, momentum, exact=exact).horizon()
