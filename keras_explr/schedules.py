@@ -42,14 +42,9 @@ def _compute_dtype():
     return "float64"
 
 
-def _log_max(dtype):
-    # A hair below log(max) so that exp() then the cast stay finite.
-    return math.log(float(np.finfo(dtype).max)) - 1e-6
-
-
 def _horizon_for_floatx(pieces):
     if keras.config.floatx() == "float64":
-        return pieces.horizon(_log_max("float64"))
+        return pieces.horizon(math.log(float(np.finfo(np.float64).max)))
     return pieces.horizon()
 
 
@@ -94,7 +89,7 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         return self._pieces.learning_rate(steps)
 
     def _const(self, key, dtype):
-        if keras.backend.backend() == "tensorflow":
+        if keras.backend.backend() != "torch":  # graph/jit constants; torch: avoid a copy per step
             return ops.convert_to_tensor(self._arrays[key], dtype=dtype)
         cache_key = (key, dtype)
         if cache_key not in self._constants:
@@ -124,8 +119,12 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                 tail = ops.take(self._const("intercepts", dtype), seg) + ops.take(
                     self._const("slopes", dtype), seg) * (k - n)
                 log_lr = ops.where(ops.less(k, n), in_table, tail)
-            log_lr = ops.minimum(log_lr, _log_max(out_dtype))
-            return ops.cast(ops.exp(log_lr), out_dtype)
+            # Saturate: an overflowing exp() becomes the largest finite value.
+            # (ops.where: Keras's torch `minimum` returns float32 for two float64 tensors.)
+            cap = ops.convert_to_tensor(
+                min(float(np.finfo(out_dtype).max), float(np.finfo(dtype).max)), dtype)
+            lr = ops.exp(log_lr)
+            return ops.cast(ops.where(ops.less(lr, cap), lr, cap), out_dtype)
 
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
@@ -389,7 +388,7 @@ def _read_schedule(schedule, n):
     """The base learning rates at steps 0..n−1, as float64 numpy."""
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         try:  # Most schedules accept a vector of steps ...
-            lrs = ops.convert_to_numpy(schedule(ops.arange(n, dtype="int64")))
+            lrs = ops.convert_to_numpy(schedule(ops.arange(n, dtype="int32")))
             lrs = np.asarray(lrs, dtype=np.float64)
             if lrs.shape != (n,):
                 raise ValueError
