@@ -9,9 +9,9 @@ class FunctionRecorder(keras.callbacks.Callback):
 
     Function-space equivalence (the paper's sense) means the same f_θ at every
     step, with BatchNorm in training mode (batch statistics). The recorder
-    calls ``model(x, training=True)``, which uses the batch's statistics; on
-    some backends this also nudges BN's moving averages, which never feed back
-    into training. Outputs are kept as float64 numpy arrays.
+    evaluates the model in training mode through `stateless_call`, so BN's
+    moving averages are left untouched. Outputs are kept as float64 numpy
+    arrays.
 
     Args:
       x: the probe batch.
@@ -27,7 +27,10 @@ class FunctionRecorder(keras.callbacks.Callback):
         self._step = 0
 
     def _record(self):
-        out = self.model(self.x, training=True)
+        m = self.model
+        out, _ = m.stateless_call([v.value for v in m.trainable_variables],
+                                  [v.value for v in m.non_trainable_variables],
+                                  self.x, training=True)
         self.outputs.append(np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64))
         self.steps.append(self._step)
 
