@@ -100,3 +100,249 @@ class SGD(keras.optimizers.Optimizer):
             "weight_decay": self.weight_decay,
         })
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_explr")
+class ReparamWeightDecay(keras.optimizers.Optimizer):
+    """Weight decay in the new parameterization: θ ← (1 − λ_new) θ − η_t · update.
+
+    Li & Arora (blog, part 2) suggest λ_new = λ_old · η: the decay per step no
+    longer rides on the learning rate, so LR and WD stop being entangled, and
+    on a scale-invariant network the whole trajectory depends on (η, θ_0) only
+    through η/‖θ_0‖² (MATH.md §4.2). Wraps any Keras optimizer, in the manner
+    of `keras.optimizers.LossScaleOptimizer`.
+
+    Modes (each real update, for every decayed variable θ):
+
+    * ``"decoupled"`` (default, N2): θ ← (1 − λ_t) θ, then the inner
+      optimizer's update. With a zero gradient one step gives exactly
+      (1 − λ)θ for any LR, 0 included; Keras's built-in gives (1 − ηλ)θ.
+    * ``"coupled"`` (N1, for momentum SGD, paper-consistent): (λ_t/η_t) θ is
+      added to the (clipped) gradient, so with `keras_explr.optimizers.SGD`
+      v ← γv + g + (λ_t/η_t)θ, θ ← θ − η_t v; its growth root solves
+      x² − (1+γ−λ_new)x + γ = 0, independent of η.
+
+    λ_t = λ_new, or with ``follow_schedule=True`` λ_t = λ_new · η_t/η_0, which
+    "mimics step decay" as the authors suggest (divide WD with the LR).
+
+    The decay is applied where Keras applies its own weight decay (the wrapper
+    installs it in its inner optimizer's ``_apply_weight_decay`` and, in coupled
+    mode, ``_clip_gradients`` hooks), so it happens once per real update with
+    ``gradient_accumulation_steps``, never on a step that a
+    `LossScaleOptimizer` skips, before ``use_ema`` averages, and after
+    ``global_clipnorm`` clipping. Like Keras's own weight decay, an inner
+    update that reads θ (e.g. Lamb's trust ratio) sees the decayed θ.
+
+    Args:
+      inner_optimizer: any Keras optimizer (SGD, `keras_explr.optimizers.SGD`,
+        Adam, Lion, ...; a `LossScaleOptimizer` too) without weight decay of
+        its own: one that has it is rejected, as it would decay twice.
+      weight_decay: λ_new in [0, 1): the fraction removed per update.
+      mode: "decoupled" or "coupled".
+      follow_schedule: scale λ with the LR's shape, λ_new · η_t/η_0.
+      exclude_vectors: leave variables of rank < 2 (biases, BatchNorm and
+        LayerNorm γ/β) undecayed (default True). Further exclusions:
+        `exclude_from_weight_decay(var_list=..., var_names=...)`.
+      name: optional name.
+
+    Example:
+
+    >>> import keras, keras_explr
+    >>> opt = keras_explr.optimizers.ReparamWeightDecay(
+    ...     keras.optimizers.SGD(0.1, momentum=0.9), weight_decay=5e-5)
+    """
+
+    def __init__(self, inner_optimizer, weight_decay, mode="decoupled",
+                 follow_schedule=False, exclude_vectors=True, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(
+                f"ReparamWeightDecay does not support {sorted(kwargs)}: set them on the "
+                "`inner_optimizer`."
+            )
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise ValueError(
+                "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
+                f"Received: inner_optimizer={inner_optimizer!r}"
+            )
+        if isinstance(inner_optimizer, ReparamWeightDecay):
+            raise ValueError("`inner_optimizer` is already a ReparamWeightDecay: it would decay twice.")
+        target = _innermost(inner_optimizer)
+        if getattr(target, "weight_decay", None):
+            raise ValueError(
+                f"`inner_optimizer` ({type(target).__name__}) already has "
+                f"weight_decay={target.weight_decay!r}; it would decay twice. Create it "
+                "with weight_decay=None and give the decay to ReparamWeightDecay."
+            )
+        lam = theory.check_non_negative("weight_decay", weight_decay)
+        if not lam < 1.0:
+            raise ValueError(
+                "`weight_decay` (λ_new, the fraction removed per step) must be in the "
+                f"range [0, 1). Received: weight_decay={weight_decay!r}"
+            )
+        if mode not in ("decoupled", "coupled"):
+            raise ValueError(f"`mode` must be 'decoupled' or 'coupled'. Received: mode={mode!r}")
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+        self.weight_decay = lam
+        self.mode = mode
+        self.follow_schedule = bool(follow_schedule)
+        self.exclude_vectors = bool(exclude_vectors)
+        self._target = target
+        self._initial_lr = None
+        if self.follow_schedule:
+            lr0 = target._learning_rate
+            lr0 = lr0(0) if callable(lr0) else lr0
+            self._initial_lr = theory.check_positive(
+                "initial learning rate (for follow_schedule=True)", float(ops.convert_to_numpy(lr0)))
+        _install_hooks(self, target)
+
+    # -- the decay, computed where Keras would apply its own -----------------
+    def _decayed(self, variable):
+        if self.exclude_vectors and len(variable.shape) < 2:
+            return False
+        return self._target._use_weight_decay(variable)
+
+    def _lambda_t(self, dtype):
+        lam = ops.convert_to_tensor(self.weight_decay, dtype)
+        if not self.follow_schedule:
+            return lam
+        lr = ops.cast(self._target.learning_rate, dtype)
+        return lam * lr / ops.convert_to_tensor(self._initial_lr, dtype)
+
+    # -- delegation, as in LossScaleOptimizer ----------------------------------
+    def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self.inner_optimizer.variables
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        return self.inner_optimizer.stateless_apply(optimizer_variables, grads, trainable_variables)
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        self._target.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "weight_decay": self.weight_decay,
+            "mode": self.mode,
+            "follow_schedule": self.follow_schedule,
+            "exclude_vectors": self.exclude_vectors,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
+def _innermost(optimizer):
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def _install_hooks(wrapper, target):
+    """Puts the reparameterized decay where Keras applies its own weight decay."""
+    backend = keras.backend.backend()
+    clip = target._clip_gradients
+    backend_apply = target._backend_apply_gradients
+    current = {"variables": []}
+
+    def backend_apply_gradients(grads, trainable_variables):
+        # The variables that `grads` belong to (Keras may have filtered some out).
+        current["variables"] = list(trainable_variables)
+        return backend_apply(grads, trainable_variables)
+
+    def apply_weight_decay(variables):
+        decayed = [v for v in variables if wrapper._decayed(v)]
+        if wrapper.mode != "decoupled" or not decayed or wrapper.weight_decay == 0.0:
+            return
+        if backend == "tensorflow":
+            _tf_distributed_scale(target, decayed, lambda v: 1.0 - wrapper._lambda_t(v.dtype))
+        elif backend == "torch":
+            import torch
+
+            with torch.no_grad():
+                for v in decayed:
+                    v.value.mul_(1.0 - wrapper._lambda_t(v.dtype))
+        else:
+            for v in decayed:
+                v.assign(v * (1.0 - wrapper._lambda_t(v.dtype)))
+
+    def clip_gradients(grads):
+        grads = clip(grads)
+        if wrapper.mode != "coupled" or wrapper.weight_decay == 0.0:
+            return grads
+        replicas = _replicas_in_sync()
+        out = []
+        for g, v in zip(grads, current["variables"]):
+            if g is None or not wrapper._decayed(v):
+                out.append(g)
+                continue
+            lr = ops.cast(target.learning_rate, v.dtype)
+            # (λ_t/η_t)θ, and 0 where η_t = 0 (that step moves nothing anyway).
+            coef = ops.where(ops.greater(lr, 0), wrapper._lambda_t(v.dtype) / ops.where(
+                ops.greater(lr, 0), lr, ops.ones_like(lr)), ops.zeros_like(lr))
+            if replicas > 1:  # TF all-reduces gradients by summing over replicas
+                coef = coef / replicas
+            out.append(ops.add(ops.cast(g, v.dtype), ops.multiply(coef, v)))
+        return out
+
+    target._backend_apply_gradients = backend_apply_gradients
+    target._apply_weight_decay = apply_weight_decay
+    target._clip_gradients = clip_gradients
+
+
+def _tf_distributed_scale(optimizer, variables, factor):
+    """variable ← factor(variable) · variable, the way Keras's TF optimizer
+    applies weight decay (through the distribution strategy)."""
+    import tensorflow as tf
+
+    def fn(distribution, variables):
+        for v in variables:
+            f = factor(v)
+            distribution.extended.update(
+                v.value, lambda var: var.assign(var * tf.cast(f, var.dtype)), group=False)
+
+    tf.__internal__.distribute.interim.maybe_merge_call(fn, optimizer._distribution_strategy, variables)
+
+
+def _replicas_in_sync():
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    return ctx.num_replicas_in_sync if ctx is not None else 1

@@ -198,8 +198,10 @@ class ExpLR(_PiecewiseLogLinear):
           steps_per_epoch: optional; sets `growth_per_epoch`.
           total_steps: optional; rejected past the float32 horizon.
           weight_decay_mode: "coupled" (λθ in the gradient: the paper, or an L2
-            penalty λ/2‖θ‖²) or, with convention="keras", "decoupled" (Keras's
-            own ``weight_decay`` argument).
+            penalty λ/2‖θ‖²) or "decoupled" (θ ← (1−ηλ)θ before the momentum
+            step: Keras's own ``weight_decay`` argument, or
+            `keras_explr.optimizers.ReparamWeightDecay` with λ_new = ηλ); the
+            decoupled twin is exact from zero buffers in both conventions.
           name: optional name.
 
         Returns:

@@ -504,6 +504,17 @@ def explr_pieces(learning_rate, weight_decay, momentum, exact=True):
     return Pieces((0,), (np.zeros(0),), (math.log(eta) - log_a,), (-2.0 * log_a,))
 
 
+def standard_weight_decay(weight_decay, learning_rate):
+    """λ_old = λ_new/η: the standard (LR-coupled) weight decay of a
+    `ReparamWeightDecay` run with λ_new at the constant LR η (blog, part 2:
+    λ_new = λ_old·η). With it, `explr_equivalent(η, λ_old, γ, ...)` gives the
+    wrapper's WD-free twin: weight_decay_mode="coupled" for mode="coupled" (N1),
+    "decoupled" for mode="decoupled" (N2).
+    """
+    lam = check_non_negative("weight_decay", weight_decay)
+    return lam / check_positive("learning_rate", learning_rate)
+
+
 def explr_equivalent(
     learning_rate,
     weight_decay,
@@ -524,9 +535,10 @@ def explr_equivalent(
       ``keras.optimizers.SGD``): closed form with Keras momentum γ/α₊², exact
       only from the buffer m̃_0 = (1−α₊)θ_0; exact=True raises, because no
       constant Keras momentum reproduces the zero-buffer run.
-    * ``convention="keras"``, ``weight_decay_mode="decoupled"`` (Keras's own
-      ``weight_decay=w``): η̃_t = η(1−ηw)^(−2t−1) with Keras momentum γ/(1−ηw),
-      exact from zero buffers.
+    * ``weight_decay_mode="decoupled"``, θ ← (1−ηw)θ before the momentum step
+      (Keras's own ``weight_decay=w``, or `ReparamWeightDecay` with λ_new = ηw):
+      the roots are 1−ηw and γ, so η̃_t = η(1−ηw)^(−2t−1) is exact from zero
+      buffers, with Keras momentum γ/(1−ηw) or paper momentum γ(1−ηw).
     """
     check_convention(convention)
     if weight_decay_mode not in ("coupled", "decoupled"):
@@ -538,12 +550,6 @@ def explr_equivalent(
     lam = check_non_negative("weight_decay", weight_decay)
     gam = check_momentum(momentum)
     if weight_decay_mode == "decoupled":
-        if convention != "keras":
-            raise ValueError(
-                "weight_decay_mode='decoupled' describes Keras's own "
-                "`weight_decay` argument and needs convention='keras'; "
-                "keras_explr.optimizers.SGD decays through its buffer (coupled)."
-            )
         if not lam * eta < 1.0:
             raise NoEquivalentError(
                 "learning_rate * weight_decay must be < 1 for decoupled weight "
@@ -551,7 +557,8 @@ def explr_equivalent(
             )
         log_r = math.log1p(-eta * lam)
         pieces = Pieces((0,), (np.zeros(0),), (math.log(eta) - log_r,), (-2.0 * log_r,))
-        return pieces, gam / (1.0 - eta * lam)
+        shrink = 1.0 - eta * lam
+        return pieces, (gam / shrink if convention == "keras" else gam * shrink)
     if convention == "paper":
         return explr_pieces(eta, lam, gam, exact=exact), gam
     if exact:

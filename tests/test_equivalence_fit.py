@@ -126,3 +126,14 @@ def test_keras_sgd_with_decoupled_wd_equals_keras_explr(digits):
         lr, wd, momentum, convention="keras", weight_decay_mode="decoupled")
     twin_run = run(keras.optimizers.SGD(sched, momentum=sched.momentum), digits)
     assert callbacks.max_relative_difference(wd_run, twin_run) <= max(_tol(), 1e-6)
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_reparam_wrapper_equals_its_twin(digits, mode):
+    # λ_new = λ_old·η; the twin of the wrapper is the ExpLR of λ_old (MATH.md §4.1).
+    lr, momentum = _p()["lr"], 0.9
+    lam = _p()["wd"] * lr
+    base = run(optimizers.ReparamWeightDecay(optimizers.SGD(lr, momentum=momentum), lam, mode=mode), digits)
+    sched = schedules.ExpLR.from_weight_decay(lr, lam / lr, momentum, weight_decay_mode=mode)
+    twin = run(optimizers.SGD(sched, momentum=sched.momentum), digits)
+    assert callbacks.max_relative_difference(base, twin) <= _tol()

@@ -1,0 +1,205 @@
+"""ReparamWeightDecay: the new parameterization θ ← (1−λ_new)θ − η·update."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_explr import callbacks, data, models, optimizers, schedules, theory
+
+
+def _value(v):
+    return keras.ops.convert_to_numpy(v)
+
+
+def _apply(opt, grads, variables):
+    """opt.apply, or on JAX the stateless path that model.fit takes (Keras's
+    eager LossScaleOptimizer.apply does not run on JAX)."""
+    if keras.backend.backend() != "jax":
+        return opt.apply(grads, variables)
+    if not opt.built:
+        opt.build(variables)
+    new_vars, new_opt = opt.stateless_apply([v.value for v in opt.variables], grads,
+                                            [v.value for v in variables])
+    for v, x in zip(variables, new_vars):
+        v.assign(x)
+    for v, x in zip(opt.variables, new_opt):
+        v.assign(x)
+
+
+def _vars():
+    return keras.Variable(np.full((3, 2), 2.0, "float32")), keras.Variable(np.full((2,), 2.0, "float32"))
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("lr", [0.1, 0.0, "schedule"])
+def test_zero_gradient_step_is_exactly_one_minus_lambda(lr):
+    if lr == "schedule":
+        lr = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    w, b = _vars()
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(lr, momentum=0.9), weight_decay=0.01)
+    opt.apply([keras.ops.zeros((3, 2)), keras.ops.zeros(2)], [w, b])
+    np.testing.assert_array_equal(_value(w), np.float32(2.0) * np.float32(1 - 0.01))
+    np.testing.assert_array_equal(_value(b), 2.0)  # vectors are not decayed by default
+    # Keras's built-in decay rides on the LR: (1 − ηλ)θ.
+    w2, _ = _vars()
+    keras.optimizers.SGD(0.1, weight_decay=0.01).apply([keras.ops.zeros((3, 2))], [w2])
+    np.testing.assert_allclose(_value(w2), 2.0 * (1 - 0.1 * 0.01), rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_coupled_mode_adds_lambda_over_eta_theta_to_the_gradient():
+    w, _ = _vars()
+    opt = optimizers.ReparamWeightDecay(optimizers.SGD(0.1, momentum=0.9), 0.01, mode="coupled")
+    g = keras.ops.ones((3, 2))
+    opt.apply([g], [w])  # v = 1 + (0.01/0.1)·2 = 1.2; θ = 2 − 0.1·1.2
+    np.testing.assert_allclose(_value(w), 1.88, rtol=1e-6)
+    opt.apply([g], [w])  # v = 0.9·1.2 + 1 + 0.1·1.88 = 2.268; θ = 1.88 − 0.2268
+    np.testing.assert_allclose(_value(w), 1.6532, rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_follow_schedule_scales_lambda_with_the_lr():
+    lr = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.1, 0.01])
+    w, _ = _vars()
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(lr), 0.01, follow_schedule=True)
+    z = keras.ops.zeros((3, 2))
+    opt.apply([z], [w])  # step 0: η_0/η_0 = 1
+    np.testing.assert_allclose(_value(w), 2.0 * 0.99, rtol=1e-6)
+    opt.apply([z], [w])  # step 1: λ·0.01/0.1
+    np.testing.assert_allclose(_value(w), 2.0 * 0.99 * (1 - 0.001), rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_gradient_accumulation_decays_once_per_real_update():
+    w, _ = _vars()
+    inner = keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
+    opt = optimizers.ReparamWeightDecay(inner, 0.1)
+    for _ in range(4):
+        opt.apply([keras.ops.zeros((3, 2))], [w])
+    np.testing.assert_allclose(_value(w), 2.0 * 0.9 ** 2, rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_loss_scale_skipped_steps_do_not_decay():
+    for outer_lso in (True, False):
+        w, _ = _vars()
+        if outer_lso:  # what model.compile does under mixed_float16
+            opt = keras.optimizers.LossScaleOptimizer(
+                optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 0.1))
+        else:
+            opt = optimizers.ReparamWeightDecay(
+                keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), 0.1)
+        bad = keras.ops.convert_to_tensor(np.full((3, 2), np.inf, "float32"))
+        _apply(opt, [bad], [w])
+        np.testing.assert_array_equal(_value(w), 2.0)
+        _apply(opt, [keras.ops.zeros((3, 2))], [w])
+        np.testing.assert_allclose(_value(w), 1.8, rtol=1e-6)
+
+
+def test_global_clipnorm_clips_before_the_coupled_term():
+    w = keras.Variable(np.ones((2, 2), "float32"))
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.5, global_clipnorm=1.0), 0.1, mode="coupled")
+    g = np.full((2, 2), 100.0, "float32")
+    opt.apply([keras.ops.convert_to_tensor(g)], [w])
+    clipped = g / np.linalg.norm(g)
+    np.testing.assert_allclose(_value(w), 1.0 - 0.5 * (clipped + (0.1 / 0.5) * 1.0), rtol=1e-6)
+
+
+def test_exclusions_and_properties():
+    w, b = _vars()
+    other = keras.Variable(np.full((2, 2), 2.0, "float32"), name="skip_me")
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.Adam(1e-3), 0.1, exclude_vectors=False)
+    opt.exclude_from_weight_decay(var_names=["skip_me"])
+    opt.apply([keras.ops.zeros((3, 2)), keras.ops.zeros(2), keras.ops.zeros((2, 2))], [w, b, other])
+    np.testing.assert_allclose(_value(w), 1.8, rtol=1e-6)
+    np.testing.assert_allclose(_value(b), 1.8, rtol=1e-6)
+    np.testing.assert_array_equal(_value(other), 2.0)
+    assert opt.inner_optimizer.learning_rate is not None
+    assert int(_value(opt.iterations)) == 1
+    assert opt.variables == opt.inner_optimizer.variables
+
+
+@pytest.mark.parametrize("inner,msg", [
+    (lambda: keras.optimizers.SGD(0.1, weight_decay=1e-4), "would decay twice"),
+    (lambda: optimizers.SGD(0.1, weight_decay=1e-4), "would decay twice"),
+    (lambda: keras.optimizers.AdamW(1e-3), "would decay twice"),
+    (lambda: "sgd", "must be a keras.optimizers.Optimizer"),
+])
+def test_rejects_bad_inner(inner, msg):
+    with pytest.raises(ValueError, match=msg):
+        optimizers.ReparamWeightDecay(inner(), 1e-4)
+
+
+@pytest.mark.parametrize("wd", [-1e-3, 1.0, 2.0, math.nan, math.inf])
+def test_rejects_bad_weight_decay(wd):
+    with pytest.raises(ValueError, match=r"`weight_decay`"):
+        optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), wd)
+
+
+def test_rejects_bad_mode_and_nesting():
+    with pytest.raises(ValueError, match="`mode` must be 'decoupled' or 'coupled'"):
+        optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 1e-4, mode="l2")
+    inner = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 1e-4)
+    with pytest.raises(ValueError, match="already a ReparamWeightDecay"):
+        optimizers.ReparamWeightDecay(inner, 1e-4)
+
+
+def test_serialization_round_trip():
+    opt = optimizers.ReparamWeightDecay(optimizers.SGD(schedules.TEXP([5], [0.1, 0.01], 0.0, 0.9), momentum=0.9),
+                                        3e-4, mode="coupled", follow_schedule=True)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert type(again) is optimizers.ReparamWeightDecay
+    assert again.get_config() == opt.get_config()
+    assert isinstance(again.inner_optimizer, optimizers.SGD)
+
+
+# ---------------------------------------------------------------- inside model.fit, float64
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), _ = data.load_digits(num_train=640)
+    return x, y
+
+
+def _run(opt, digits, scale=1.0, epochs=30):
+    x, y = digits
+    keras.utils.set_random_seed(1)
+    model = models.bn_convnet(bn_epsilon=1e-30)
+    if scale != 1.0:  # θ_0 → kθ_0 on the scale-invariant kernels (the head stays)
+        for v in model.trainable_variables:
+            v.assign(v * scale)
+    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rec = callbacks.FunctionRecorder(x[:128].astype("float64"))
+    model.fit(x.astype("float64"), y, batch_size=64, epochs=epochs, shuffle=False, verbose=0, callbacks=[rec])
+    return rec.outputs
+
+
+@pytest.mark.parametrize("mode,lam", [("decoupled", 2e-3), ("coupled", 5e-4)])
+def test_wrapper_with_constant_lr_equals_its_explr_twin(float64, digits, mode, lam):
+    lr, gamma = 0.1, 0.9  # λ_new; λ_old = λ_new/η
+    base = _run(optimizers.ReparamWeightDecay(optimizers.SGD(lr, momentum=gamma), lam, mode=mode), digits)
+    twin = schedules.ExpLR.from_weight_decay(
+        lr, theory.standard_weight_decay(lam, lr), gamma,
+        weight_decay_mode="decoupled" if mode == "decoupled" else "coupled")
+    assert twin.learning_rates(300) / lr > 3  # the LR grows
+    other = _run(optimizers.SGD(twin, momentum=twin.momentum), digits)
+    assert callbacks.max_relative_difference(base, other) <= 1e-9
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_collapse_theorem(float64, digits, mode):
+    # (θ_0, η) and (kθ_0, k²η) with the same λ_new give the same function (MATH.md §4.2).
+    lr, lam = 0.05, 5e-4
+    ref = _run(optimizers.ReparamWeightDecay(optimizers.SGD(lr, momentum=0.9), lam, mode=mode), digits, epochs=20)
+    for k in (0.5, 3.0):
+        run = _run(optimizers.ReparamWeightDecay(optimizers.SGD(k * k * lr, momentum=0.9), lam, mode=mode),
+                   digits, scale=k, epochs=20)
+        assert callbacks.max_relative_difference(ref, run) <= 1e-9
+
+
+def test_collapse_fails_in_the_standard_parameterization(float64, digits):
+    # Negative control: λ_old fixed, (θ_0, η) vs (3θ_0, 9η) are different runs.
+    ref = _run(optimizers.SGD(0.05, momentum=0.9, weight_decay=1e-2), digits, epochs=20)
+    run = _run(optimizers.SGD(0.45, momentum=0.9, weight_decay=1e-2), digits, scale=3.0, epochs=20)
+    assert callbacks.max_relative_difference(ref, run) > 1e-3
