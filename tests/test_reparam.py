@@ -203,3 +203,59 @@ def test_collapse_fails_in_the_standard_parameterization(float64, digits):
     ref = _run(optimizers.SGD(0.05, momentum=0.9, weight_decay=1e-2), digits, epochs=20)
     run = _run(optimizers.SGD(0.45, momentum=0.9, weight_decay=1e-2), digits, scale=3.0, epochs=20)
     assert callbacks.max_relative_difference(ref, run) > 1e-3
+
+
+def test_save_load_restores_wrapper_and_state_bit_identically(tmp_path, digits):
+    x, y = digits
+
+    def compiled():
+        keras.utils.set_random_seed(3)
+        model = models.bn_convnet()
+        sched = schedules.TEXP([15, 30], [0.1, 0.03, 0.01], 5e-3, 0.9)
+        opt = optimizers.ReparamWeightDecay(optimizers.SGD(sched, momentum=0.9), 5e-4, mode="coupled")
+        model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    fit = dict(batch_size=64, shuffle=False, verbose=0)
+    straight = compiled()
+    straight.fit(x, y, epochs=4, **fit)
+    first = compiled()
+    first.fit(x, y, epochs=2, **fit)
+    path = str(tmp_path / "m.keras")
+    first.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer) is optimizers.ReparamWeightDecay
+    assert isinstance(loaded.optimizer.inner_optimizer._learning_rate, schedules.TEXP)
+    assert int(_value(loaded.optimizer.iterations)) == 20
+    for a, b in zip(first.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(_value(a), _value(b))
+    loaded.fit(x, y, epochs=2, **fit)
+    for a, b in zip(straight.weights, loaded.weights):
+        np.testing.assert_array_equal(_value(a), _value(b))
+
+
+def test_tensorboard_logs_the_inner_learning_rate(tmp_path, digits):
+    x, y = digits
+    model = models.bn_convnet()
+    sched = schedules.ExpLR.from_weight_decay(0.1, 5e-3, 0.9)
+    model.compile(optimizers.ReparamWeightDecay(optimizers.SGD(sched, momentum=0.9), 1e-4),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(str(tmp_path), update_freq="epoch")])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    acc = EventAccumulator(str(tmp_path / "train"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tag = next(t for t in acc.Tags()["tensors"] if "learning_rate" in t)
+    logged = [float(make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+    np.testing.assert_allclose(logged[-1], sched.learning_rates(20), rtol=1e-6)
+
+
+def test_use_ema_averages_the_decayed_weights():
+    w, _ = _vars()
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), 0.1)
+    opt.apply([keras.ops.zeros((3, 2))], [w])
+    np.testing.assert_allclose(_value(w), 1.8, rtol=1e-6)
+    average = opt.inner_optimizer._model_variables_moving_average[0]
+    np.testing.assert_allclose(_value(average), 0.5 * 2.0 + 0.5 * 1.8, rtol=1e-6)
