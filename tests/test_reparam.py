@@ -255,7 +255,8 @@ def test_tensorboard_logs_the_inner_learning_rate(tmp_path, digits):
 def test_use_ema_averages_the_decayed_weights():
     w, _ = _vars()
     opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), 0.1)
-    opt.apply([keras.ops.zeros((3, 2))], [w])
-    np.testing.assert_allclose(_value(w), 1.8, rtol=1e-6)
+    for _ in range(2):  # Keras starts the average at the first step's weights
+        opt.apply([keras.ops.zeros((3, 2))], [w])
+    np.testing.assert_allclose(_value(w), 1.62, rtol=1e-6)
     average = opt.inner_optimizer._model_variables_moving_average[0]
-    np.testing.assert_allclose(_value(average), 0.5 * 2.0 + 0.5 * 1.8, rtol=1e-6)
+    np.testing.assert_allclose(_value(average), 0.5 * 1.8 + 0.5 * 1.62, rtol=1e-6)
