@@ -289,17 +289,22 @@ def _install_hooks(wrapper, target):
         decayed = [v for v in variables if wrapper._decayed(v)]
         if wrapper.mode != "decoupled" or not decayed or wrapper.weight_decay == 0.0:
             return
+        factors = {}  # 1 − λ_t, once per dtype (a Python float unless it follows the LR)
+        for v in decayed:
+            if v.dtype not in factors:
+                factors[v.dtype] = (1.0 - wrapper._lambda_t(v.dtype) if wrapper.follow_schedule
+                                    else 1.0 - wrapper.weight_decay)
         if backend == "tensorflow":
-            _tf_distributed_scale(target, decayed, lambda v: 1.0 - wrapper._lambda_t(v.dtype))
+            _tf_distributed_scale(target, decayed, lambda v: factors[v.dtype])
         elif backend == "torch":
             import torch
 
             with torch.no_grad():
-                for v in decayed:
-                    v.value.mul_(1.0 - wrapper._lambda_t(v.dtype))
+                for dtype, f in factors.items():
+                    torch._foreach_mul_([v.value for v in decayed if v.dtype == dtype], f)
         else:
             for v in decayed:
-                v.assign(v * (1.0 - wrapper._lambda_t(v.dtype)))
+                v.assign(v * factors[v.dtype])
 
     def clip_gradients(grads):
         grads = clip(grads)
