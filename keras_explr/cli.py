@@ -53,6 +53,7 @@ def demo(args):
         theory.check_steps(f"--{name.replace('_', '-')}", getattr(args, name))
     float64 = keras.backend.backend() == "tensorflow" and not args.float32
     keras.config.set_floatx("float64" if float64 else "float32")
+    keras.config.set_dtype_policy(keras.config.floatx())
     # The ExpLR twin, validated before any training starts.
     twin_lr = schedules.ExpLR.from_weight_decay(args.learning_rate, args.weight_decay, args.momentum)
     (x, y), (x_test, y_test) = data.load_digits()

@@ -351,3 +351,225 @@ def _replicas_in_sync():
 
     ctx = tf.distribute.get_replica_context()
     return ctx.num_replicas_in_sync if ctx is not None else 1
+
+
+@keras.saving.register_keras_serializable(package="keras_explr")
+class Renormalize(keras.optimizers.Optimizer):
+    """Keeps an exponential-LR run in float range by Lemma 2's equivalent rescaling.
+
+    On a loss that is scale-invariant in a group θ of variables, the step
+    (θ, η) ↦ (θ/s, η/s²) commutes with SGD (Li & Arora, Lemma 2). Every
+    ``every_n_steps`` steps, and/or whenever ‖θ‖ exceeds ``max_norm``, this
+    wrapper sets s = ‖θ‖/‖θ_ref‖ (‖θ_ref‖: ``target_norm``, or the norm at the
+    first step) and, after the step, rescales (MATH.md §6.3,
+    `theory.equivalent_rescaling`):
+
+    * the group's weights θ ← θ/s;
+    * their momentum buffers: v ← s·v for `keras_explr.optimizers.SGD` (a
+      buffer of gradients), m ← m/s for `keras.optimizers.SGD` (a buffer of
+      displacements);
+    * their learning rate, through the cumulative log-scale ``log_scale``
+      (an optimizer variable, so it is saved, restored and distributed):
+      η_t ← η_t · exp(−2·log_scale), formed in log space for this package's
+      schedules so that it never overflows;
+    * with ``model=...``: the moving mean and variance of every BatchNorm whose
+      input has degree d in the group (mean/s^d, variance/s^(2d)).
+
+    The run stays the same run in function space: with renormalization every
+    25 steps it equals the run without it to ~1e-15 (float64), while weights
+    and LR stay bounded. Variables outside the group keep their LR unscaled.
+
+    Args:
+      inner_optimizer: `keras_explr.optimizers.SGD` or `keras.optimizers.SGD`
+        (optionally inside a `LossScaleOptimizer`).
+      every_n_steps: renormalize after every n-th step (None: never by count).
+      max_norm: renormalize after any step that leaves ‖θ‖ > max_norm.
+      model: the model; lets the wrapper find the group (the trainable
+        variables its loss is structurally scale-invariant in, see
+        `keras_explr.invariance`) and the BatchNorm statistics to rescale.
+      variables: the group explicitly (default: found from `model`, else every
+        variable the optimizer trains, the paper's setting).
+      target_norm: the norm to rescale back to (default: the first step's).
+      name: optional name.
+
+    Example:
+
+    >>> lr = keras_explr.schedules.ExpLR.from_weight_decay(0.1, 5e-4, 0.9)
+    >>> opt = keras_explr.optimizers.Renormalize(
+    ...     keras_explr.optimizers.SGD(lr, momentum=0.9), every_n_steps=1000, model=model)
+    """
+
+    def __init__(self, inner_optimizer, every_n_steps=None, max_norm=None, model=None,
+                 variables=None, target_norm=None, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"Renormalize does not support {sorted(kwargs)}: set them on the `inner_optimizer`.")
+        target = _innermost(inner_optimizer) if isinstance(inner_optimizer, keras.optimizers.Optimizer) else None
+        if isinstance(target, SGD):
+            convention = "paper"
+        elif isinstance(target, keras.optimizers.SGD):
+            convention = "keras"
+        else:
+            raise ValueError(
+                "`inner_optimizer` must be keras_explr.optimizers.SGD or keras.optimizers.SGD "
+                "(optionally in a LossScaleOptimizer): Lemma 2's rescaling (θ/s, η/s²) is an "
+                f"equivalence for SGD only. Received: {inner_optimizer!r}"
+            )
+        if getattr(target, "weight_decay", None):
+            raise ValueError(
+                "`inner_optimizer` has weight decay: renormalize the WD-free (ExpLR/TEXP) twin "
+                "instead; with weight decay the weights do not grow."
+            )
+        if every_n_steps is None and max_norm is None:
+            raise ValueError("Give `every_n_steps` (an integer >= 1) or `max_norm` (> 0), or both.")
+        every = None if every_n_steps is None else theory.check_steps("every_n_steps", every_n_steps)
+        max_norm = None if max_norm is None else theory.check_positive("max_norm", max_norm)
+        target_norm = None if target_norm is None else theory.check_positive("target_norm", target_norm)
+        super().__init__(learning_rate=0.0, name=name)
+        self.every_n_steps, self.max_norm, self.target_norm = every, max_norm, target_norm
+        self.inner_optimizer = inner_optimizer
+        self.convention = convention
+        self._target = target
+        self._powers = theory.equivalent_rescaling(convention)
+        self._group = None if variables is None else list(variables)
+        self._statistics = []  # (moving_mean, moving_variance, degree)
+        if model is not None:
+            self._from_model(model)
+        _install_lr_scale_hook(self, target)
+
+    def _from_model(self, model):
+        from keras_explr import invariance
+
+        if self._group is None:
+            self._group = [v for v in model.trainable_variables
+                           if all(d == 0 for d in invariance.output_degree(model, [v]))
+                           and invariance._affects(model, v)]
+        if not self._group:
+            raise ValueError("`model` has no trainable variable its loss is scale-invariant in: "
+                             "nothing to renormalize (see keras_explr.invariance).")
+        if any(d != 0 for d in invariance.output_degree(model, self._group)):
+            raise ValueError("the loss is not invariant to scaling `variables` jointly; "
+                             "see keras_explr.invariance.scale_invariant_variables.")
+        for layer, d in invariance.normalization_input_degrees(model, self._group).items():
+            if d is None:
+                raise ValueError(f"cannot tell how the input of {layer.name} scales with the group")
+            if d and isinstance(layer, keras.layers.BatchNormalization):
+                self._statistics.append((layer.moving_mean, layer.moving_variance, d))
+        if self._statistics and keras.backend.backend() == "jax":
+            raise ValueError(
+                "On JAX the optimizer cannot rescale BatchNorm's moving statistics (they are not "
+                "optimizer state under jit). Pass `variables=` instead of `model=` and recompute the "
+                "statistics before inference, or use the TensorFlow or PyTorch backend."
+            )
+
+    # -- state ------------------------------------------------------------------
+    def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        dtype = "float64" if keras.backend.backend() != "jax" else keras.config.floatx()
+        self.log_scale = self.add_variable((), initializer="zeros", dtype=dtype, name="log_scale")
+        self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
+        if self._group is None:
+            self._group = list(var_list)
+        self._group_ids = {id(v) for v in self._group}
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    # -- the step -----------------------------------------------------------------
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        self.inner_optimizer.apply(grads, trainable_variables)
+        self._renormalize()
+
+    def _renormalize(self):
+        dtype = self.log_scale.dtype
+        group = self._group
+        sq = [ops.sum(ops.square(ops.cast(v, dtype))) for v in group]
+        norm = ops.sqrt(ops.sum(ops.stack(sq)))
+        ref = self.reference_norm
+        if self.target_norm is not None:
+            ref_value = ops.convert_to_tensor(self.target_norm, dtype)
+        else:
+            ref_value = ops.where(ops.greater(ref, 0), ref, norm)
+        self.reference_norm.assign(ref_value)
+        trigger = ops.convert_to_tensor(False)
+        if self.every_n_steps:
+            trigger = ops.logical_or(trigger, ops.equal(
+                ops.mod(self._target.iterations, self.every_n_steps), 0))
+        if self.max_norm:
+            trigger = ops.logical_or(trigger, ops.greater(norm, self.max_norm))
+        s = ops.where(trigger, norm / ref_value, ops.ones_like(norm))
+        p = self._powers
+        buffers = getattr(self._target, "momentums", [])
+        for v in group:
+            v.assign(v * ops.cast(s ** p["weights"], v.dtype))
+            if buffers:
+                m = buffers[self._target._get_variable_index(v)]
+                m.assign(m * ops.cast(s ** p["momentum_buffer"], m.dtype))
+        for mean, var, d in self._statistics:
+            mean.assign(mean * ops.cast(s ** (p["moving_mean"] * d), mean.dtype))
+            var.assign(var * ops.cast(s ** (p["moving_variance"] * d), var.dtype))
+        self.log_scale.assign_add(ops.log(s))
+
+    # -- delegation ---------------------------------------------------------------
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "every_n_steps": self.every_n_steps,
+            "max_norm": self.max_norm,
+            "target_norm": self.target_norm,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
+def _install_lr_scale_hook(wrapper, target):
+    """The group's LR is η_t·exp(−2·log_scale); the rest keep η_t."""
+    update = target._backend_update_step
+
+    def backend_update_step(grads, trainable_variables, learning_rate):
+        if not wrapper.built:
+            return update(grads, trainable_variables, learning_rate)
+        ids = wrapper._group_ids
+        inside = [(g, v) for g, v in zip(grads, trainable_variables) if id(v) in ids]
+        outside = [(g, v) for g, v in zip(grads, trainable_variables) if id(v) not in ids]
+        if outside:
+            update(*map(list, zip(*outside)), learning_rate)
+        if inside:
+            log_factor = wrapper._powers["learning_rate"] * wrapper.log_scale  # η·S^-2
+            schedule = target._learning_rate
+            if hasattr(schedule, "scaled"):  # this package's schedules: in log space, never overflowing
+                lr = schedule.scaled(target._iterations, log_factor)
+            else:
+                lr = ops.cast(learning_rate, wrapper.log_scale.dtype) * ops.exp(log_factor)
+            update(*map(list, zip(*inside)), lr)
+
+    target._backend_update_step = backend_update_step

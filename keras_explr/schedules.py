@@ -97,6 +97,15 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         return self._constants[cache_key]
 
     def __call__(self, step):
+        return self.scaled(step, None)
+
+    def scaled(self, step, log_scale):
+        """The LR at `step` times exp(log_scale), formed in log space.
+
+        `keras_explr.optimizers.Renormalize` divides the LR by S² after
+        rescaling the weights by 1/S; adding −2 log S *before* the exp keeps
+        the LR finite however far the unscaled schedule would overflow.
+        """
         dtype = _compute_dtype()
         out_dtype = keras.config.floatx()
         with keras.name_scope(self.name or "schedule"):
@@ -119,6 +128,8 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                 tail = ops.take(self._const("intercepts", dtype), seg) + ops.take(
                     self._const("slopes", dtype), seg) * (k - n)
                 log_lr = ops.where(ops.less(k, n), in_table, tail)
+            if log_scale is not None:
+                log_lr = log_lr + ops.cast(log_scale, dtype)
             # Saturate: an overflowing exp() becomes the largest finite value.
             # (ops.where: Keras's torch `minimum` returns float32 for two float64 tensors.)
             cap = ops.convert_to_tensor(

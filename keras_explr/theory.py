@@ -637,3 +637,25 @@ def float32_horizon(learning_rate, weight_decay, momentum, exact=False):
     (90591, 90600)
     """
     return explr_pieces(learning_rate, weight_decay, momentum, exact=exact).horizon()
+
+
+def equivalent_rescaling(convention):
+    """Lemma 2's equivalent scaling, as powers of s (MATH.md §6.3).
+
+    For the scale-invariant group at a step boundary, with s > 0: every
+    quantity q becomes q · s**p with p from this table. The moving statistics
+    of a normalization layer whose input has degree d in the group scale with
+    p·d. Non-invariant parameters and their buffers are unchanged.
+
+    >>> equivalent_rescaling("paper")["momentum_buffer"], equivalent_rescaling("keras")["momentum_buffer"]
+    (1, -1)
+    """
+    check_convention(convention)
+    return {
+        "weights": -1,
+        # A gradient buffer (paper/torch) holds ∇L(θ/s) = s∇L(θ); a Keras buffer holds displacements.
+        "momentum_buffer": 1 if convention == "paper" else -1,
+        "learning_rate": -2,
+        "moving_mean": -1,
+        "moving_variance": -2,
+    }

@@ -19,13 +19,31 @@ elif keras.backend.backend() == "torch":
     torch.backends.cudnn.allow_tf32 = False
 
 
+class precision:
+    """Sets floatx *and* the global dtype policy, restoring both on exit.
+
+    Keras caches the global dtype policy from floatx the first time a layer is
+    built, so set_floatx alone does not change the dtype of later layers.
+    """
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.saved = keras.config.floatx(), keras.config.dtype_policy()
+        keras.config.set_floatx(self.dtype)
+        keras.config.set_dtype_policy(self.dtype)
+
+    def __exit__(self, *exc):
+        keras.config.set_floatx(self.saved[0])
+        keras.config.set_dtype_policy(self.saved[1])
+
+
 @pytest.fixture
 def float64():
-    """Runs a test with keras.config.floatx() == 'float64', then restores it."""
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(old)
+    """Runs a test in float64 (floatx and dtype policy), then restores both."""
+    with precision("float64"):
+        yield
 
 
 def backend():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_explr import callbacks, data, models, optimizers, schedules
+from tests.conftest import precision
 
 pytestmark = pytest.mark.backends
 
@@ -32,10 +33,8 @@ def _float64():
 
 @pytest.fixture(autouse=True)
 def _dtype():
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64" if _float64() else "float32")
-    yield
-    keras.config.set_floatx(old)
+    with precision("float64" if _float64() else "float32"):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_explr import optimizers, schedules
+from tests.conftest import precision
 
 pytestmark = pytest.mark.backends
 
@@ -38,9 +39,7 @@ def _fit(opt, X, Y, w0, steps, batch):
                                                   (0.9, True, 1e-2), (0.5, True, None)])
 def test_matches_the_paper_rule_in_numpy(momentum, nesterov, wd):
     float64 = keras.backend.backend() == "tensorflow"
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64" if float64 else "float32")
-    try:
+    with precision("float64" if float64 else "float32"):
         rng = np.random.default_rng(0)
         X, Y = rng.standard_normal((64, 5)), rng.standard_normal((64, 3))
         w0 = rng.standard_normal((5, 3))
@@ -50,8 +49,6 @@ def test_matches_the_paper_rule_in_numpy(momentum, nesterov, wd):
         lrs = [0.05] * 21 + [0.01] * 19
         ref = _numpy_sgd(w0, X, Y, lrs, momentum, wd or 0.0, nesterov, 16)
         np.testing.assert_allclose(got, ref, rtol=1e-13 if float64 else 1e-5, atol=1e-13 if float64 else 1e-5)
-    finally:
-        keras.config.set_floatx(old)
 
 
 def test_zero_gradient_coupled_decay_goes_through_the_buffer():
