@@ -1,4 +1,6 @@
-"""Optimizers with the paper's (PyTorch's) SGD convention."""
+"""Optimizers with the paper's (PyTorch's) SGD convention, and wrappers."""
+
+import types
 
 import keras
 from keras import ops
@@ -338,8 +340,9 @@ def _tf_distributed_scale(optimizer, variables, factor):
     def fn(distribution, variables):
         for v in variables:
             f = factor(v)
-            distribution.extended.update(
-                v.value, lambda var: var.assign(var * tf.cast(f, var.dtype)), group=False)
+            # (tf.cast of a Python float goes through float32: convert it at the variable's dtype)
+            f = tf.constant(f, dtype=v.dtype) if isinstance(f, float) else tf.cast(f, v.dtype)
+            distribution.extended.update(v.value, lambda var, f=f: var.assign(var * f), group=False)
 
     tf.__internal__.distribute.interim.maybe_merge_call(fn, optimizer._distribution_strategy, variables)
 
@@ -387,6 +390,9 @@ class Renormalize(keras.optimizers.Optimizer):
       model: the model; lets the wrapper find the group (the trainable
         variables its loss is structurally scale-invariant in, see
         `keras_explr.invariance`) and the BatchNorm statistics to rescale.
+        After `keras.saving.load_model`, call ``optimizer.set_model(model)``
+        again (training refuses to go on without it rather than silently
+        stop rescaling the statistics).
       variables: the group explicitly (default: found from `model`, else every
         variable the optimizer trains, the paper's setting).
       target_norm: the norm to rescale back to (default: the first step's).
@@ -430,31 +436,49 @@ class Renormalize(keras.optimizers.Optimizer):
         self.convention = convention
         self._target = target
         self._powers = theory.equivalent_rescaling(convention)
-        self._group = None if variables is None else list(variables)
-        self._statistics = []  # (moving_mean, moving_variance, degree)
+        # Plain holder: Keras would track lists of variables assigned to the optimizer
+        # as optimizer state (and then fail to reload it).
+        self._refs = types.SimpleNamespace(
+            group=None if variables is None else list(variables),
+            statistics=[],           # (moving_mean, moving_variance, degree)
+            group_paths=None,        # from a saved config: the group, by variable path
+            statistics_paths=[],     # from a saved config: BN statistics still to attach
+        )
         if model is not None:
-            self._from_model(model)
+            self.set_model(model)
         _install_lr_scale_hook(self, target)
 
-    def _from_model(self, model):
+    def set_model(self, model):
+        """Finds the group and the BatchNorm statistics to rescale from `model`.
+
+        Call it again after `keras.saving.load_model` when the model has
+        BatchNorm layers: a saved optimizer remembers its group but cannot hold
+        references to the model's statistics.
+        """
         from keras_explr import invariance
 
-        if self._group is None:
-            self._group = [v for v in model.trainable_variables
+        refs = self._refs
+        if refs.group_paths is not None and refs.group is None:
+            by_path = {v.path: v for v in model.trainable_variables}
+            refs.group = [by_path[p] for p in refs.group_paths]
+        if refs.group is None:
+            refs.group = [v for v in model.trainable_variables
                            if all(d == 0 for d in invariance.output_degree(model, [v]))
                            and invariance._affects(model, v)]
-        if not self._group:
+        if not refs.group:
             raise ValueError("`model` has no trainable variable its loss is scale-invariant in: "
                              "nothing to renormalize (see keras_explr.invariance).")
-        if any(d != 0 for d in invariance.output_degree(model, self._group)):
+        if any(d != 0 for d in invariance.output_degree(model, refs.group)):
             raise ValueError("the loss is not invariant to scaling `variables` jointly; "
                              "see keras_explr.invariance.scale_invariant_variables.")
-        for layer, d in invariance.normalization_input_degrees(model, self._group).items():
+        refs.statistics = []
+        for layer, d in invariance.normalization_input_degrees(model, refs.group).items():
             if d is None:
                 raise ValueError(f"cannot tell how the input of {layer.name} scales with the group")
             if d and isinstance(layer, keras.layers.BatchNormalization):
-                self._statistics.append((layer.moving_mean, layer.moving_variance, d))
-        if self._statistics and keras.backend.backend() == "jax":
+                refs.statistics.append((layer.moving_mean, layer.moving_variance, d))
+        refs.statistics_paths = []
+        if refs.statistics and keras.backend.backend() == "jax":
             raise ValueError(
                 "On JAX the optimizer cannot rescale BatchNorm's moving statistics (they are not "
                 "optimizer state under jit). Pass `variables=` instead of `model=` and recompute the "
@@ -467,9 +491,13 @@ class Renormalize(keras.optimizers.Optimizer):
         dtype = "float64" if keras.backend.backend() != "jax" else keras.config.floatx()
         self.log_scale = self.add_variable((), initializer="zeros", dtype=dtype, name="log_scale")
         self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
-        if self._group is None:
-            self._group = list(var_list)
-        self._group_ids = {id(v) for v in self._group}
+        refs = self._refs
+        if refs.group is None and refs.group_paths is not None:
+            by_path = {v.path: v for v in var_list}
+            refs.group = [by_path[p] for p in refs.group_paths if p in by_path]
+        if refs.group is None:
+            refs.group = list(var_list)
+        self._group_ids = {id(v) for v in refs.group}
         super().build(var_list)
 
     @property
@@ -487,7 +515,13 @@ class Renormalize(keras.optimizers.Optimizer):
 
     def _renormalize(self):
         dtype = self.log_scale.dtype
-        group = self._group
+        if self._refs.statistics_paths:
+            raise ValueError(
+                "This Renormalize optimizer was loaded from a save in which it also rescaled "
+                f"BatchNorm statistics ({', '.join(self._refs.statistics_paths)}); call "
+                "`model.optimizer.set_model(model)` after load_model, before training on."
+            )
+        group = self._refs.group
         sq = [ops.sum(ops.square(ops.cast(v, dtype))) for v in group]
         norm = ops.sqrt(ops.sum(ops.stack(sq)))
         ref = self.reference_norm
@@ -510,7 +544,7 @@ class Renormalize(keras.optimizers.Optimizer):
             if buffers:
                 m = buffers[self._target._get_variable_index(v)]
                 m.assign(m * ops.cast(s ** p["momentum_buffer"], m.dtype))
-        for mean, var, d in self._statistics:
+        for mean, var, d in self._refs.statistics:
             mean.assign(mean * ops.cast(s ** (p["moving_mean"] * d), mean.dtype))
             var.assign(var * ops.cast(s ** (p["moving_variance"] * d), var.dtype))
         self.log_scale.assign_add(ops.log(s))
@@ -541,6 +575,8 @@ class Renormalize(keras.optimizers.Optimizer):
             "every_n_steps": self.every_n_steps,
             "max_norm": self.max_norm,
             "target_norm": self.target_norm,
+            "group": None if self._refs.group is None else [v.path for v in self._refs.group],
+            "statistics": [m.path for m, _, _ in self._refs.statistics] + self._refs.statistics_paths,
         }
 
     @classmethod
@@ -548,7 +584,11 @@ class Renormalize(keras.optimizers.Optimizer):
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(
             config.pop("inner_optimizer"), custom_objects=custom_objects)
-        return cls(inner, **config)
+        group, statistics = config.pop("group", None), config.pop("statistics", [])
+        self = cls(inner, **config)
+        self._refs.group_paths = group
+        self._refs.statistics_paths = list(statistics)
+        return self
 
 
 def _install_lr_scale_hook(wrapper, target):

@@ -17,6 +17,9 @@ elif keras.backend.backend() == "torch":
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # cuDNN's default convolution algorithms are not deterministic run to run.
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 class precision:

@@ -133,6 +133,12 @@ def test_save_and_load_restore_the_log_scale(tmp_path, digits, float64):
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     assert float(keras.ops.convert_to_numpy(loaded.optimizer.log_scale)) > 0
+    # The BatchNorm statistics it rescaled live in the model: re-attach it to train on.
+    x, y = digits
+    with pytest.raises(ValueError, match="set_model"):
+        loaded.fit(x.astype("float64"), y, epochs=1, verbose=0)
+    loaded.optimizer.set_model(loaded)
+    loaded.fit(x.astype("float64"), y, epochs=1, verbose=0)
 
 
 @pytest.mark.parametrize("kwargs,msg", [
