@@ -123,7 +123,7 @@ def scale_invariant_variables(model, sample_batch, report=False, rtol=None, num_
             decisions.append(Decision(v, False, f"the output scales as c^{max(degs)}: no "
                                                 "normalization between it and the output"))
             continue
-        if not _affects(model, v):
+        if not reaches_normalization(model, v):
             decisions.append(Decision(v, False, "it does not reach a normalization layer"))
             continue
         with _tiny_epsilon(model):
@@ -172,7 +172,7 @@ def _own(layer, ids):
     return [v for v in layer.weights if id(v) in ids]
 
 
-def _affects(model, v):
+def reaches_normalization(model, v):
     """Whether v's layer output reaches a normalization layer (else it's dead or pure head)."""
     for layer in _layers(model):
         if any(w is v for w in layer.weights):

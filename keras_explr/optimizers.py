@@ -269,6 +269,11 @@ class ReparamWeightDecay(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
+def _value(x):
+    """A variable's current value (JAX cannot trace Keras variables directly)."""
+    return x.value if isinstance(x, keras.Variable) else x
+
+
 def _innermost(optimizer):
     while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = optimizer.inner_optimizer
@@ -462,12 +467,7 @@ class Renormalize(keras.optimizers.Optimizer):
             by_path = {v.path: v for v in model.trainable_variables}
             refs.group = [by_path[p] for p in refs.group_paths]
         if refs.group is None:
-            refs.group = [v for v in model.trainable_variables
-                           if all(d == 0 for d in invariance.output_degree(model, [v]))
-                           and invariance._affects(model, v)]
-        if not refs.group:
-            raise ValueError("`model` has no trainable variable its loss is scale-invariant in: "
-                             "nothing to renormalize (see keras_explr.invariance).")
+            refs.group = _invariant_group(model)
         if any(d != 0 for d in invariance.output_degree(model, refs.group)):
             raise ValueError("the loss is not invariant to scaling `variables` jointly; "
                              "see keras_explr.invariance.scale_invariant_variables.")
@@ -522,9 +522,9 @@ class Renormalize(keras.optimizers.Optimizer):
                 "`model.optimizer.set_model(model)` after load_model, before training on."
             )
         group = self._refs.group
-        sq = [ops.sum(ops.square(ops.cast(v, dtype))) for v in group]
+        sq = [ops.sum(ops.square(ops.cast(_value(v), dtype))) for v in group]
         norm = ops.sqrt(ops.sum(ops.stack(sq)))
-        ref = self.reference_norm
+        ref = _value(self.reference_norm)
         if self.target_norm is not None:
             ref_value = ops.convert_to_tensor(self.target_norm, dtype)
         else:
@@ -533,7 +533,7 @@ class Renormalize(keras.optimizers.Optimizer):
         trigger = ops.convert_to_tensor(False)
         if self.every_n_steps:
             trigger = ops.logical_or(trigger, ops.equal(
-                ops.mod(self._target.iterations, self.every_n_steps), 0))
+                ops.mod(_value(self._target.iterations), self.every_n_steps), 0))
         if self.max_norm:
             trigger = ops.logical_or(trigger, ops.greater(norm, self.max_norm))
         s = ops.where(trigger, norm / ref_value, ops.ones_like(norm))
@@ -613,3 +613,128 @@ def _install_lr_scale_hook(wrapper, target):
             update(*map(list, zip(*inside)), lr)
 
     target._backend_update_step = backend_update_step
+
+
+@keras.saving.register_keras_serializable(package="keras_explr")
+class Partitioned(keras.optimizers.Optimizer):
+    """Two optimizers, one for a group of variables and one for the rest.
+
+    The exact ExpLR twin of a network whose head or normalization affine
+    parameters train (MATH.md §2.6, exact): the scale-invariant group runs
+    WD-free with the exponential schedule, every other variable keeps the
+    original learning rate and weight decay, because ∂L/∂φ does not change
+    when the invariant group is rescaled. Build it with `Partitioned.explr_twin`.
+
+    Args:
+      group_optimizer: updates the variables in the group.
+      rest_optimizer: updates every other variable.
+      group: the group's variables; default: found from `model`.
+      model: a functional model whose structurally scale-invariant variables
+        form the group (`keras_explr.invariance`).
+      name: optional name.
+
+    Example:
+
+    >>> opt = keras_explr.optimizers.Partitioned.explr_twin(
+    ...     model, learning_rate=0.1, weight_decay=5e-4, momentum=0.9)
+    >>> # == keras_explr.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4),
+    >>> #    in function space, with no weight decay on the invariant kernels.
+    """
+
+    def __init__(self, group_optimizer, rest_optimizer, group=None, model=None, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"Partitioned does not support {sorted(kwargs)}: set them on the inner optimizers.")
+        for arg, opt in (("group_optimizer", group_optimizer), ("rest_optimizer", rest_optimizer)):
+            if not isinstance(opt, keras.optimizers.Optimizer):
+                raise ValueError(f"`{arg}` must be a keras.optimizers.Optimizer. Received: {opt!r}")
+        if group_optimizer is rest_optimizer:
+            raise ValueError("`group_optimizer` and `rest_optimizer` must be two different optimizers.")
+        super().__init__(learning_rate=0.0, name=name)
+        self.group_optimizer = group_optimizer
+        self.rest_optimizer = rest_optimizer
+        if group is None and model is not None:
+            group = _invariant_group(model)
+        if group is None:
+            raise ValueError("Give `group` (a list of variables or variable paths) or `model`.")
+        self._refs = types.SimpleNamespace(paths=[v if isinstance(v, str) else v.path for v in group])
+
+    @classmethod
+    def explr_twin(cls, model, learning_rate, weight_decay, momentum, exact=True, name=None):
+        """The WD-free twin of `keras_explr.optimizers.SGD(learning_rate, momentum,
+        weight_decay)` on `model`: ExpLR on the invariant group, the rest unchanged."""
+        sched = _explr_schedule(learning_rate, weight_decay, momentum, exact)
+        return cls(SGD(sched, momentum=sched.momentum),
+                   SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
+                   model=model, name=name)
+
+    def _split(self, items, variables):
+        paths = set(self._refs.paths)
+        inside = [(x, v) for x, v in zip(items, variables) if v.path in paths]
+        outside = [(x, v) for x, v in zip(items, variables) if v.path not in paths]
+        return inside, outside
+
+    def build(self, var_list):
+        paths = set(self._refs.paths)
+        missing = paths - {v.path for v in var_list}
+        if missing:
+            raise ValueError(f"`group` names variables the optimizer does not train: {sorted(missing)}")
+        self.group_optimizer.build([v for v in var_list if v.path in paths])
+        self.rest_optimizer.build([v for v in var_list if v.path not in paths])
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.group_optimizer.variables + self.rest_optimizer.variables
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        inside, outside = self._split(grads, variables)
+        for opt, pairs in ((self.group_optimizer, inside), (self.rest_optimizer, outside)):
+            if pairs:
+                opt.apply(*map(list, zip(*pairs)))
+        self._iterations.assign_add(1)
+
+    @property
+    def learning_rate(self):
+        return self.group_optimizer.learning_rate
+
+    @property
+    def iterations(self):
+        return self._iterations
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "group_optimizer": keras.saving.serialize_keras_object(self.group_optimizer),
+            "rest_optimizer": keras.saving.serialize_keras_object(self.rest_optimizer),
+            "group": list(self._refs.paths),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = [keras.saving.deserialize_keras_object(config.pop(k), custom_objects=custom_objects)
+                 for k in ("group_optimizer", "rest_optimizer")]
+        return cls(*inner, **config)
+
+
+def _invariant_group(model):
+    """The trainable variables the loss of `model` is structurally scale-invariant in."""
+    from keras_explr import invariance
+
+    group = [v for v in model.trainable_variables
+             if all(d == 0 for d in invariance.output_degree(model, [v])) and invariance.reaches_normalization(model, v)]
+    if not group:
+        raise ValueError("`model` has no trainable variable its loss is scale-invariant in "
+                         "(see keras_explr.invariance.scale_invariant_variables).")
+    return group
+
+
+def _explr_schedule(learning_rate, weight_decay, momentum, exact):
+    from keras_explr import schedules
+
+    return schedules.ExpLR.from_weight_decay(learning_rate, weight_decay, momentum, exact=exact)
