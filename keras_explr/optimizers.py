@@ -104,8 +104,38 @@ class SGD(keras.optimizers.Optimizer):
         return config
 
 
+class _Wrapper(keras.optimizers.Optimizer):
+    """What an optimizer that wraps ``inner_optimizer`` delegates to it, as
+    `keras.optimizers.LossScaleOptimizer` does."""
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
 @keras.saving.register_keras_serializable(package="keras_explr")
-class ReparamWeightDecay(keras.optimizers.Optimizer):
+class ReparamWeightDecay(_Wrapper):
     """Weight decay in the new parameterization: θ ← (1 − λ_new) θ − η_t · update.
 
     Li & Arora (blog, part 2) suggest λ_new = λ_old · η: the decay per step no
@@ -230,26 +260,8 @@ class ReparamWeightDecay(keras.optimizers.Optimizer):
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         return self.inner_optimizer.stateless_apply(optimizer_variables, grads, trainable_variables)
 
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
-
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
-
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         self._target.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
-
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
 
     def get_config(self):
         return {
@@ -261,12 +273,6 @@ class ReparamWeightDecay(keras.optimizers.Optimizer):
             "exclude_vectors": self.exclude_vectors,
         }
 
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects)
-        return cls(inner, **config)
 
 
 def _value(x):
@@ -362,7 +368,7 @@ def _replicas_in_sync():
 
 
 @keras.saving.register_keras_serializable(package="keras_explr")
-class Renormalize(keras.optimizers.Optimizer):
+class Renormalize(_Wrapper):
     """Keeps an exponential-LR run in float range by Lemma 2's equivalent rescaling.
 
     On a loss that is scale-invariant in a group θ of variables, the step
@@ -549,25 +555,6 @@ class Renormalize(keras.optimizers.Optimizer):
             var.assign(var * ops.cast(s ** (p["moving_variance"] * d), var.dtype))
         self.log_scale.assign_add(ops.log(s))
 
-    # -- delegation ---------------------------------------------------------------
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
-
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
-
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
     def get_config(self):
         return {
             "name": self.name,
@@ -582,10 +569,8 @@ class Renormalize(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects)
         group, statistics = config.pop("group", None), config.pop("statistics", [])
-        self = cls(inner, **config)
+        self = super().from_config(config, custom_objects=custom_objects)
         self._refs.group_paths = group
         self._refs.statistics_paths = list(statistics)
         return self

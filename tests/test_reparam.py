@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_explr import callbacks, data, models, optimizers, schedules, theory
+from tests.conftest import precision
 
 
 def _value(v):
@@ -260,3 +261,17 @@ def test_use_ema_averages_the_decayed_weights():
     np.testing.assert_allclose(_value(w), 1.62, rtol=1e-6)
     average = opt.inner_optimizer._model_variables_moving_average[0]
     np.testing.assert_allclose(_value(average), 0.5 * 1.8 + 0.5 * 1.62, rtol=1e-6)
+
+
+def test_mixed_float16_fit_wraps_it_in_a_loss_scale_optimizer(digits):
+    x, y = digits
+    with precision("float32"):
+        keras.config.set_dtype_policy("mixed_float16")
+        keras.utils.set_random_seed(0)
+        model = models.bn_convnet(scale_invariant=False)
+        model.compile(optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.05, momentum=0.9), 1e-4),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        loss = model.fit(x, y, batch_size=64, epochs=2, verbose=0).history["loss"]
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]
+    assert model.get_layer("conv0").kernel.dtype == "float32"  # variables stay float32
