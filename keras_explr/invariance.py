@@ -80,6 +80,29 @@ def normalization_input_degrees(model, group):
     return out
 
 
+def invariant_group(model):
+    """The largest group of trainable variables the loss is *jointly* scale-invariant in.
+
+    In a pre-activation ResNet the second conv of a block adds into the
+    residual stream, so no single kernel is invariant, but all the convs
+    together are (the stream is homogeneous of degree 1 in them and a final
+    normalization removes it). Tried in order: every variable that reaches a
+    normalization layer; the same without biases and normalization γ/β;
+    else the variables that are invariant one by one (structural pass only).
+    """
+    cands = [v for v in model.trainable_variables if reaches_normalization(model, v)]
+    plain = [v for v in cands if not _is_bias_or_affine(model, v)]
+    for group in (cands, plain):
+        if group and all(d == 0 for d in output_degree(model, group)):
+            return group
+    return [v for v in cands if all(d == 0 for d in output_degree(model, [v]))]
+
+
+def _is_bias_or_affine(model, v):
+    layer = next((op for op in _layers(model) if any(w is v for w in op.weights)), None)
+    return isinstance(layer, NORMALIZATION) or (layer is not None and v is getattr(layer, "bias", None))
+
+
 def scale_invariant_variables(model, sample_batch, report=False, rtol=None, num_checks=(0.5, 2.0)):
     """The trainable variables in which `model`'s loss is scale-invariant.
 

@@ -38,3 +38,43 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
     outputs = head(x)
     head.trainable = not scale_invariant
     return keras.Model(inputs, outputs, name=name)
+
+
+def preact_resnet(input_shape=(8, 8, 1), num_classes=10, widths=(8, 16), blocks_per_stage=1,
+                  scale_invariant=True, bn_epsilon=1e-3, name="preact_resnet"):
+    """A small pre-activation ResNet (He et al. 2016; the paper's PreResNet shape).
+
+    stem Conv → stages of [BN → ReLU → Conv → BN → ReLU → Conv] + shortcut → BN → ReLU
+    → GAP → Dense. Convs have no bias; a stage's first block downsamples with
+    stride 2, its shortcut a 1×1 conv of the pre-activated input. No single
+    kernel is scale-invariant (the second conv adds into the residual stream),
+    but the loss is invariant to scaling all convs together: the stream is
+    homogeneous of degree 1 in them and the final BN removes it
+    (`keras_explr.invariance.invariant_group` finds that group). With
+    ``scale_invariant=True`` BN has no γ/β and the head is frozen.
+    """
+    def bn(tag):
+        return layers.BatchNormalization(epsilon=bn_epsilon, center=not scale_invariant,
+                                         scale=not scale_invariant, name=tag)
+
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem")(inputs)
+    for s, width in enumerate(widths):
+        for b in range(blocks_per_stage):
+            tag = f"s{s}b{b}"
+            stride = 2 if (s > 0 and b == 0) else 1
+            pre = layers.ReLU(name=f"{tag}_relu1")(bn(f"{tag}_bn1")(x))
+            if stride != 1 or x.shape[-1] != width:
+                shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{tag}_short")(pre)
+            else:
+                shortcut = x
+            h = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"{tag}_conv1")(pre)
+            h = layers.ReLU(name=f"{tag}_relu2")(bn(f"{tag}_bn2")(h))
+            h = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{tag}_conv2")(h)
+            x = layers.Add(name=f"{tag}_add")([shortcut, h])
+    x = layers.ReLU(name="final_relu")(bn("final_bn")(x))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    head = layers.Dense(num_classes, name="head")
+    outputs = head(x)
+    head.trainable = not scale_invariant
+    return keras.Model(inputs, outputs, name=name)

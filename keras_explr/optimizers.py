@@ -708,11 +708,10 @@ class Partitioned(keras.optimizers.Optimizer):
 
 
 def _invariant_group(model):
-    """The trainable variables the loss of `model` is structurally scale-invariant in."""
+    """The trainable variables the loss of `model` is structurally scale-invariant in, jointly."""
     from keras_explr import invariance
 
-    group = [v for v in model.trainable_variables
-             if all(d == 0 for d in invariance.output_degree(model, [v])) and invariance.reaches_normalization(model, v)]
+    group = invariance.invariant_group(model)
     if not group:
         raise ValueError("`model` has no trainable variable its loss is scale-invariant in "
                          "(see keras_explr.invariance.scale_invariant_variables).")

@@ -9,17 +9,25 @@ def lr_and_norm(path, runs, title=None):
       runs: {label: (learning_rates, weight_norms)}, one value per step.
       title: optional figure title.
     """
+    return _log_panels(path, [("learning rate", {k: v[0] for k, v in runs.items()}),
+                              ("norm of the trainable weights", {k: v[1] for k, v in runs.items()})], title)
+
+
+def learning_rates(path, runs, title=None):
+    """Plots learning rates per step, on a log axis: {label: learning_rates}."""
+    return _log_panels(path, [("learning rate", runs)], title)
+
+
+def _log_panels(path, panels, title):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_lr, ax_norm) = plt.subplots(1, 2, figsize=(11, 4))
-    for (label, (lr, norm)), style in zip(runs.items(), ("-", "--", ":", "-.")):
-        steps = range(1, len(lr) + 1)
-        ax_lr.plot(steps, lr, style, label=label)
-        ax_norm.plot(steps, norm, style, label=label)
-    for ax, name in ((ax_lr, "learning rate"), (ax_norm, "norm of the trainable weights")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (name, runs) in zip(axes[0], panels):
+        for (label, values), style in zip(runs.items(), ("-", "--", ":", "-.")):
+            ax.plot(range(1, len(values) + 1), values, style, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(name)

@@ -406,7 +406,13 @@ def _read_schedule(schedule, n):
             if lrs.shape != (n,):
                 raise ValueError
         except Exception:  # ... some (CosineDecay's warm-up `cond`) need one at a time.
-            lrs = np.array([float(ops.convert_to_numpy(schedule(i))) for i in range(n)])
+            call = schedule
+            if keras.backend.backend() == "tensorflow":  # 3× faster than eager, same values
+                import tensorflow as tf
+
+                call = tf.function(schedule, input_signature=[tf.TensorSpec((), tf.int64)])
+            lrs = np.array([float(ops.convert_to_numpy(call(ops.convert_to_tensor(i, "int64"))))
+                            for i in range(n)])
     elif np.ndim(schedule) == 0:
         lrs = np.full(n, theory.check_positive("schedule", schedule))
     else:

@@ -233,3 +233,36 @@ def test_renormalize_and_partitioned_on_every_backend(digits):
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     loss = model.fit(x, y, epochs=2, verbose=0).history["loss"]
     assert np.isfinite(loss).all() and loss[-1] < loss[0]
+
+
+def test_preact_resnet_group_twin_and_renormalization(float64, digits):
+    # No single conv of a pre-activation ResNet is invariant; all of them jointly are.
+    x, y = digits
+    lr, wd, momentum = 0.1, 5e-3, 0.9
+
+    def fit(opt_fn, scale_invariant, epochs=15):
+        keras.utils.set_random_seed(4)
+        model = models.preact_resnet(bn_epsilon=1e-30, scale_invariant=scale_invariant)
+        model.compile(opt_fn(model), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        rec = callbacks.FunctionRecorder(x[:128].astype("float64"))
+        model.fit(x.astype("float64"), y, batch_size=64, epochs=epochs, shuffle=False, verbose=0,
+                  callbacks=[rec])
+        return rec.outputs, model
+
+    _, probe = fit(lambda m: optimizers.SGD(lr), True, epochs=1)
+    from keras_explr import invariance
+
+    group = invariance.invariant_group(probe)
+    convs = [v for v in probe.trainable_variables if "kernel" in v.path]
+    assert sorted(v.path for v in group) == sorted(v.path for v in convs) and len(convs) == 6
+    assert all(invariance.output_degree(probe, [v]) == [None] for v in group if "conv2" in v.path)
+    # Trainable head and BN γ/β: ExpLR on the convs, LR + WD on the rest == SGD with WD on all.
+    base, _ = fit(lambda m: optimizers.SGD(lr, momentum=momentum, weight_decay=wd), False)
+    twin, _ = fit(lambda m: optimizers.Partitioned.explr_twin(m, lr, wd, momentum), False)
+    assert callbacks.max_relative_difference(base, twin) <= 1e-9
+    # Frozen head: renormalizing the joint group is the same run.
+    sched = schedules.ExpLR.from_weight_decay(lr, wd, momentum)
+    plain, _ = fit(lambda m: optimizers.SGD(sched, momentum=momentum), True)
+    renorm, _ = fit(lambda m: optimizers.Renormalize(optimizers.SGD(sched, momentum=momentum),
+                                                     every_n_steps=20, model=m), True)
+    assert callbacks.max_relative_difference(plain, renorm) <= 1e-12

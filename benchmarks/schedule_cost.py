@@ -1,0 +1,75 @@
+"""Cost of evaluating a schedule inside the training step, against Keras's ExponentialDecay.
+
+Times `model.fit` of the same small BN convnet with SGD driven by
+`keras.optimizers.schedules.ExponentialDecay`, `ExpLR` (closed form: one
+log-linear segment), `ExpLR` exact (a transient table) and `TEXP` exact
+(several segments with tables). Arms alternate; the script prints the median
+time per step and the ratio to ExponentialDecay, measured side by side.
+
+    python benchmarks/schedule_cost.py
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_explr import models, optimizers, schedules  # noqa: E402
+
+
+def arms():
+    return {
+        "ExponentialDecay": lambda: keras.optimizers.schedules.ExponentialDecay(0.1, 1000, 1.5),
+        "ExpLR closed": lambda: schedules.ExpLR.from_weight_decay(0.1, 5e-4, 0.9, exact=False),
+        "ExpLR exact": lambda: schedules.ExpLR.from_weight_decay(0.1, 5e-4, 0.9),
+        "TEXP exact": lambda: schedules.TEXP([300, 600], [0.1, 0.01, 0.001], 5e-4, 0.9),
+    }
+
+
+def time_arm(make, x, y, epochs, batch):
+    keras.utils.set_random_seed(0)
+    model = models.bn_convnet(input_shape=x.shape[1:], filters=(8, 16))
+    model.compile(optimizers.SGD(make(), momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
+    return (time.perf_counter() - start) / (epochs * (len(x) // batch))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2048, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 10, len(x))
+    times = {k: [] for k in arms()}
+    for r in range(args.repeats):
+        names = list(arms()) if r % 2 == 0 else list(reversed(arms()))
+        for name in names:
+            times[name].append(time_arm(arms()[name], x, y, args.epochs, args.batch))
+    base = statistics.median(times["ExponentialDecay"])
+    rows = []
+    for name, t in times.items():
+        med = statistics.median(t)
+        rows.append({"schedule": name, "backend": keras.backend.backend(), "ms_per_step": 1e3 * med,
+                     "ratio_to_ExponentialDecay": med / base})
+        print(f"{name:>18}: {1e3 * med:6.3f} ms/step, ratio {med / base:.3f} "
+              f"(median of {args.repeats} alternating runs, {keras.backend.backend()})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
