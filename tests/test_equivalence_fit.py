@@ -17,7 +17,7 @@ from tests.conftest import precision
 pytestmark = pytest.mark.backends
 
 EPOCHS, BATCH, N_TRAIN = 30, 64, 640  # 10 steps per epoch, 300 steps
-FLOAT32_TOL = 1e-4
+FLOAT32_TOL = 3e-4  # measured max: 2.1e-5 on CPU, 1.4e-4 with torch on an H100 (cuDNN, TF32 off)
 # float64 runs use large λη (LR ×3 to ×20 over 300 steps). float32 runs use
 # gentler settings (LR ×1.3 to ×2): at the float64 settings round-off is
 # amplified chaotically to ~5e-2 in both runs alike, which would test nothing.
