@@ -15,12 +15,15 @@ import argparse
 import json
 import os
 import statistics
-import time
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import seconds_per_step  # noqa: E402
 
 from keras_explr import models, optimizers  # noqa: E402
 
@@ -41,10 +44,7 @@ def time_arm(arm, x, y, epochs, batch, jit, size):
     else:
         opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(lr, momentum=0.9), lam)
     model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # warm-up and compile
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
-    return (time.perf_counter() - start) / (epochs * (len(x) // batch))
+    return seconds_per_step(model, x, y, epochs, batch)
 
 
 def main():

@@ -108,6 +108,13 @@ class _Wrapper(keras.optimizers.Optimizer):
     """What an optimizer that wraps ``inner_optimizer`` delegates to it, as
     `keras.optimizers.LossScaleOptimizer` does."""
 
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        self.inner_optimizer.apply(grads, trainable_variables)
+
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
 
@@ -249,13 +256,6 @@ class ReparamWeightDecay(_Wrapper):
     @property
     def variables(self):
         return self.inner_optimizer.variables
-
-    def apply(self, grads, trainable_variables=None):
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-            self.built = True
-        self.inner_optimizer.apply(grads, trainable_variables)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         return self.inner_optimizer.stateless_apply(optimizer_variables, grads, trainable_variables)
@@ -512,11 +512,7 @@ class Renormalize(_Wrapper):
 
     # -- the step -----------------------------------------------------------------
     def apply(self, grads, trainable_variables=None):
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-            self.built = True
-        self.inner_optimizer.apply(grads, trainable_variables)
+        super().apply(grads, trainable_variables)
         self._renormalize()
 
     def _renormalize(self):
