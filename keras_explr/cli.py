@@ -55,10 +55,11 @@ def demo(args):
     keras.config.set_floatx("float64" if float64 else "float32")
     keras.config.set_dtype_policy(keras.config.floatx())
     # The ExpLR twin, validated before any training starts.
-    twin_lr = schedules.ExpLR.from_weight_decay(args.learning_rate, args.weight_decay, args.momentum)
     (x, y), (x_test, y_test) = data.load_digits()
     x, x_test = x.astype(keras.config.floatx()), x_test.astype(keras.config.floatx())
     steps_per_epoch = -(-len(x) // args.batch_size)
+    twin_lr = schedules.ExpLR.from_weight_decay(args.learning_rate, args.weight_decay, args.momentum,
+                                                steps_per_epoch=steps_per_epoch)
 
     def build():
         keras.utils.set_random_seed(0)
@@ -89,7 +90,7 @@ def demo(args):
     print(f"\nBackend {keras.backend.backend()}, {keras.config.floatx()}, "
           f"{len(x)} digits, {steps_per_epoch} steps/epoch. Growth root alpha = "
           f"{theory.growth_root(args.learning_rate, args.weight_decay, args.momentum):.9f}; "
-          f"ExpLR grows x{twin_lr.growth_rate ** steps_per_epoch:.4f} per epoch.")
+          f"ExpLR grows x{twin_lr.growth_per_epoch:.4f} per epoch.")
     header = (f"{'epoch':>5} {'acc WD':>8} {'acc ExpLR':>9} {'test WD':>8} {'test ExpLR':>10} "
               f"{'max rel diff':>12} {'LR (ExpLR)':>11} {'|w| WD':>8} {'|w| ExpLR':>10}")
     print(header)

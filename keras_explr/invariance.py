@@ -99,7 +99,7 @@ def invariant_group(model):
 
 
 def _is_bias_or_affine(model, v):
-    layer = next((op for op in _layers(model) if any(w is v for w in op.weights)), None)
+    layer = _owner(model, v)
     return isinstance(layer, NORMALIZATION) or (layer is not None and v is getattr(layer, "bias", None))
 
 
@@ -178,7 +178,7 @@ def _layers(model):
 
 
 def _why_not_homogeneous(model, v):
-    layer = next((op for op in _layers(model) if any(w is v for w in op.weights)), None)
+    layer = _owner(model, v)
     if isinstance(layer, NORMALIZATION):
         return ("an affine parameter (γ or β) of a normalization layer: what follows is not "
                 "invariant to its scale (the paper freezes BN's γ and β)")
@@ -197,10 +197,13 @@ def _own(layer, ids):
 
 def reaches_normalization(model, v):
     """Whether v's layer output reaches a normalization layer (else it's dead or pure head)."""
-    for layer in _layers(model):
-        if any(w is v for w in layer.weights):
-            return _reaches_norm(layer, set())
-    return False
+    layer = _owner(model, v)
+    return layer is not None and _reaches_norm(layer, set())
+
+
+def _owner(model, v):
+    """The layer of `model` that holds variable `v`, or None."""
+    return next((op for op in _layers(model) if any(w is v for w in op.weights)), None)
 
 
 def _reaches_norm(layer, seen):

@@ -275,6 +275,12 @@ class ReparamWeightDecay(_Wrapper):
 
 
 
+def _by_path(paths, variables):
+    """The variables named by `paths` (saved configs name variables by path)."""
+    by_path = {v.path: v for v in variables}
+    return [by_path[p] for p in paths if p in by_path]
+
+
 def _value(x):
     """A variable's current value (JAX cannot trace Keras variables directly)."""
     return x.value if isinstance(x, keras.Variable) else x
@@ -470,8 +476,7 @@ class Renormalize(_Wrapper):
 
         refs = self._refs
         if refs.group_paths is not None and refs.group is None:
-            by_path = {v.path: v for v in model.trainable_variables}
-            refs.group = [by_path[p] for p in refs.group_paths]
+            refs.group = _by_path(refs.group_paths, model.trainable_variables)
         if refs.group is None:
             refs.group = _invariant_group(model)
         if any(d != 0 for d in invariance.output_degree(model, refs.group)):
@@ -499,8 +504,7 @@ class Renormalize(_Wrapper):
         self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
         refs = self._refs
         if refs.group is None and refs.group_paths is not None:
-            by_path = {v.path: v for v in var_list}
-            refs.group = [by_path[p] for p in refs.group_paths if p in by_path]
+            refs.group = _by_path(refs.group_paths, var_list)
         if refs.group is None:
             refs.group = list(var_list)
         self._group_ids = {id(v) for v in refs.group}
@@ -538,10 +542,17 @@ class Renormalize(_Wrapper):
                 ops.mod(_value(self._target.iterations), self.every_n_steps), 0))
         if self.max_norm:
             trigger = ops.logical_or(trigger, ops.greater(norm, self.max_norm))
-        s = ops.where(trigger, norm / ref_value, ops.ones_like(norm))
+        if keras.backend.backend() == "jax":
+            # Assignments inside lax.cond would leak tracers: rescale by s = 1 when not triggered.
+            self._rescale(ops.where(trigger, norm / ref_value, ops.ones_like(norm)))
+        else:  # skip the passes over weights and buffers on the (many) untriggered steps
+            ops.cond(trigger, lambda: self._rescale(norm / ref_value), lambda: None)
+
+    def _rescale(self, s):
+        """Lemma 2 at a step boundary: every quantity × s**p (theory.equivalent_rescaling)."""
         p = self._powers
         buffers = getattr(self._target, "momentums", [])
-        for v in group:
+        for v in self._refs.group:
             v.assign(v * ops.cast(s ** p["weights"], v.dtype))
             if buffers:
                 m = buffers[self._target._get_variable_index(v)]
@@ -549,7 +560,7 @@ class Renormalize(_Wrapper):
         for mean, var, d in self._refs.statistics:
             mean.assign(mean * ops.cast(s ** (p["moving_mean"] * d), mean.dtype))
             var.assign(var * ops.cast(s ** (p["moving_variance"] * d), var.dtype))
-        self.log_scale.assign_add(ops.log(s))
+        self.log_scale.assign_add(ops.cast(ops.log(s), self.log_scale.dtype))
 
     def get_config(self):
         return {
@@ -637,7 +648,8 @@ class Partitioned(keras.optimizers.Optimizer):
             group = _invariant_group(model)
         if group is None:
             raise ValueError("Give `group` (a list of variables or variable paths) or `model`.")
-        self._refs = types.SimpleNamespace(paths=[v if isinstance(v, str) else v.path for v in group])
+        paths = [v if isinstance(v, str) else v.path for v in group]
+        self._refs = types.SimpleNamespace(paths=paths, path_set=frozenset(paths))
 
     @classmethod
     def explr_twin(cls, model, learning_rate, weight_decay, momentum, exact=True, name=None):
@@ -649,13 +661,13 @@ class Partitioned(keras.optimizers.Optimizer):
                    model=model, name=name)
 
     def _split(self, items, variables):
-        paths = set(self._refs.paths)
+        paths = self._refs.path_set
         inside = [(x, v) for x, v in zip(items, variables) if v.path in paths]
         outside = [(x, v) for x, v in zip(items, variables) if v.path not in paths]
         return inside, outside
 
     def build(self, var_list):
-        paths = set(self._refs.paths)
+        paths = self._refs.path_set
         missing = paths - {v.path for v in var_list}
         if missing:
             raise ValueError(f"`group` names variables the optimizer does not train: {sorted(missing)}")

@@ -39,7 +39,7 @@ def test_eager_values_match_theory(step_dtype):
     steps = [0, 1, 2, 7, 99, 100, 101, 250, 400, 401, 402, 650, 900, 901, 1200, 5000, 77777]
     # float32 output here (the default floatx); the LR is computed in float64
     # where the backend can (TF, torch), in float32 log space otherwise.
-    rtol = 1e-6 if keras.backend.backend() != "jax" else 2e-5
+    rtol = 1.5e-7 if keras.backend.backend() != "jax" else 2e-5  # float32 output rounding; float32 log space on JAX
     for s in _all_schedules():
         np.testing.assert_allclose(_values(s, steps, step_dtype), s.learning_rates(steps),
                                    rtol=rtol, err_msg=s.name)
