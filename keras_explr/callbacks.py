@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from keras_explr.monitor import ScaleMonitor  # noqa: F401  (public here)
+
 
 class FunctionRecorder(keras.callbacks.Callback):
     """Records the network's outputs on a fixed batch during `model.fit`.

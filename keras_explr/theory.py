@@ -659,3 +659,67 @@ def equivalent_rescaling(convention):
         "moving_mean": -1,
         "moving_variance": -2,
     }
+
+
+# ------------------------------------------- rotational equilibria (probe)
+EQUILIBRIUM_RULES = ("sgd_coupled", "sgd_decoupled", "adamw", "lion")
+
+
+def equilibrium_angular_update(rule, decay_per_step, momentum=0.0, beta_1=0.9, beta_2=0.99):
+    """Predicted steady-state angular update per step of a scale-invariant weight.
+
+    PROBE_AND_STUDY.md §A.4 (random-walk, noise-dominated model; valid past
+    the transient, t·ηλ ≳ 1). With ηλ the fraction of the weight the decay
+    removes per step (``decay_per_step``; λ_new for `ReparamWeightDecay`):
+
+    * ``"sgd_coupled"``: λθ inside the momentum buffer, v ← αv + g + λθ
+      (`keras_explr.optimizers.SGD`, PyTorch, an L2 regularizer with Keras
+      SGD; SMD, Wan et al.): √(2ηλ/(1+α)).
+    * ``"sgd_decoupled"``: θ ← (1 − ηλ)θ, then the heavy-ball step (Keras
+      ``SGD(momentum=α, weight_decay=λ)``; derived): √(2ηλ(1−α)/(1+α)).
+    * ``"adamw"``: Adam with θ ← (1 − ηλ)θ (Keras ``AdamW``/``Adam(weight_decay)``;
+      Kosson et al.): √(2ηλ(1−β1)/(1+β1)).
+    * ``"lion"``: Lion with decoupled decay (Kosson et al.'s code):
+      √(π/2)·√(2ηλ)·√((1−β1)² + β1²(1−β2)/(1+β2)).
+
+    >>> round(equilibrium_angular_update("sgd_coupled", 0.1 * 5e-4, momentum=0.9), 6)
+    0.007255
+    """
+    if rule not in EQUILIBRIUM_RULES:
+        raise ValueError(f"`rule` must be one of {EQUILIBRIUM_RULES}. Received: rule={rule!r}")
+    d = check_non_negative("decay_per_step", decay_per_step)
+    a = check_momentum(momentum)
+    b1 = check_momentum(beta_1, "beta_1")
+    b2 = check_momentum(beta_2, "beta_2")
+    if rule == "sgd_coupled":
+        return math.sqrt(2.0 * d / (1.0 + a))
+    if rule == "sgd_decoupled":
+        return math.sqrt(2.0 * d * (1.0 - a) / (1.0 + a))
+    if rule == "adamw":
+        return math.sqrt(2.0 * d * (1.0 - b1) / (1.0 + b1))
+    return math.sqrt(math.pi / 2.0) * math.sqrt(2.0 * d) * math.sqrt(
+        (1.0 - b1) ** 2 + b1 ** 2 * (1.0 - b2) / (1.0 + b2))
+
+
+def equilibrium_norm_adamw(learning_rate, decay_per_step, size):
+    """Predicted steady-state ‖w‖ of a scale-invariant weight under AdamW.
+
+    ‖w‖ ≈ √(ηC/(2λ)) = η·√(C/(2ηλ)) (Kosson et al.; PROBE_AND_STUDY.md §A.4),
+    with C the number of entries and ηλ = ``decay_per_step``.
+
+    >>> round(equilibrium_norm_adamw(1e-3, 1e-3 * 0.1, 100), 4)
+    0.7071
+    """
+    lr = check_positive("learning_rate", learning_rate)
+    d = check_positive("decay_per_step", decay_per_step)
+    c = check_steps("size", size)
+    return lr * math.sqrt(c / (2.0 * d))
+
+
+def equilibration_clock(step, decay_per_step):
+    """t·ηλ: steps elapsed in units of the decay's time scale 1/(ηλ).
+
+    The weight norm relaxes at rate ≈ 2ηλ per step (PROBE_AND_STUDY.md §A.4),
+    so the equilibrium predictions apply once the clock is ≳ 1.
+    """
+    return check_non_negative("step", step) * check_non_negative("decay_per_step", decay_per_step)

@@ -1,0 +1,469 @@
+"""`ScaleMonitor`: scale, update and angle statistics of training, next to theory.
+
+A Keras callback that reads what a callback cannot normally see, the
+gradients, by hooking the model's optimizer for the duration of `fit`
+(PROBE_AND_STUDY.md §B: Keras callbacks never see gradients). Every
+``every_n_steps`` optimizer steps, for each monitored variable w (by default
+every trainable variable of rank ≥ 2: kernels) it records, with w₀ the weight
+before the step, w₁ after it (weight decay included) and g the loss gradient:
+
+* ``norm``: ‖w₀‖;
+* ``relative_update``: ‖w₁ − w₀‖/‖w₀‖;
+* ``angular_update``: the angle between w₀ and w₁, 2·atan2(‖û₁ − û₀‖, ‖û₁ + û₀‖)
+  with û = w/‖w‖ (exact where arccos of the cosine loses half the digits);
+* ``grad_cosine``: cos(g, w₀), ≈ 0 for a scale-invariant weight;
+* ``grad_norm``: ‖g‖;
+* ``effective_learning_rate``: η/‖w‖² for SGD, η/‖w‖ for the Adam family,
+  η/RMS(w) for Lion, η for Lamb (§A.2);
+* ``clock``: t·η_tλ_t, the equilibration progress (§A.4);
+
+and, where the optimizer has a known rotational equilibrium (§A.4),
+``predicted_angular_update`` (and ``predicted_norm`` for AdamW), computed by
+`keras_explr.theory` from the optimizer's hyperparameters at that step:
+
+* `keras_explr.optimizers.SGD(weight_decay=λ)`, or an L2 regularizer under
+  SGD: √(2ηλ/(1+α)) (SMD);
+* Keras ``SGD(momentum=α, weight_decay=λ)``: √(2ηλ(1−α)/(1+α));
+* Keras ``AdamW``/``Adam(weight_decay=λ)``: √(2ηλ(1−β1)/(1+β1)) (Kosson);
+* Keras ``Lion(weight_decay=λ)``: Kosson's Lion formula;
+* `ReparamWeightDecay(inner, λ_new)`: the inner optimizer's formula with ηλ
+  replaced by λ_new: it depends on λ_new alone, not on η.
+
+With ``per_neuron=True`` the same statistics are also kept per output neuron
+(the last axis of a kernel).
+
+Where the numbers go: ``monitor.records`` (one dict per monitored step),
+``monitor.series(path, quantity)``; `History` gets, per epoch, the mean over
+the epoch's monitored steps under ``"scale/<variable path>/<quantity>"``
+(written into ``model.history`` directly, so the progress bar stays
+readable); ``log_dir`` writes every record to TensorBoard (scalars, and
+histograms of the per-neuron values). `keras_explr.plots.scale_monitor` draws
+the curves with the predictions dashed.
+
+Cost: w₀ is snapshot every step (``ops.copy``: ``convert_to_tensor`` aliases
+the variable on TF and torch); the statistics are computed only on monitored
+steps (``tf.cond`` / ``jax.lax.cond``; a Python branch on torch). On JAX the
+statistics leave the compiled step through ``jax.debug.callback``, so no
+optimizer state is added and checkpoints are unchanged.
+
+Notes: the gradient is the one the optimizer receives, before clipping; the
+gradient of a Keras ``L2``/``L1L2`` regularizer on the variable is subtracted
+to give the loss gradient (other regularizers are not). Constraints applied
+after the update are not in w₁. The hook is removed at the end of `fit`.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_explr import optimizers as _optimizers
+from keras_explr import theory
+
+QUANTITIES = ("norm", "relative_update", "angular_update", "grad_cosine", "grad_norm")
+_SGD = (keras.optimizers.SGD, _optimizers.SGD)
+_ADAM = (keras.optimizers.Adam, keras.optimizers.AdamW, keras.optimizers.Nadam,
+         keras.optimizers.Adamax, keras.optimizers.RMSprop, keras.optimizers.Adagrad)
+
+
+class ScaleMonitor(keras.callbacks.Callback):
+    """Logs per-layer weight norms, updates, angles and cos(∇L, w) next to theory.
+
+    See the module docstring for the quantities and the predictions.
+
+    Args:
+      every_n_steps: record every n optimizer steps (integer ≥ 1).
+      variables: the variables to monitor (objects or paths); default: every
+        trainable variable of rank ≥ 2.
+      per_neuron: also keep the statistics per output neuron (last axis).
+      log_dir: a directory for TensorBoard event files (needs TensorFlow).
+
+    Example:
+
+    >>> monitor = keras_explr.callbacks.ScaleMonitor(every_n_steps=10)  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=5, callbacks=[monitor])                   # doctest: +SKIP
+    >>> steps, angles = monitor.series("conv2d/kernel", "angular_update")  # doctest: +SKIP
+    """
+
+    def __init__(self, every_n_steps=10, variables=None, per_neuron=False, log_dir=None):
+        super().__init__()
+        self.every_n_steps = theory.check_steps("every_n_steps", every_n_steps)
+        if variables is not None and (isinstance(variables, (str, keras.Variable)) or not variables):
+            raise ValueError(
+                "`variables` must be a non-empty list of variables or variable paths, or None. "
+                f"Received: variables={variables!r}")
+        self.variables = variables
+        self.per_neuron = bool(per_neuron)
+        self.log_dir = None if log_dir is None else str(log_dir)
+        if self.log_dir is not None:
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:
+                raise ValueError("`log_dir` (TensorBoard) needs TensorFlow installed.") from None
+        self.records = []
+        self._installed = []
+        self._pending = []
+        self._epoch_records = 0
+
+    # ------------------------------------------------------------ set-up
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if model.optimizer is None:
+            raise ValueError("ScaleMonitor needs a compiled model (model.optimizer is None).")
+        trainable = list(model.trainable_variables)
+        if self.variables is None:
+            watched = [v for v in trainable if len(v.shape) >= 2]
+        else:
+            by_path = {v.path: v for v in trainable}
+            watched = []
+            for v in self.variables:
+                key = v if isinstance(v, str) else getattr(v, "path", None)
+                if key not in by_path:
+                    raise ValueError(
+                        f"ScaleMonitor: {key!r} is not a trainable variable of the model. "
+                        f"Trainable variables: {sorted(by_path)}")
+                watched.append(by_path[key])
+        if not watched:
+            raise ValueError("ScaleMonitor: the model has no trainable variable of rank >= 2; "
+                             "pass `variables=` to choose what to monitor.")
+        self._watched = {id(v): v for v in watched}
+        self._specs = {}
+        for leaf, reparam, handled in _leaves(model.optimizer, trainable):
+            mine = [v for v in handled if id(v) in self._watched]
+            if not mine:
+                continue
+            for v in mine:
+                self._specs[v.path] = _Spec(leaf, reparam, v)
+            self._install(leaf, mine)
+        self._writer = None
+        if self.log_dir is not None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        # The step function may already be traced without the hook.
+        model.make_train_function(force=True)
+
+    def _install(self, leaf, watched):
+        backend = keras.backend.backend()
+        original = leaf._backend_apply_gradients
+        own = "_backend_apply_gradients" in leaf.__dict__  # another wrapper's hook
+        ids = {id(v): v for v in watched}
+        every = self.every_n_steps
+        per_neuron = self.per_neuron
+        holders = None
+        if backend == "tensorflow":
+            holders = self._tf_holders(watched)
+
+        def hooked(grads, trainable_variables):
+            trainable_variables = list(trainable_variables)
+            picked = [(g, v) for g, v in zip(grads, trainable_variables) if id(v) in ids and g is not None]
+            if not picked:
+                return original(grads, trainable_variables)
+            step = leaf.iterations
+            if backend == "torch":
+                step_value = int(ops.convert_to_numpy(step))
+                if step_value % every:
+                    return original(grads, trainable_variables)
+                import torch
+
+                with torch.no_grad():
+                    before = [ops.copy(v.value) for _, v in picked]
+                    result = original(grads, trainable_variables)
+                    stats = _statistics(picked, before, per_neuron)
+                    self._record(step_value, float(ops.convert_to_numpy(leaf.learning_rate)),
+                                 [v.path for _, v in picked], [ops.convert_to_numpy(s) for s in stats])
+                return result
+            before = [ops.copy(v.value) for _, v in picked]
+            result = original(grads, trainable_variables)
+            due = ops.equal(ops.mod(step, every), 0)
+            if backend == "jax":
+                import jax
+
+                paths = [v.path for _, v in picked]
+                lr = ops.cast(leaf.learning_rate, "float32")
+
+                def emit():
+                    stats = _statistics(picked, before, per_neuron)
+                    jax.debug.callback(
+                        lambda s, r, *a: self._record(int(s), float(r), paths, [np.asarray(x) for x in a]),
+                        step.value if isinstance(step, keras.Variable) else step, lr, *stats)
+
+                jax.lax.cond(due, emit, lambda: None)
+            else:
+                import tensorflow as tf
+
+                def write():
+                    stats = _statistics(picked, before, per_neuron)
+                    for (_, v), s in zip(picked, stats):
+                        holders["stats"][v.path].assign(ops.cast(s, "float32"))
+                    holders["step"].assign(ops.cast(step, "int64"))
+                    holders["lr"].assign(ops.cast(leaf.learning_rate, "float32"))
+
+                tf.cond(due, write, lambda: None)
+            return result
+
+        leaf._backend_apply_gradients = hooked
+        self._installed.append((leaf, original if own else None, hooked, holders,
+                                [v.path for v in watched]))
+
+    def _tf_holders(self, watched):
+        strategy = getattr(self.model, "distribute_strategy", None)
+        scope = strategy.scope() if strategy is not None else _null()
+        with scope:
+            def var(shape, dtype, name):
+                return keras.Variable(np.zeros(shape, dtype), dtype=dtype, trainable=False,
+                                      aggregation="only_first_replica", name=name)
+
+            stats = {}
+            for v in watched:
+                neurons = int(v.shape[-1]) if self.per_neuron and len(v.shape) >= 2 else 0
+                shape = (len(QUANTITIES), 1 + neurons)
+                stats[v.path] = var(shape, "float32", "scale_monitor_stats")
+            step = var((), "int64", "scale_monitor_step")
+            step.assign(-1)
+            return {"stats": stats, "step": step, "read": -1,
+                    "lr": var((), "float32", "scale_monitor_lr")}
+
+    def on_train_end(self, logs=None):
+        self._drain()
+        for leaf, original, hooked, _, _ in self._installed:
+            if leaf.__dict__.get("_backend_apply_gradients") is hooked:
+                if original is None:
+                    del leaf._backend_apply_gradients
+                else:
+                    leaf._backend_apply_gradients = original
+        self._installed = []
+        self.model.make_train_function(force=True)
+        if self._writer is not None:
+            self._writer.flush()
+
+    # ----------------------------------------------------------- collecting
+    def _record(self, step, lr, paths, stats):
+        self._pending.append((step, lr, paths, stats))
+
+    def on_train_batch_end(self, batch, logs=None):
+        # TF: the step function wrote the latest monitored step into variables.
+        for _, _, _, holders, paths in self._installed:
+            if holders is None:
+                continue
+            step = int(ops.convert_to_numpy(holders["step"]))
+            if step == holders["read"]:
+                continue
+            holders["read"] = step
+            self._record(step, float(ops.convert_to_numpy(holders["lr"])), paths,
+                         [ops.convert_to_numpy(holders["stats"][p]) for p in paths])
+
+    def _drain(self):
+        if keras.backend.backend() == "jax":
+            import jax
+
+            jax.effects_barrier()
+        pending, self._pending = self._pending, []
+        merged = {}
+        for step, lr, paths, stats in sorted(pending, key=lambda r: r[0]):
+            rec = merged.setdefault(step, {"step": step, "variables": {}})
+            for path, s in zip(paths, stats):
+                rec["variables"][path] = self._describe(path, step, lr, np.asarray(s, np.float64))
+        new = [merged[s] for s in sorted(merged)]
+        self.records.extend(new)
+        if self._writer is not None:
+            self._write(new)
+        return new
+
+    def _describe(self, path, step, lr, stats):
+        if self.per_neuron and stats.ndim == 2:
+            layer, neurons = stats[:, 0], stats[:, 1:]
+        else:
+            layer, neurons = stats.reshape(len(QUANTITIES), -1)[:, 0], None
+        out = dict(zip(QUANTITIES, (float(x) for x in layer)))
+        out["learning_rate"] = lr
+        spec = self._specs[path]
+        out.update(spec.theory(step, lr, out["norm"]))
+        if neurons is not None and neurons.size:
+            out["per_neuron"] = dict(zip(QUANTITIES, neurons))
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        new = self._drain()
+        history = getattr(self.model, "history", None)
+        if history is None or not hasattr(history, "history"):
+            return
+        # Every key gets a value every epoch (NaN if nothing was recorded), so
+        # History's lists stay aligned with its epochs.
+        for path in self._specs:
+            for quantity in _LOGGED:
+                values = [r["variables"][path][quantity] for r in new if path in r["variables"]
+                          and r["variables"][path].get(quantity) is not None]
+                history.history.setdefault(f"scale/{path}/{quantity}", []).append(
+                    float(np.mean(values)) if values else math.nan)
+
+    def _write(self, records):
+        import tensorflow as tf
+
+        with self._writer.as_default():
+            for rec in records:
+                for path, stats in rec["variables"].items():
+                    for q in _LOGGED:
+                        if stats.get(q) is not None:
+                            tf.summary.scalar(f"{path}/{q}", stats[q], step=rec["step"])
+                    for q, values in stats.get("per_neuron", {}).items():
+                        tf.summary.histogram(f"{path}/per_neuron/{q}", values, step=rec["step"])
+
+    # -------------------------------------------------------------- reading
+    def series(self, path, quantity):
+        """(steps, values) of one quantity of one monitored variable, as arrays."""
+        if path not in getattr(self, "_specs", {}):
+            raise ValueError(f"{path!r} is not a monitored variable. Monitored: "
+                             f"{sorted(getattr(self, '_specs', {}))}")
+        if quantity not in _LOGGED:
+            raise ValueError(f"`quantity` must be one of {_LOGGED}. Received: quantity={quantity!r}")
+        rows = [(r["step"], r["variables"][path].get(quantity)) for r in self.records
+                if path in r["variables"]]
+        steps = np.array([s for s, _ in rows], dtype=np.int64)
+        values = np.array([math.nan if v is None else v for _, v in rows], dtype=np.float64)
+        return steps, values
+
+    @property
+    def monitored_paths(self):
+        return sorted(getattr(self, "_specs", {}))
+
+
+_LOGGED = QUANTITIES + ("learning_rate", "effective_learning_rate", "clock",
+                        "predicted_angular_update", "predicted_norm")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _statistics(picked, before, per_neuron):
+    """Per variable: [norm, relative update, angle, cos(g, w0), ‖g‖] (5, 1[+units])."""
+    out = []
+    for (g, v), w0 in zip(picked, before):
+        w1 = ops.convert_to_tensor(v.value)
+        dtype = w0.dtype
+        g = ops.cast(g, dtype)
+        g = _loss_gradient(g, v, w0)
+        columns = [_column(w0, w1, g, None)]
+        if per_neuron and len(v.shape) >= 2:
+            columns.append(_column(w0, w1, g, tuple(range(len(v.shape) - 1))))
+        out.append(ops.concatenate([ops.reshape(c, (len(QUANTITIES), -1)) for c in columns], axis=1))
+    return out
+
+
+def _column(w0, w1, g, axis):
+    tiny = ops.cast(1e-30, w0.dtype)
+
+    def norm(x):
+        return ops.sqrt(ops.sum(ops.square(x), axis=axis))
+
+    n0, n1 = norm(w0), norm(w1)
+    u0, u1 = w0 / ops.maximum(n0, tiny), w1 / ops.maximum(n1, tiny)  # per neuron: broadcasts on the last axis
+    angle = 2.0 * ops.arctan2(norm(u1 - u0), norm(u1 + u0))
+    gn = norm(g)
+    cos = ops.sum(g * w0, axis=axis) / ops.maximum(gn * n0, tiny)
+    rel = norm(w1 - w0) / ops.maximum(n0, tiny)
+    return ops.stack([n0, rel, angle, cos, gn])
+
+
+def _loss_gradient(g, v, w):
+    reg = getattr(v, "regularizer", None)
+    if isinstance(reg, (keras.regularizers.L2, keras.regularizers.L1L2)):
+        l2 = float(getattr(reg, "l2", 0.0) or 0.0)
+        l1 = float(getattr(reg, "l1", 0.0) or 0.0)
+        if l2:
+            g = g - 2.0 * l2 * w
+        if l1:
+            g = g - l1 * ops.sign(w)
+    return g
+
+
+# ------------------------------------------------------ optimizer structure
+def _leaves(optimizer, variables):
+    """(leaf optimizer, enclosing ReparamWeightDecay or None, variables it updates)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return _leaves(optimizer.inner_optimizer, variables)
+    if isinstance(optimizer, _optimizers.ReparamWeightDecay):
+        return [(leaf, reparam or optimizer, vs) for leaf, reparam, vs in
+                _leaves(optimizer.inner_optimizer, variables)]
+    if isinstance(optimizer, _optimizers._Wrapper):
+        return _leaves(optimizer.inner_optimizer, variables)
+    if isinstance(optimizer, _optimizers.Partitioned):
+        group = optimizer._refs.path_set
+        return (_leaves(optimizer.group_optimizer, [v for v in variables if v.path in group])
+                + _leaves(optimizer.rest_optimizer, [v for v in variables if v.path not in group]))
+    return [(optimizer, None, list(variables))]
+
+
+def _kind(optimizer):
+    for cls, kind in ((_optimizers.SGD, "paper_sgd"), (keras.optimizers.SGD, "sgd"),
+                      (keras.optimizers.Lion, "lion"), (keras.optimizers.Lamb, "lamb"),
+                      (keras.optimizers.AdamW, "adam"), (keras.optimizers.Adam, "adam")):
+        if isinstance(optimizer, cls):
+            return kind
+    if isinstance(optimizer, _ADAM):
+        return "adaptive"
+    return None
+
+
+class _Spec:
+    """What theory predicts for one variable under its optimizer."""
+
+    def __init__(self, leaf, reparam, variable):
+        self.kind = _kind(leaf)
+        self.size = int(np.prod(variable.shape))
+        self.leaf = leaf
+        self.momentum = float(getattr(leaf, "momentum", 0.0) or 0.0)
+        self.beta_1 = float(getattr(leaf, "beta_1", 0.9))
+        self.beta_2 = float(getattr(leaf, "beta_2", 0.99))
+        self.rule, self.decay = None, None  # decay(lr) -> ηλ per step
+        if reparam is not None:
+            if reparam._decayed(variable) and reparam.weight_decay > 0:
+                lam, lr0 = reparam.weight_decay, reparam._initial_lr
+                self.decay = (lambda lr: lam * lr / lr0) if reparam.follow_schedule else (lambda lr: lam)
+                if reparam.mode == "coupled":
+                    self.rule = "sgd_coupled" if self.kind in ("sgd", "paper_sgd") else None
+                else:
+                    self.rule = {"sgd": "sgd_decoupled", "paper_sgd": "sgd_decoupled",
+                                 "adam": "adamw", "lion": "lion"}.get(self.kind)
+        else:
+            wd = float(getattr(leaf, "weight_decay", None) or 0.0)
+            reg = getattr(variable, "regularizer", None)
+            if self.kind == "paper_sgd" and wd > 0:
+                self.rule, self.decay = "sgd_coupled", (lambda lr: lr * wd)
+            elif wd > 0 and leaf._use_weight_decay(variable):
+                self.rule = {"sgd": "sgd_decoupled", "adam": "adamw", "lion": "lion"}.get(self.kind)
+                self.decay = lambda lr: lr * wd
+            elif self.kind in ("sgd", "paper_sgd") and isinstance(reg, keras.regularizers.L2) and reg.l2:
+                l2 = float(reg.l2)
+                self.rule, self.decay = "sgd_coupled", (lambda lr: lr * 2.0 * l2)
+
+    def theory(self, step, lr, norm):
+        out = {"effective_learning_rate": _effective_lr(self.kind, lr, norm, self.size),
+               "clock": None, "predicted_angular_update": None, "predicted_norm": None}
+        if self.decay is not None:
+            d = self.decay(lr)
+            out["clock"] = theory.equilibration_clock(step, d)
+            if self.rule is not None:
+                out["predicted_angular_update"] = theory.equilibrium_angular_update(
+                    self.rule, d, momentum=self.momentum, beta_1=self.beta_1, beta_2=self.beta_2)
+            if self.rule == "adamw" and d > 0 and lr > 0:
+                out["predicted_norm"] = theory.equilibrium_norm_adamw(lr, d, self.size)
+        return out
+
+
+def _effective_lr(kind, lr, norm, size):
+    if norm <= 0 or kind is None:
+        return None
+    if kind in ("sgd", "paper_sgd"):
+        return lr / norm ** 2
+    if kind in ("adam", "adaptive"):
+        return lr / norm
+    if kind == "lion":
+        return lr / (norm / math.sqrt(size))
+    return lr  # lamb: the trust ratio fixes ‖Δw‖/‖w‖ = η
