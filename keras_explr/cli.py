@@ -36,6 +36,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="keras-explr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _demo_parser(sub)
+    from keras_explr import probe_cli
+    from keras_explr.tuning import cli as tuning_cli
+
+    probe_cli.add_parser(sub)
+    tuning_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -42,9 +42,11 @@ the curves with the predictions dashed.
 
 Cost: w₀ is snapshot every step (``ops.copy``: ``convert_to_tensor`` aliases
 the variable on TF and torch); the statistics are computed only on monitored
-steps (``tf.cond`` / ``jax.lax.cond``; a Python branch on torch). On JAX the
-statistics leave the compiled step through ``jax.debug.callback``, so no
-optimizer state is added and checkpoints are unchanged.
+steps (``tf.cond`` / ``jax.lax.cond``; a Python branch on torch). No
+batch-level callback is installed (it would make Keras sync every step): on
+TF the statistics wait in a ring buffer of the monitor's own variables, read
+once per epoch; on JAX they leave the compiled step through
+``jax.debug.callback``. No optimizer state is added: checkpoints are unchanged.
 
 Notes: the gradient is the one the optimizer receives, before clipping; the
 gradient of a Keras ``L2``/``L1L2`` regularizer on the variable is subtracted
@@ -193,12 +195,17 @@ class ScaleMonitor(keras.callbacks.Callback):
             else:
                 import tensorflow as tf
 
-                def write():
+                def write():  # into slot (step // N) mod capacity of a ring buffer
                     stats = _statistics(picked, before, per_neuron)
+                    slot = ops.mod(ops.floor_divide(ops.cast(step, "int64"), every),
+                                   holders["capacity"])
                     for (_, v), s in zip(picked, stats):
-                        holders["stats"][v.path].assign(ops.cast(s, "float32"))
-                    holders["step"].assign(ops.cast(step, "int64"))
-                    holders["lr"].assign(ops.cast(leaf.learning_rate, "float32"))
+                        buf = holders["stats"][v.path]
+                        buf.assign(ops.slice_update(buf.value, [slot, 0, 0],
+                                                    ops.cast(s, "float32")[None]))
+                    for key, value in (("step", ops.cast(step, "int64")),
+                                       ("lr", ops.cast(leaf.learning_rate, "float32"))):
+                        holders[key].assign(ops.slice_update(holders[key].value, [slot], value[None]))
 
                 tf.cond(due, write, lambda: None)
             return result
@@ -215,15 +222,19 @@ class ScaleMonitor(keras.callbacks.Callback):
                 return keras.Variable(np.zeros(shape, dtype), dtype=dtype, trainable=False,
                                       aggregation="only_first_replica", name=name)
 
+            # Read once per epoch: room for an epoch's records (4096 when the
+            # epoch length is unknown; older records of a longer epoch are overwritten).
+            steps = (self.params or {}).get("steps")
+            capacity = -(-int(steps) // self.every_n_steps) + 1 if steps else 4096
             stats = {}
             for v in watched:
                 neurons = int(v.shape[-1]) if self.per_neuron and len(v.shape) >= 2 else 0
-                shape = (len(QUANTITIES), 1 + neurons)
-                stats[v.path] = var(shape, "float32", "scale_monitor_stats")
-            step = var((), "int64", "scale_monitor_step")
-            step.assign(-1)
-            return {"stats": stats, "step": step, "read": -1,
-                    "lr": var((), "float32", "scale_monitor_lr")}
+                stats[v.path] = var((capacity, len(QUANTITIES), 1 + neurons), "float32",
+                                    "scale_monitor_stats")
+            step = var((capacity,), "int64", "scale_monitor_step")
+            step.assign(np.full((capacity,), -1, "int64"))
+            return {"stats": stats, "step": step, "capacity": capacity, "read": -1,
+                    "lr": var((capacity,), "float32", "scale_monitor_lr")}
 
     def on_train_end(self, logs=None):
         self._drain()
@@ -242,19 +253,23 @@ class ScaleMonitor(keras.callbacks.Callback):
     def _record(self, step, lr, paths, stats):
         self._pending.append((step, lr, paths, stats))
 
-    def on_train_batch_end(self, batch, logs=None):
-        # TF: the step function wrote the latest monitored step into variables.
+    def _read_tf_buffers(self):
+        # No per-batch hook: a batch-level callback would make Keras sync every step.
         for _, _, _, holders, paths in self._installed:
             if holders is None:
                 continue
-            step = int(ops.convert_to_numpy(holders["step"]))
-            if step == holders["read"]:
+            steps = ops.convert_to_numpy(holders["step"])
+            new = np.flatnonzero(steps > holders["read"])
+            if not len(new):
                 continue
-            holders["read"] = step
-            self._record(step, float(ops.convert_to_numpy(holders["lr"])), paths,
-                         [ops.convert_to_numpy(holders["stats"][p]) for p in paths])
+            lrs = ops.convert_to_numpy(holders["lr"])
+            stats = {p: ops.convert_to_numpy(holders["stats"][p]) for p in paths}
+            for i in new:
+                self._record(int(steps[i]), float(lrs[i]), paths, [stats[p][i] for p in paths])
+            holders["read"] = int(steps[new].max())
 
     def _drain(self):
+        self._read_tf_buffers()
         if keras.backend.backend() == "jax":
             import jax
 

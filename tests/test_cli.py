@@ -34,3 +34,20 @@ def test_demo_bad_arguments(tmp_path, args, msg):
     assert out.returncode == 2
     assert re.search(msg, out.stderr), out.stderr[-2000:]
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_probe_command_writes_curves_and_compares_with_theory(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "keras_explr", "probe", "--epochs", "2", "--decay-per-step", "1e-2",
+         "--every", "2", "--optimizers", "sgd,reparam-adam", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=ENV, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("sgd ", "reparam-adam "))]
+    assert len(rows) == 4  # two kernels per optimizer
+    for name, _, measured, theory, ratio, _ in rows:
+        # clock 0.86 at the end; short runs sit near but not at equilibrium.
+        assert 0.5 < float(ratio) < 2.0, rows
+    assert (tmp_path / "probe_sgd.png").stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "keras_explr", "probe", "--optimizers", "adam"],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert bad.returncode == 2 and "--optimizers must be" in bad.stderr

@@ -21,3 +21,61 @@ def test_convert_my_schedule(tmp_path):
     assert "Its twin:" in text and "momentum=0.9" in text
     assert "float32 horizon" in text
     assert png.stat().st_size > 10_000
+
+
+def _parse(text, prefix, after):
+    """The float right after `after` on the line starting with `prefix`."""
+    line = next(line for line in text.splitlines() if line.startswith(prefix))
+    return float(line.split(after, 1)[1].split()[0].rstrip(";,()"))
+
+
+def test_cifar10_texp_offline(tmp_path):
+    png = tmp_path / "cifar.png"
+    text = _run("cifar10_texp.py", "--synthetic", "--quick", "--out", str(png))
+    assert "single device" in text and "no weight decay" in text
+    # Step decay + WD and its exact TEXP twin are the same function; float32
+    # round-off, amplified by 64 steps of a ReLU net, keeps them apart by ~1e-3
+    # (measured 9.7e-4); unrelated runs differ by O(1).
+    assert _parse(text, "Final test accuracy", "max relative output difference") < 5e-2
+    # Both learn the synthetic task (chance is 0.1; measured 0.277 and 0.281).
+    assert _parse(text, "Final test accuracy", "step decay") > 0.15
+    assert _parse(text, "Final test accuracy", "TEXP") > 0.15
+    # TEXP's LR grows inside a phase while step decay's stays put.
+    assert _parse(text, "Final test accuracy", "TEXP's LR peaked at") > 0.1
+    assert png.stat().st_size > 10_000
+
+
+def test_keras_tuner_search_offline(tmp_path):
+    text = _run("keras_tuner_search.py", "--quick", "--directory", str(tmp_path / "kt"))
+    assert "best reparam:" in text and "best texp:" in text
+    rows = [line for line in text.splitlines() if line.strip().startswith(("0.05", "0.2"))]
+    assert len(rows) == 4  # the whole 2x2 grid, both forms scored
+    # The wrapper (coupled, follow_schedule) and its TEXP twin are the same runs up
+    # to float32 round-off and BN's moving statistics (measured gap 0.027-0.029).
+    assert _parse(text, "reparam vs its TEXP twin", "max |Δ val_accuracy|") <= 0.1
+
+
+def _run_fails(script, *args):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
+                         capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
+    assert out.returncode == 2, out.stderr[-3000:]
+    return out.stderr
+
+
+def test_examples_reject_bad_arguments():
+    assert "--weight-decay must be in (0, 1.0)" in _run_fails("cifar10_texp.py", "--synthetic", "--weight-decay", "2")
+    err = _run_fails("keras_tuner_search.py", "--quick", "--weight-decays", "0.01")
+    assert "--weight-decays must be in (0, (1−√γ)²" in err and "got 0.01" in err
+
+
+def test_adam_scale_probe(tmp_path):
+    text = _run("adam_scale_probe.py", "--quick")
+    rows = [line for line in text.splitlines() if line.startswith("(scale")]
+    assert len(rows) == 4
+    diffs = [float(line.split()[-1]) for line in rows]
+    # k = 10 pairs agree to round-off (measured 1.1e-6, 7.2e-7), k = 8 bit-identical,
+    # unscaled ε drifts (measured 3.3e-3).
+    assert diffs[0] < 1e-5 and diffs[1] < 1e-5 and diffs[2] == 0.0 and diffs[3] > 1e-3
+    rel = [float(line.split("%")[0].split()[-1]) for line in rows]
+    assert rel[0] > 5 * rel[1]  # the same lr moves a 10x larger weight ~10x less, relatively
+    assert "epsilon scales as 1/k" in text
