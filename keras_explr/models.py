@@ -6,7 +6,7 @@ from keras import layers
 
 def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
                scale_invariant=True, bn_epsilon=1e-3, activation="relu",
-               pooling="max", name="bn_convnet"):
+               pooling="max", synchronized=False, name="bn_convnet"):
     """A convnet of [Conv (no bias) → BatchNorm → ReLU] blocks, then GAP → Dense.
 
     With ``scale_invariant=True`` (the paper's setting, MATH.md §5.1) the BN
@@ -21,6 +21,9 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
     that differ by round-off can part by ~1e-3 at such an event; "tanh" with
     average pooling is smooth, which is what float32 comparisons need.
 
+    ``synchronized=True`` makes BatchNormalization compute its statistics over
+    the global batch under `tf.distribute` (as one device would).
+
     The head outputs logits; train with ``from_logits=True``.
     """
     inputs = keras.Input(input_shape)
@@ -28,7 +31,8 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
     for i, f in enumerate(filters):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = layers.BatchNormalization(epsilon=bn_epsilon, center=not scale_invariant,
-                                      scale=not scale_invariant, name=f"bn{i}")(x)
+                                      scale=not scale_invariant, synchronized=synchronized,
+                                      name=f"bn{i}")(x)
         x = layers.Activation(activation, name=f"act{i}")(x)
         if i < len(filters) - 1:
             pool = {"max": layers.MaxPooling2D, "average": layers.AveragePooling2D}[pooling]

@@ -195,19 +195,30 @@ class ScaleMonitor(keras.callbacks.Callback):
             else:
                 import tensorflow as tf
 
-                def write():  # into slot (step // N) mod capacity of a ring buffer
-                    stats = _statistics(picked, before, per_neuron)
+                def updates(pairs):  # slot (step // N) mod capacity of each ring buffer
+                    stats = _statistics(pairs, before, per_neuron)
                     slot = ops.mod(ops.floor_divide(ops.cast(step, "int64"), every),
                                    holders["capacity"])
-                    for (_, v), s in zip(picked, stats):
-                        buf = holders["stats"][v.path]
-                        buf.assign(ops.slice_update(buf.value, [slot, 0, 0],
-                                                    ops.cast(s, "float32")[None]))
-                    for key, value in (("step", ops.cast(step, "int64")),
-                                       ("lr", ops.cast(leaf.learning_rate, "float32"))):
-                        holders[key].assign(ops.slice_update(holders[key].value, [slot], value[None]))
+                    new = [(holders["stats"][v.path], ops.cast(s, "float32")[None], [slot, 0, 0])
+                           for (_, v), s in zip(pairs, stats)]
+                    new += [(holders["step"], ops.cast(step, "int64")[None], [slot]),
+                            (holders["lr"], ops.cast(leaf.learning_rate, "float32")[None], [slot])]
+                    return [(var, ops.slice_update(var.value, start, value)) for var, value, start in new]
 
-                tf.cond(due, write, lambda: None)
+                if _optimizers._replicas_in_sync() > 1:
+                    # tf.distribute: the gradients here are per replica (summed later), and a
+                    # distributed variable cannot be assigned inside tf.cond (merge_call).
+                    # Sum them, compute every step, write outside the cond.
+                    ctx = tf.distribute.get_replica_context()
+                    summed = ctx.all_reduce("sum", [g for g, _ in picked])
+                    for var, value in updates(list(zip(summed, [v for _, v in picked]))):
+                        var.assign(tf.where(due, value, var.value))
+                else:
+                    def write():
+                        for var, value in updates(picked):
+                            var.assign(value)
+
+                    tf.cond(due, write, lambda: None)
             return result
 
         leaf._backend_apply_gradients = hooked
