@@ -79,3 +79,13 @@ def test_adam_scale_probe(tmp_path):
     rel = [float(line.split("%")[0].split()[-1]) for line in rows]
     assert rel[0] > 5 * rel[1]  # the same lr moves a 10x larger weight ~10x less, relatively
     assert "epsilon scales as 1/k" in text
+
+
+def test_colab_tpu_recipe_offline():
+    text = _run("colab_tpu.py", "--synthetic", "--quick")
+    assert "single device (CPU)" in text and "finite: True" in text
+    env = {**ENV, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "colab_tpu.py"), "--synthetic", "--quick"],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "keras.distribution.DataParallel (8 cpu)" in out.stdout and "finite: True" in out.stdout
