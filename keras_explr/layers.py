@@ -10,6 +10,7 @@ build the pair of runs that are the same trajectory.
 """
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.backend.common import stateless_scope as _stateless
 
@@ -185,8 +186,17 @@ class ScaleProbe(keras.layers.Wrapper):
                 f"ScaleProbe {self.name!r} holds {len(variables)} variables "
                 f"({[v.path for v in variables]}), but the weights file lists "
                 f"{len(store.keys())} for it: the file was written by a different model.")
-        for i, v in enumerate(variables):
-            v.assign(store[f"{i}"])
+        values = [np.asarray(store[f"{i}"]) for i in range(len(variables))]
+        for v, value in zip(variables, values):  # check everything before changing anything
+            with np.errstate(over="ignore"):
+                cast = value.astype(v.dtype)
+            if np.all(np.isfinite(value)) and not np.all(np.isfinite(cast)):
+                raise ValueError(
+                    f"ScaleProbe {self.name!r}: the saved {v.path!r} (max |value| "
+                    f"{float(np.max(np.abs(value))):.3g}, {value.dtype}) does not fit {v.dtype} at "
+                    f"scale={self.scale:g}; load it into a {value.dtype} model or use a smaller scale.")
+        for v, value in zip(variables, values):
+            v.assign(value)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
