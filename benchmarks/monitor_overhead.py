@@ -12,10 +12,8 @@ Target: <= 1.05x at N = 10.
     KERAS_BACKEND=jax python benchmarks/monitor_overhead.py
 """
 
-import argparse
 import json
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import seconds_per_step_in_fit  # noqa: E402
+from common import alternating_medians, check_positive_flags, seconds_per_step_in_fit, timing_parser  # noqa: E402,E501
 
 from keras_explr import models, optimizers  # noqa: E402
 from keras_explr.callbacks import ScaleMonitor  # noqa: E402
@@ -40,25 +38,15 @@ def time_arm(arm, x, y, epochs, batch, every, size):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--size", type=int, default=16)
-    p.add_argument("--every", type=int, default=10)
-    p.add_argument("--json", default=None, help="also write the results here")
+    p = timing_parser(__doc__)
+    p.add_argument("--every", type=int, default=10, help="ScaleMonitor(every_n_steps=...)")
     args = p.parse_args()
-    for flag in ("repeats", "epochs", "batch", "size", "every"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag} must be an integer >= 1")
+    check_positive_flags(p, args, ("repeats", "epochs", "batch", "size", "every"))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2048, args.size, args.size, 3)).astype("float32")
     y = rng.integers(0, 10, len(x))
-    times = {"none": [], "monitor": []}
-    for r in range(args.repeats):
-        for arm in (("none", "monitor") if r % 2 == 0 else ("monitor", "none")):
-            times[arm].append(time_arm(arm, x, y, args.epochs, args.batch, args.every, args.size))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = alternating_medians(("none", "monitor"), args.repeats,
+                              lambda arm: time_arm(arm, x, y, args.epochs, args.batch, args.every, args.size))
     row = {"backend": keras.backend.backend(), "every_n_steps": args.every, "repeats": args.repeats,
            "ms_per_step_none": 1e3 * med["none"], "ms_per_step_monitor": 1e3 * med["monitor"],
            "ratio": med["monitor"] / med["none"]}

@@ -11,10 +11,8 @@ side by side in this run (machines are noisy: compare ratios, not seconds).
     KERAS_BACKEND=jax python benchmarks/wrapper_overhead.py --size 32
 """
 
-import argparse
 import json
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import seconds_per_step  # noqa: E402
+from common import alternating_medians, check_positive_flags, seconds_per_step, timing_parser  # noqa: E402
 
 from keras_explr import models, optimizers  # noqa: E402
 
@@ -48,24 +46,16 @@ def time_arm(arm, x, y, epochs, batch, jit, size):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--size", type=int, default=16)
+    p = timing_parser(__doc__)
     p.add_argument("--jit", choices=["both", "on", "off"], default="both")
-    p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
+    check_positive_flags(p, args, ("repeats", "epochs", "batch", "size"))
     x, y = make_data(args.size)
     jits = {"both": [False, True], "on": [True], "off": [False]}[args.jit]
     results = []
     for jit in jits:
-        times = {"keras": [], "reparam": []}
-        for r in range(args.repeats):
-            order = ("keras", "reparam") if r % 2 == 0 else ("reparam", "keras")
-            for arm in order:
-                times[arm].append(time_arm(arm, x, y, args.epochs, args.batch, jit, args.size))
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = alternating_medians(("keras", "reparam"), args.repeats,
+                                  lambda arm: time_arm(arm, x, y, args.epochs, args.batch, jit, args.size))
         ratio = med["reparam"] / med["keras"]
         row = {"backend": keras.backend.backend(), "jit": jit, "repeats": args.repeats,
                "ms_per_step_keras": 1e3 * med["keras"], "ms_per_step_reparam": 1e3 * med["reparam"],
