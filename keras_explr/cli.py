@@ -56,6 +56,10 @@ def demo(args):
 
     for name in ("epochs", "batch_size"):
         theory.check_steps(f"--{name.replace('_', '-')}", getattr(args, name))
+    # Every argument is checked before anything changes (floatx, files).
+    theory.check_real_roots(args.learning_rate, args.weight_decay, args.momentum)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out must be a folder; {args.out!r} is a file.")
     float64 = keras.backend.backend() == "tensorflow" and not args.float32
     keras.config.set_floatx("float64" if float64 else "float32")
     keras.config.set_dtype_policy(keras.config.floatx())

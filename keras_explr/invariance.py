@@ -129,6 +129,18 @@ def scale_invariant_variables(model, sample_batch, report=False, rtol=None, num_
             "`model` must be a functional or Sequential Keras model (its graph is "
             f"needed); received {type(model).__name__}"
         )
+    from keras_explr import theory
+
+    if rtol is not None:
+        theory.check_positive("rtol", rtol)
+    try:
+        factors = [theory.check_positive("num_checks[]", c) for c in num_checks]
+    except TypeError:
+        factors = []
+    if not factors:
+        raise ValueError("`num_checks` must be a non-empty sequence of scale factors > 0. "
+                         f"Received: num_checks={num_checks!r}")
+    num_checks = factors
     tv = list(model.trainable_variables)
     if rtol is None:
         rtol = 1e-9 if all(str(v.dtype) == "float64" for v in tv) else 1e-4

@@ -1,7 +1,33 @@
 """Reference networks: small BN convnets whose kernels are scale-invariant."""
 
+import numbers
+
 import keras
 from keras import layers
+
+from keras_explr import theory
+
+
+def _check_common(input_shape, num_classes, bn_epsilon, sizes_name, sizes):
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if not shape or any(d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Integral)
+                                           or d < 1) for d in shape):
+        raise ValueError("`input_shape` must be a tuple of integers >= 1. "
+                         f"Received: input_shape={input_shape!r}")
+    theory.check_steps("num_classes", num_classes)
+    theory.check_non_negative("bn_epsilon", bn_epsilon)
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        sizes = []
+    if not sizes:
+        raise ValueError(f"`{sizes_name}` must be a non-empty sequence of integers >= 1. "
+                         f"Received: {sizes_name}={sizes!r}")
+    for i, f in enumerate(sizes):
+        theory.check_steps(f"{sizes_name}[{i}]", f)
 
 
 def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
@@ -26,6 +52,9 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
 
     The head outputs logits; train with ``from_logits=True``.
     """
+    _check_common(input_shape, num_classes, bn_epsilon, "filters", filters)
+    if pooling not in ("max", "average"):
+        raise ValueError(f"`pooling` must be 'max' or 'average'. Received: pooling={pooling!r}")
     inputs = keras.Input(input_shape)
     x = inputs
     for i, f in enumerate(filters):
@@ -57,6 +86,9 @@ def preact_resnet(input_shape=(8, 8, 1), num_classes=10, widths=(8, 16), blocks_
     (`keras_explr.invariance.invariant_group` finds that group). With
     ``scale_invariant=True`` BN has no γ/β and the head is frozen.
     """
+    _check_common(input_shape, num_classes, bn_epsilon, "widths", widths)
+    theory.check_steps("blocks_per_stage", blocks_per_stage)
+
     def bn(tag):
         return layers.BatchNormalization(epsilon=bn_epsilon, center=not scale_invariant,
                                          scale=not scale_invariant, name=tag)

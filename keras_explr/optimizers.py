@@ -1,8 +1,10 @@
 """Optimizers with the paper's (PyTorch's) SGD convention, and wrappers."""
 
+import numbers
 import types
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_explr import theory
@@ -49,7 +51,7 @@ class SGD(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False,
                  weight_decay=None, name="SGD", **kwargs):
-        if isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool):
+        if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, (bool, np.bool_)):
             learning_rate = theory.check_positive("learning_rate", learning_rate)
         elif not callable(learning_rate):
             raise ValueError(
@@ -516,17 +518,18 @@ class Renormalize(_Wrapper):
 
     # -- the step -----------------------------------------------------------------
     def apply(self, grads, trainable_variables=None):
-        super().apply(grads, trainable_variables)
-        self._renormalize()
-
-    def _renormalize(self):
-        dtype = self.log_scale.dtype
+        # Checked before the inner step, so that a refused step leaves the weights untouched.
         if self._refs.statistics_paths:
             raise ValueError(
                 "This Renormalize optimizer was loaded from a save in which it also rescaled "
                 f"BatchNorm statistics ({', '.join(self._refs.statistics_paths)}); call "
                 "`model.optimizer.set_model(model)` after load_model, before training on."
             )
+        super().apply(grads, trainable_variables)
+        self._renormalize()
+
+    def _renormalize(self):
+        dtype = self.log_scale.dtype
         group = self._refs.group
         sq = [ops.sum(ops.square(ops.cast(_value(v), dtype))) for v in group]
         norm = ops.sqrt(ops.sum(ops.stack(sq)))
@@ -569,7 +572,9 @@ class Renormalize(_Wrapper):
             "every_n_steps": self.every_n_steps,
             "max_norm": self.max_norm,
             "target_norm": self.target_norm,
-            "group": None if self._refs.group is None else [v.path for v in self._refs.group],
+            # (unbuilt after from_config: the group is still only known by path)
+            "group": (self._refs.group_paths if self._refs.group is None
+                      else [v.path for v in self._refs.group]),
             "statistics": [m.path for m, _, _ in self._refs.statistics] + self._refs.statistics_paths,
         }
 
@@ -648,7 +653,13 @@ class Partitioned(keras.optimizers.Optimizer):
             group = _invariant_group(model)
         if group is None:
             raise ValueError("Give `group` (a list of variables or variable paths) or `model`.")
-        paths = [v if isinstance(v, str) else v.path for v in group]
+        try:
+            paths = [v if isinstance(v, str) else v.path for v in group]
+        except (TypeError, AttributeError):
+            paths = []
+        if not paths:
+            raise ValueError("`group` must be a non-empty list of variables or variable paths. "
+                             f"Received: group={group!r}")
         self._refs = types.SimpleNamespace(paths=paths, path_set=frozenset(paths))
 
     @classmethod

@@ -1,6 +1,54 @@
 """PNG plots (matplotlib, headless)."""
 
+import os
+import tempfile
+
 import numpy as np
+
+
+def _check_path(path):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise ValueError(f"`path` must be a file path. Received: path={path!r}") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"`path` must be in an existing folder; {folder!r} does not exist. "
+                         f"Received: path={path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"`path` must be a file path, not a folder. Received: path={path!r}")
+    return path
+
+
+def _check_runs(name, runs, pairs):
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError(f"`{name}` must be a non-empty dict {{label: values}}. Received: {name}={runs!r}")
+    for label, values in runs.items():
+        if pairs and not (isinstance(values, (tuple, list)) and len(values) == 2):
+            raise ValueError(f"`{name}`[{label!r}] must be a (learning_rates, weight_norms) pair. "
+                             f"Received: {values!r}")
+        for v in (values if pairs else (values,)):
+            try:
+                arr = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                arr = None
+            if arr is None or arr.ndim != 1 or arr.size == 0:
+                raise ValueError(f"`{name}`[{label!r}]: each series must be a non-empty 1-D sequence "
+                                 f"of numbers. Received: {values!r}")
+
+
+def _save(fig, path):
+    """Writes the figure atomically: a failure never leaves a half-written file at `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1],
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=110, format=os.path.splitext(path)[1][1:] or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def lr_and_norm(path, runs, title=None):
@@ -11,12 +59,16 @@ def lr_and_norm(path, runs, title=None):
       runs: {label: (learning_rates, weight_norms)}, one value per step.
       title: optional figure title.
     """
+    path = _check_path(path)
+    _check_runs("runs", runs, pairs=True)
     return _log_panels(path, [("learning rate", {k: v[0] for k, v in runs.items()}),
                               ("norm of the trainable weights", {k: v[1] for k, v in runs.items()})], title)
 
 
 def learning_rates(path, runs, title=None):
     """Plots learning rates per step, on a log axis: {label: learning_rates}."""
+    path = _check_path(path)
+    _check_runs("runs", runs, pairs=False)
     return _log_panels(path, [("learning rate", runs)], title)
 
 
@@ -37,9 +89,11 @@ def _log_panels(path, panels, title):
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -55,8 +109,10 @@ def scale_monitor(path, monitor, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not monitor.records:
-        raise ValueError("The ScaleMonitor has no records: run model.fit with it first.")
+    path = _check_path(path)
+    if not getattr(monitor, "records", None):
+        raise ValueError("`monitor` must be a ScaleMonitor with records; this one has no records: "
+                         f"run model.fit with it first. Received: monitor={monitor!r}")
     panels = [("angular_update", "predicted_angular_update", "angular update per step (rad)"),
               ("norm", "predicted_norm", "‖w‖"),
               ("relative_update", None, "‖Δw‖/‖w‖"),
@@ -89,7 +145,9 @@ def scale_monitor(path, monitor, title=None):
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
     return path

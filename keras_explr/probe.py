@@ -86,7 +86,14 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         value = self.schedule(step)
-        return ops.multiply(value, ops.cast(self.factor, ops.dtype(value)))
+        dtype = ops.dtype(value)
+        scaled = ops.multiply(value, ops.cast(self.factor, dtype))
+        # Saturate as this package's schedules do: a saturated (largest finite)
+        # value times a factor > 1 would otherwise become inf.
+        import ml_dtypes
+
+        cap = ops.convert_to_tensor(float(ml_dtypes.finfo(dtype).max), dtype)
+        return ops.where(ops.greater(scaled, cap), cap, scaled)
 
     def get_config(self):
         return {"schedule": keras.saving.serialize_keras_object(self.schedule),

@@ -71,6 +71,8 @@ def run(args):
     theory.check_momentum(args.momentum, "--momentum")
     for flag in ("epochs", "batch_size", "every"):
         theory.check_steps(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out must be a folder; {args.out!r} is a file.")
     os.makedirs(args.out, exist_ok=True)
     (x, y), _ = data.load_digits()
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))

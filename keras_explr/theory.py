@@ -42,7 +42,7 @@ class NoEquivalentError(ValueError):
 # --------------------------------------------------------------- validation
 def check_positive(name, value):
     """Returns `value` as a float if it is finite and > 0, else raises."""
-    v = _as_float(name, value)
+    v = _as_float(name, value, "a finite number > 0")
     if not (math.isfinite(v) and v > 0.0):
         raise ValueError(
             f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
@@ -52,7 +52,7 @@ def check_positive(name, value):
 
 def check_non_negative(name, value):
     """Returns `value` as a float if it is finite and ≥ 0, else raises."""
-    v = _as_float(name, value)
+    v = _as_float(name, value, "a finite number >= 0")
     if not (math.isfinite(v) and v >= 0.0):
         raise ValueError(
             f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
@@ -62,7 +62,7 @@ def check_non_negative(name, value):
 
 def check_momentum(value, name="momentum"):
     """Returns the momentum γ as a float if 0 ≤ γ < 1, else raises."""
-    v = _as_float(name, value)
+    v = _as_float(name, value, "in the range [0, 1)")
     if not (0.0 <= v < 1.0):
         raise ValueError(
             f"`{name}` must be in the range [0, 1). Received: {name}={value!r}"
@@ -124,14 +124,20 @@ def check_boundaries(boundaries, values):
     return out_b, out_v
 
 
-def _as_float(name, value):
-    if isinstance(value, bool):
-        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def _as_float(name, value, what="a number"):
+    if isinstance(value, (bool, str, bytes)):  # float("0.1") would accept text silently
+        raise ValueError(f"`{name}` must be {what}. Received: {name}={value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(
-            f"`{name}` must be a number. Received: {name}={value!r}"
+            f"`{name}` must be {what}. Received: {name}={value!r}"
         ) from None
 
 
@@ -222,7 +228,12 @@ def explr_closed_form(learning_rate, weight_decay, momentum, steps):
     """
     eta = check_positive("learning_rate", learning_rate)
     la = log_growth_root(learning_rate, weight_decay, momentum)
-    t = np.asarray(steps, dtype=np.float64)
+    try:
+        t = np.asarray(steps, dtype=np.float64)
+    except (TypeError, ValueError):
+        t = np.asarray(np.nan)
+    if not np.all(np.isfinite(t) & (t >= 0)):
+        raise ValueError(f"`steps` must be finite numbers >= 0. Received: steps={steps!r}")
     return np.exp(math.log(eta) - (2.0 * t + 1.0) * la)
 
 
@@ -279,7 +290,11 @@ def exact_conversion(
     Raises:
       NoEquivalentError: if some q_t ≤ 0: then no positive scaling exists.
     """
-    eta = np.asarray(learning_rates, dtype=np.float64)
+    try:
+        eta = np.asarray(learning_rates, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("`learning_rates` must be a 1-D sequence of numbers > 0. Received: "
+                         f"learning_rates={learning_rates!r}") from None
     if eta.ndim != 1 or eta.size == 0:
         raise ValueError(
             "`learning_rates` must be a non-empty 1-D sequence. Received shape "
@@ -327,9 +342,18 @@ def exact_conversion(
 
 
 def _per_step(name, value, n):
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
+    try:
+        if isinstance(value, (bool, np.bool_, str, bytes)):
+            raise TypeError
+        arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0, or one such number per step ({n} values). "
+            f"Received: {name}={value!r}"
+        ) from None
     if not np.all(np.isfinite(arr) & (arr >= 0)):
-        raise ValueError(f"`{name}` must be finite and >= 0. Received: {value!r}")
+        raise ValueError(f"`{name}` must be a finite number >= 0, or one such number per step. "
+                         f"Received: {name}={value!r}")
     return arr
 
 
@@ -353,7 +377,12 @@ def texp_corrections(boundaries, values, weight_decay, momentum):
     boundaries, values = check_boundaries(boundaries, values)
     lam = check_non_negative("weight_decay", weight_decay)
     gam = check_momentum(momentum)
-    alphas = [growth_root(v, lam, gam) for v in values]
+    alphas = []
+    for i, v in enumerate(values):
+        try:
+            alphas.append(growth_root(v, lam, gam))
+        except NoEquivalentError as e:
+            raise NoEquivalentError(f"values[{i}]: {e}") from None
     return [
         gam / alphas[i] * ((1.0 / alphas[i] - 1.0)
                            - values[i] / values[i - 1] * (1.0 / alphas[i - 1] - 1.0))
@@ -498,6 +527,7 @@ def explr_pieces(learning_rate, weight_decay, momentum, exact=True):
     zero buffers). exact=False: the paper's closed form η α₊^(−2t−1).
     """
     eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
+    _check_bool("exact", exact)
     if exact:
         return _build_pieces([(0, eta)], lam, gam)
     log_a = log_growth_root(eta, lam, gam)
@@ -541,6 +571,7 @@ def explr_equivalent(
       buffers, with Keras momentum γ/(1−ηw) or paper momentum γ(1−ηw).
     """
     check_convention(convention)
+    _check_bool("exact", exact)
     if weight_decay_mode not in ("coupled", "decoupled"):
         raise ValueError(
             "`weight_decay_mode` must be 'coupled' or 'decoupled'. Received: "
@@ -588,6 +619,7 @@ def texp_pieces(boundaries, values, weight_decay, momentum, exact=True):
     boundaries, values = check_boundaries(boundaries, values)
     lam = check_non_negative("weight_decay", weight_decay)
     gam = check_momentum(momentum)
+    _check_bool("exact", exact)
     for i, v in enumerate(values):
         try:
             check_real_roots(v, lam, gam)
@@ -620,8 +652,9 @@ def dense_pieces(learning_rates, weight_decay, momentum):
     lrs = np.asarray(learning_rates, dtype=np.float64)
     if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs) & (lrs > 0)):
         raise ValueError(
-            "the base schedule must give finite learning rates > 0 at every step "
-            f"0..total_steps-1; got min={np.min(lrs) if lrs.size else None!r}"
+            "`learning_rates` (the base schedule at every step 0..total_steps-1) must "
+            "be a non-empty 1-D sequence of finite numbers > 0; got "
+            f"min={np.min(lrs) if lrs.size else None!r}"
         )
     check_real_roots(float(lrs[-1]), lam, gam)
     return _build_pieces([(0, lrs), (lrs.size, float(lrs[-1]))], lam, gam)
