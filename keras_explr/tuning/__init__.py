@@ -1,0 +1,32 @@
+"""KerasTuner studies of learning-rate / weight-decay entanglement (issue 5).
+
+`keras_explr.tuning.metrics` (pure numpy) holds the metrics of a results grid;
+`hypermodels` the BN-convnet HyperModels in three weight-decay
+parameterizations; `study` the KerasTuner runner that records every seed;
+`report` the JSON / PNG / Markdown outputs; `cli` the `keras-explr study`
+command. The metrics import without Keras or KerasTuner; the rest load lazily.
+"""
+
+from keras_explr.tuning.metrics import (  # noqa: F401
+    Estimate, RidgeSlope, SearchCost, cellwise_bootstrap, diagonal_flatness, expected_best_of_n,
+    good_region_correlation, mean_grid, paired_difference, ridge_slope, search_cost, slope_statistic,
+    transfer_regret, trials_to_within, within_fraction,
+)
+
+_LAZY = {"hypermodels", "study", "report", "cli"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"keras_explr.tuning.{name}")
+    if name in ("EntanglementHyperModel", "PARAMETERIZATIONS"):
+        from keras_explr.tuning import hypermodels
+
+        return getattr(hypermodels, name)
+    if name in ("SeedTuner", "GridResult", "run_grid", "run_random", "load_grid"):
+        from keras_explr.tuning import study
+
+        return getattr(study, name)
+    raise AttributeError(f"module 'keras_explr.tuning' has no attribute {name!r}")

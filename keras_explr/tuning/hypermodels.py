@@ -1,0 +1,230 @@
+"""KerasTuner HyperModels of a BN convnet whose hyperparameters are (η, λ).
+
+Three weight-decay parameterizations of momentum SGD (γ = `momentum`), for
+every conv kernel θ with gradient g and learning rate η_t:
+
+* ``"old"`` (the paper's, `keras_explr.optimizers.SGD(weight_decay=λ_old)`):
+  v ← γv + g + λ_old θ;  θ ← θ − η_t v. The decay per step is η_t·λ_old.
+* ``"keras"`` (Keras's decoupled `keras.optimizers.SGD(weight_decay=λ)`):
+  θ ← θ − η_t λ θ, then m ← γm − η_t g; θ ← θ + m. Also η_t·λ per step.
+* ``"new"`` (Li & Arora's λ_new, `ReparamWeightDecay` around the paper's SGD):
+  by default in its ``"coupled"`` mode, v ← γv + g + (λ_t/η_t)θ; θ ← θ − η_t v,
+  so the decay per step is λ_t, whatever η is. λ_t = λ_new (decay rule
+  ``"constant"``) or λ_new·η_t/η_0 (``"follow"``, `follow_schedule=True`).
+
+With a constant LR, "new" at (η, λ_new) *is* "old" at (η, λ_new/η) (the same
+update, up to float rounding), and with a step schedule "new"+"follow" at
+(η_0, λ_new) *is* "old" at (η_0, λ_new/η_0): (λ_new·η_t/η_0)/η_t = λ_new/η_0.
+Only "new"+"constant" under a schedule is a different algorithm.
+
+The network is `keras_explr.models.bn_convnet(scale_invariant=True)`: BN
+without affine parameters and a frozen head, so weight decay acts only on
+scale-invariant kernels (PROBE_AND_STUDY.md §E).
+"""
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_explr import models, optimizers, theory
+
+PARAMETERIZATIONS = ("old", "keras", "new")
+SCHEDULES = ("constant", "step")
+DECAY_RULES = ("constant", "follow")
+
+
+def _check_values(name, values):
+    v = [float(x) for x in values]
+    if len(v) < 1 or not all(np.isfinite(x) and x > 0 for x in v) or len(set(v)) != len(v):
+        raise ValueError(f"`{name}` must be distinct finite numbers > 0. Received: {name}={values!r}")
+    return sorted(v)
+
+
+def _check_range(name, bounds):
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a pair (low, high). Received: {name}={bounds!r}") from None
+    if not (0 < lo < hi and np.isfinite(hi)):
+        raise ValueError(f"`{name}` must satisfy 0 < low < high < inf. Received: {name}={bounds!r}")
+    return lo, hi
+
+
+class EntanglementHyperModel(keras_tuner.HyperModel):
+    """A BN convnet trained with momentum SGD; hyperparameters η and λ.
+
+    Hyperparameters: ``learning_rate`` (η, or η_0 under a schedule) and
+    ``weight_decay`` (λ in the chosen parameterization). Give explicit values
+    (``hp.Choice``, for `GridSearch`) or log-uniform ranges (``hp.Float`` with
+    ``sampling="log"``, for `RandomSearch`).
+
+    The step schedule is `keras.optimizers.schedules.PiecewiseConstantDecay`
+    with η_0 for the first half of the steps, η_0/10 to three quarters, η_0/100
+    after.
+
+    Args:
+      parameterization: "old", "keras" or "new" (module docstring).
+      learning_rates / weight_decays: explicit grid values (> 0), or
+      lr_range / wd_range: (low, high) log-uniform ranges; one of each pair.
+      momentum: γ in [0, 1).
+      schedule: "constant" or "step".
+      decay_rule: for "new" under "step": "constant" (λ_new) or "follow"
+        (λ_new·η_t/η_0). Must stay "constant" for the other parameterizations,
+        whose decay follows η_t by construction.
+      epochs, steps_per_epoch, batch_size: the training budget (integers ≥ 1).
+      input_shape, num_classes, filters: the network.
+      new_mode: `ReparamWeightDecay`'s mode, "coupled" (default) or "decoupled".
+      diagonal: c > 0 for a diagonal sweep along ηλ = c (per-step decay c):
+        then only η is a hyperparameter and λ = c/η ("old", "keras") or
+        λ_new = c ("new"); give neither `weight_decays` nor `wd_range`.
+    """
+
+    def __init__(self, parameterization="old", learning_rates=None, weight_decays=None,
+                 lr_range=None, wd_range=None, momentum=0.9, schedule="constant",
+                 decay_rule="constant", epochs=20, steps_per_epoch=11, batch_size=128,
+                 input_shape=(8, 8, 1), num_classes=10, filters=(16, 32, 64),
+                 new_mode="coupled", diagonal=None, name=None):
+        super().__init__(name=name, tunable=True)
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"`parameterization` must be one of {PARAMETERIZATIONS}. "
+                             f"Received: parameterization={parameterization!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULES}. Received: schedule={schedule!r}")
+        if decay_rule not in DECAY_RULES:
+            raise ValueError(f"`decay_rule` must be one of {DECAY_RULES}. Received: decay_rule={decay_rule!r}")
+        if decay_rule == "follow" and parameterization != "new":
+            raise ValueError("`decay_rule='follow'` applies to parameterization='new' only: the "
+                             f"'{parameterization}' decay already follows η_t. Received: decay_rule='follow'")
+        if new_mode not in ("coupled", "decoupled"):
+            raise ValueError(f"`new_mode` must be 'coupled' or 'decoupled'. Received: new_mode={new_mode!r}")
+        if (learning_rates is None) == (lr_range is None):
+            raise ValueError("Give exactly one of `learning_rates` (grid values) and `lr_range` (low, high).")
+        if diagonal is not None:
+            diagonal = theory.check_positive("diagonal", diagonal)
+            if weight_decays is not None or wd_range is not None:
+                raise ValueError("With `diagonal` (λ = diagonal/η) give neither `weight_decays` nor `wd_range`.")
+            weight_decays = [diagonal] if parameterization == "new" else None
+        elif (weight_decays is None) == (wd_range is None):
+            raise ValueError("Give exactly one of `weight_decays` (grid values) and `wd_range` (low, high).")
+        self.diagonal = diagonal
+        self.learning_rates = None if learning_rates is None else _check_values("learning_rates", learning_rates)
+        self.weight_decays = None if weight_decays is None else _check_values("weight_decays", weight_decays)
+        self.lr_range = None if lr_range is None else _check_range("lr_range", lr_range)
+        self.wd_range = None if wd_range is None else _check_range("wd_range", wd_range)
+        top = max(self.weight_decays or ([self.wd_range[1]] if self.wd_range else [0.0]))
+        if parameterization == "new" and top >= 1:
+            raise ValueError(f"λ_new is a fraction per step and must be < 1. Received a largest weight decay of {top!r}")
+        self.parameterization = parameterization
+        self.momentum = theory.check_momentum(momentum)
+        self.schedule = schedule
+        self.decay_rule = decay_rule
+        self.epochs = theory.check_steps("epochs", epochs)
+        self.steps_per_epoch = theory.check_steps("steps_per_epoch", steps_per_epoch)
+        self.batch_size = theory.check_steps("batch_size", batch_size)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = theory.check_steps("num_classes", num_classes, minimum=2)
+        self.filters = tuple(theory.check_steps("filters", f) for f in filters)
+        if not self.filters:
+            raise ValueError("`filters` must name at least one conv block")
+        self.new_mode = new_mode
+
+    @property
+    def total_steps(self):
+        return self.epochs * self.steps_per_epoch
+
+    def config(self):
+        """The arguments, JSON-serializable (for the study's records)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in {
+            "parameterization": self.parameterization, "learning_rates": self.learning_rates,
+            "weight_decays": self.weight_decays, "lr_range": self.lr_range, "wd_range": self.wd_range,
+            "momentum": self.momentum, "schedule": self.schedule, "decay_rule": self.decay_rule,
+            "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
+            "input_shape": self.input_shape, "num_classes": self.num_classes, "filters": self.filters,
+            "new_mode": self.new_mode, "diagonal": self.diagonal}.items()}
+
+    # -- the search space and the optimizer ------------------------------------
+    def hyperparameter_values(self, hp):
+        if self.learning_rates is not None:
+            lr = hp.Choice("learning_rate", self.learning_rates, ordered=True)
+        else:
+            lr = hp.Float("learning_rate", *self.lr_range, sampling="log")
+        if self.diagonal is not None:
+            return float(lr), (self.diagonal if self.parameterization == "new" else self.diagonal / float(lr))
+        if self.weight_decays is not None:
+            wd = hp.Choice("weight_decay", self.weight_decays, ordered=True)
+        else:
+            wd = hp.Float("weight_decay", *self.wd_range, sampling="log")
+        return float(lr), float(wd)
+
+    def learning_rate(self, lr):
+        """η (constant) or the step schedule starting at η_0 = lr."""
+        if self.schedule == "constant":
+            return lr
+        t = self.total_steps
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [max(1, t // 2), max(2, (3 * t) // 4)], [lr, lr / 10, lr / 100])
+
+    def optimizer(self, lr, wd):
+        """The optimizer for (η, λ) in this parameterization."""
+        sched = self.learning_rate(lr)
+        if self.parameterization == "old":
+            return optimizers.SGD(sched, momentum=self.momentum, weight_decay=wd)
+        if self.parameterization == "keras":
+            opt = keras.optimizers.SGD(sched, momentum=self.momentum, weight_decay=wd)
+            return opt
+        return optimizers.ReparamWeightDecay(
+            optimizers.SGD(sched, momentum=self.momentum), weight_decay=wd, mode=self.new_mode,
+            follow_schedule=self.decay_rule == "follow")
+
+    def build(self, hp):
+        lr, wd = self.hyperparameter_values(hp)
+        model = models.bn_convnet(input_shape=self.input_shape, num_classes=self.num_classes,
+                                  filters=self.filters, scale_invariant=True)
+        opt = self.optimizer(lr, wd)
+        if self.parameterization == "keras":
+            # Keras decays every variable by default; the frozen head and the
+            # affine-free BN leave only the kernels, but say so explicitly.
+            opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def fit(self, hp, model, x, y, verbose=0, **kwargs):
+        """Trains for the budget; shuffles with the global seed (set per seed run)."""
+        return model.fit(x, y, batch_size=self.batch_size, epochs=self.epochs, shuffle=True,
+                         verbose=verbose, **kwargs)
+
+
+def evaluate(model, x, y, batch_size=1024):
+    """(accuracy, cross-entropy) on (x, y), BatchNorm on the evaluation set's own
+    batch statistics.
+
+    The kernels' norms move during training (weight decay shrinks them, the
+    gradient steps grow them), so BN's moving averages lag the network actually
+    trained; normalizing with the statistics of the evaluation batch scores the
+    function the optimizer reached (as the demo does). The loss is computed in
+    float64 from the logits: −(1/n) Σ log softmax(z_n)[y_n]; non-finite logits
+    give a NaN loss (a diverged run) and count as wrong.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if len(x) > batch_size:  # statistics over at most `batch_size` images at a time
+        parts = [evaluate_logits(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        z = np.concatenate(parts)
+    else:
+        z = evaluate_logits(model, x)
+    finite = np.isfinite(z).all(axis=-1)
+    pred = np.where(finite, np.argmax(np.where(np.isfinite(z), z, -np.inf), axis=-1), -1)
+    acc = float(np.mean(pred == y))
+    if not finite.all():
+        return acc, float("nan")
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return acc, float(-np.mean(logp[np.arange(len(y)), y]))
+
+
+def evaluate_logits(model, x):
+    """Logits of `model` on x with BN in training mode, without touching its state."""
+    logits, _ = model.stateless_call([v.value for v in model.trainable_variables],
+                                     [v.value for v in model.non_trainable_variables],
+                                     x, training=True)
+    return keras.ops.convert_to_numpy(logits).astype("float64")
