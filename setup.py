@@ -15,7 +15,7 @@ setup(
         "jax": ["jax>=0.4.30"],
         "torch": ["torch>=2.2"],
         "demo": ["scikit-learn>=1.3", "matplotlib>=3.7"],
-        "tuner": ["keras-tuner>=1.4", "tensorboard>=2.16", "six"],
+        "tuner": ["keras-tuner>=1.4", "tensorboard>=2.16", "six", "grpcio"],  # grpcio: chief/worker mode
         "test": ["pytest>=8", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["keras-explr=keras_explr.cli:main"]},

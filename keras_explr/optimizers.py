@@ -164,7 +164,12 @@ class ReparamWeightDecay(_Wrapper):
       x² − (1+γ−λ_new)x + γ = 0, independent of η.
 
     λ_t = λ_new, or with ``follow_schedule=True`` λ_t = λ_new · η_t/η_0, which
-    "mimics step decay" as the authors suggest (divide WD with the LR).
+    "mimics step decay" as the authors suggest (divide WD with the LR). That
+    rule is exactly the standard parameterization with λ_old = λ_new/η_0 (in
+    coupled mode around `keras_explr.optimizers.SGD`, the paper's coupled
+    λ_old; in decoupled mode, Keras's ``weight_decay=λ_new/η_0``): only the
+    coordinates of the hyperparameters change. λ_new constant is the
+    genuinely different algorithm.
 
     The decay is applied where Keras applies its own weight decay (the wrapper
     installs it in its inner optimizer's ``_apply_weight_decay`` and, in coupled
