@@ -51,6 +51,20 @@ def _save(fig, path):
         raise
 
 
+def _finish(fig, path, title):
+    """Titles, lays out and writes the figure (atomically), and closes it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    try:
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def lr_and_norm(path, runs, title=None):
     """Plots learning rate and weight norm per step, on log axes, for several runs.
 
@@ -87,14 +101,7 @@ def _log_panels(path, panels, title):
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    try:
-        fig.tight_layout()
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return _finish(fig, path, title)
 
 
 def scale_monitor(path, monitor, title=None):
@@ -143,11 +150,4 @@ def scale_monitor(path, monitor, title=None):
         ax.grid(True, which="both", alpha=0.3)
         if drawn and quantity == "angular_update":
             ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    try:
-        fig.tight_layout()
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return _finish(fig, path, title)
