@@ -176,7 +176,8 @@ class ScaleMonitor(keras.callbacks.Callback):
                     self._record(step_value, float(ops.convert_to_numpy(leaf.learning_rate)),
                                  [v.path for _, v in picked], [ops.convert_to_numpy(s) for s in stats])
                 return result
-            before = [ops.copy(v.value) for _, v in picked]
+            # JAX arrays are immutable: the value before the step is kept as it is.
+            before = [v.value if backend == "jax" else ops.copy(v.value) for _, v in picked]
             result = original(grads, trainable_variables)
             due = ops.equal(ops.mod(step, every), 0)
             if backend == "jax":
