@@ -9,10 +9,8 @@ time per step and the ratio to ExponentialDecay, measured side by side.
     python benchmarks/schedule_cost.py
 """
 
-import argparse
 import json
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import seconds_per_step  # noqa: E402
+from common import alternating_medians, check_positive_flags, seconds_per_step, timing_parser  # noqa: E402
 
 from keras_explr import models, optimizers, schedules  # noqa: E402
 
@@ -44,24 +42,17 @@ def time_arm(make, x, y, epochs, batch):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--json", default=None)
+    p = timing_parser(__doc__, epochs=3, batch=32, size=8)
     args = p.parse_args()
+    check_positive_flags(p, args, ("repeats", "epochs", "batch", "size"))
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2048, 8, 8, 1)).astype("float32")
+    x = rng.standard_normal((2048, args.size, args.size, 1)).astype("float32")
     y = rng.integers(0, 10, len(x))
-    times = {k: [] for k in arms()}
-    for r in range(args.repeats):
-        names = list(arms()) if r % 2 == 0 else list(reversed(arms()))
-        for name in names:
-            times[name].append(time_arm(arms()[name], x, y, args.epochs, args.batch))
-    base = statistics.median(times["ExponentialDecay"])
+    med_of = alternating_medians(tuple(arms()), args.repeats,
+                                 lambda name: time_arm(arms()[name], x, y, args.epochs, args.batch))
+    base = med_of["ExponentialDecay"]
     rows = []
-    for name, t in times.items():
-        med = statistics.median(t)
+    for name, med in med_of.items():
         rows.append({"schedule": name, "backend": keras.backend.backend(), "ms_per_step": 1e3 * med,
                      "ratio_to_ExponentialDecay": med / base})
         print(f"{name:>18}: {1e3 * med:6.3f} ms/step, ratio {med / base:.3f} "

@@ -274,6 +274,15 @@ def plot(path, runs, lrs, steps_per_epoch, title):
     plt.close(fig)
 
 
+def print_float64(f64, steps_per_epoch):
+    print(f"float64, exact TEXP vs step decay: max relative function-space difference "
+          f"{f64['max_relative_difference']:.2e} over {f64['epochs']} epochs "
+          f"({f64['epochs'] * steps_per_epoch} steps); the baseline with its init moved 1 float64 ulp: "
+          f"{f64['control_1ulp_max_relative_difference']:.2e}")
+    print("  per epoch, exact TEXP: " + " ".join(f"{d:.1e}" for d in f64["per_epoch"]))
+    print("  per epoch, 1-ulp control: " + " ".join(f"{d:.1e}" for d in f64["control_1ulp_per_epoch"]))
+
+
 def main(argv=None):
     args = parse_args(argv)
     wall = time.perf_counter()
@@ -298,12 +307,7 @@ def main(argv=None):
         print(f"float64: step decay vs exact TEXP vs 1-ulp control, seed 0, {args.float64_epochs} epochs ...",
               flush=True)
         f64 = float64_check(args, dataset, setup, args.float64_epochs)
-        print(f"float64, exact TEXP vs step decay: max relative function-space difference "
-              f"{f64['max_relative_difference']:.2e} over {f64['epochs']} epochs "
-              f"({f64['epochs'] * steps_per_epoch} steps); the baseline with its init moved 1 float64 ulp: "
-              f"{f64['control_1ulp_max_relative_difference']:.2e}")
-        print("  per epoch, exact TEXP: " + " ".join(f"{d:.1e}" for d in f64["per_epoch"]))
-        print("  per epoch, 1-ulp control: " + " ".join(f"{d:.1e}" for d in f64["control_1ulp_per_epoch"]))
+        print_float64(f64, steps_per_epoch)
         with open(args.out + ".json", "w") as f:
             json.dump({"command": "python " + " ".join([os.path.relpath(__file__)] + (
                 argv if argv is not None else sys.argv[1:])), "config": {**vars(args), "boundaries": boundaries,
@@ -356,12 +360,7 @@ def main(argv=None):
           "seeds and epochs of ‖f_arm − f_base‖/‖f_base‖ on 256 test images, training mode; time per epoch: "
           "median, ratio to the baseline, measured in this run)")
     if f64:
-        print(f"float64, exact TEXP vs step decay: max relative function-space difference "
-              f"{f64['max_relative_difference']:.2e} over {f64['epochs']} epochs "
-              f"({f64['epochs'] * steps_per_epoch} steps); the baseline with its init moved 1 float64 ulp: "
-              f"{f64['control_1ulp_max_relative_difference']:.2e}")
-        print("  per epoch, exact TEXP: " + " ".join(f"{d:.1e}" for d in f64["per_epoch"]))
-        print("  per epoch, 1-ulp control: " + " ".join(f"{d:.1e}" for d in f64["control_1ulp_per_epoch"]))
+        print_float64(f64, steps_per_epoch)
 
     total = args.epochs * steps_per_epoch
     lrs = {arm: learning_rates(arm, args, boundaries, values, total) for arm in ARMS}

@@ -487,10 +487,5 @@ class _Spec:
 def _effective_lr(kind, lr, norm, size):
     if norm <= 0 or kind is None:
         return None
-    if kind in ("sgd", "paper_sgd"):
-        return lr / norm ** 2
-    if kind in ("adam", "adaptive"):
-        return lr / norm
-    if kind == "lion":
-        return lr / (norm / math.sqrt(size))
-    return lr  # lamb: the trust ratio fixes ‖Δw‖/‖w‖ = η
+    family = {"paper_sgd": "sgd", "adaptive": "adam"}.get(kind, kind)
+    return theory.effective_learning_rate(family, lr, norm, size)

@@ -756,3 +756,30 @@ def equilibration_clock(step, decay_per_step):
     so the equilibrium predictions apply once the clock is ≳ 1.
     """
     return check_non_negative("step", step) * check_non_negative("decay_per_step", decay_per_step)
+
+
+EFFECTIVE_LR_KINDS = ("sgd", "adam", "lion", "lamb")
+
+
+def effective_learning_rate(kind, learning_rate, norm, size):
+    """The effective LR on a scale-invariant weight of norm ‖w‖ and `size` entries.
+
+    PROBE_AND_STUDY.md §A.2: η/‖w‖² for SGD, η/‖w‖ for the Adam family,
+    η/RMS(w) = η·√C/‖w‖ for Lion (sign update), η for Lamb (its trust ratio
+    fixes ‖Δw‖/‖w‖).
+
+    >>> effective_learning_rate("sgd", 0.1, 2.0, 4), effective_learning_rate("lion", 0.1, 2.0, 4)
+    (0.025, 0.1)
+    """
+    if kind not in EFFECTIVE_LR_KINDS:
+        raise ValueError(f"`kind` must be one of {EFFECTIVE_LR_KINDS}. Received: kind={kind!r}")
+    lr = check_non_negative("learning_rate", learning_rate)
+    n = check_positive("norm", norm)
+    c = check_steps("size", size)
+    if kind == "sgd":
+        return lr / n ** 2
+    if kind == "adam":
+        return lr / n
+    if kind == "lion":
+        return lr * math.sqrt(c) / n
+    return lr
