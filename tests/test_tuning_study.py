@@ -193,8 +193,8 @@ def test_resume_after_the_process_is_killed(tmp_path):
     project = tmp_path / "resume"
     cmd = [sys.executable, "-m", "keras_explr.tuning.study", spec]
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while _completed(project) < 3 and proc.poll() is None and time.time() < deadline:
+    deadline = time.monotonic() + 240
+    while _completed(project) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
