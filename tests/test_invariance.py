@@ -90,3 +90,17 @@ def test_needs_a_graph():
 
     with pytest.raises(ValueError, match="functional or Sequential"):
         invariance.scale_invariant_variables(Sub(), X)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_preact_resnet_any_activation_keeps_the_joint_invariance(activation):
+    # The activation sees BN's scale-free output, so GELU (smooth, no ReLU kink) keeps the group.
+    m = models.preact_resnet(activation=activation, bn_epsilon=1e-30)
+    convs = [v for v in m.trainable_variables if "kernel" in v.path]
+    assert _paths(invariance.invariant_group(m)) == _paths(convs) and len(convs) == 6
+    before = keras.ops.convert_to_numpy(m(X, training=True))
+    for v in convs:
+        v.assign(v * 3.0)
+    after = keras.ops.convert_to_numpy(m(X, training=True))
+    assert np.max(np.abs(after - before)) <= 1e-5 * np.max(np.abs(before))
+    assert [layer.name for layer in m.layers if isinstance(layer, layers.Activation)][-1] == "final_act"
