@@ -288,7 +288,8 @@ def exact_conversion(
       A `Conversion`.
 
     Raises:
-      NoEquivalentError: if some q_t ≤ 0: then no positive scaling exists.
+      NoEquivalentError: if some q_t ≤ 0 (then no positive scaling exists), or
+        if η̃_t overflows float64.
     """
     try:
         eta = np.asarray(learning_rates, dtype=np.float64)
@@ -333,8 +334,16 @@ def exact_conversion(
             b[t] = gam * (1.0 - eta[t - 1] * w[t - 1])
         q[t] = a_t - b[t] / q[t - 1]
         _check_q(q[t], t)
-    scale = np.concatenate([[1.0], np.cumprod(1.0 / q)])
-    lr = eta * scale[:-1] * scale[1:]
+    with np.errstate(over="ignore"):
+        scale = np.concatenate([[1.0], np.cumprod(1.0 / q)])
+        lr = eta * scale[:-1] * scale[1:]
+    if not np.all(np.isfinite(lr)):
+        t = int(np.argmin(np.isfinite(lr)))
+        raise NoEquivalentError(
+            f"the equivalent learning rate eta_t * c_t * c_(t+1) overflows float64 at step {t} "
+            f"(c_t = {scale[t]:.3g}, q_t = {q[t]:.3g}): no representable WD-free equivalent. Convert fewer "
+            "steps, or lower the learning rate or the weight decay."
+        )
     mom = np.full(n, gam)
     beta = b[1:] / (q[:-1] * q[1:])
     mom[1:] = beta * lr[:-1] / lr[1:] if target == "paper" else beta

@@ -228,7 +228,14 @@ def test_zero_buffer_recurrence_fails_exactly_where_the_oracle_does(gam, frac, s
         if not q > 0:
             first_bad = t
             break
-    if first_bad is None:
+    if first_bad is None:  # log of η̃_t = η c_t c_{t+1}, c_0 = 1, c_{t+1} = c_t / q_t
+        log_c = np.concatenate([[0.0], np.cumsum(-np.log(qs))])
+        log_lr = np.log(eta) + log_c[:-1] + log_c[1:]
+    if first_bad is None and log_lr.max() > np.log(np.finfo(np.float64).max):
+        with pytest.raises(th.NoEquivalentError, match="overflows float64 at step"):
+            th.exact_conversion([eta] * steps, lam, gam)
+        assert frac > 1.0
+    elif first_bad is None:
         conv = th.exact_conversion([eta] * steps, lam, gam)
         np.testing.assert_allclose(conv.q, qs, rtol=1e-9)
         assert np.all(np.diff(np.log(conv.scale)) >= -1e-15)  # c_t grows (q ≤ 1)
