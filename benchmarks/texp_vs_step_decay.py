@@ -271,10 +271,6 @@ def t_interval(diffs):
     return mean, (mean - half, mean + half)
 
 
-def relative_distances(outputs_a, outputs_b):
-    return [float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(outputs_a, outputs_b)]
-
-
 def first_difference(digests_a, digests_b):
     """The first step whose sign patterns differ, or None."""
     return next((t for t, (a, b) in enumerate(zip(digests_a, digests_b)) if a != b), None)
@@ -306,7 +302,7 @@ def exactness_check(args, dataset, setup, epochs, dtype, relu=True):
 
     def pair(arm, act):
         (base, out_a, signs_a), (run, out_b, signs_b) = runs[("step_decay", act)], runs[(arm, act)]
-        per_step = relative_distances(out_a, out_b)
+        per_step = callbacks.relative_differences(out_a, out_b)
         row = {"max_relative_difference": max(per_step), "per_epoch": per_step[::steps_per_epoch],
                "per_step": per_step,
                "test_accuracy": {"step_decay": base["test_accuracy"][-1], arm: run["test_accuracy"][-1]},

@@ -50,13 +50,16 @@ class FunctionRecorder(keras.callbacks.Callback):
             self._record()
 
 
-def max_relative_difference(outputs_a, outputs_b):
-    """max over records of ‖a − b‖ / ‖a‖ (the function-space discrepancy)."""
+def relative_differences(outputs_a, outputs_b):
+    """‖a − b‖ / ‖a‖ for each pair of records (the function-space discrepancy per record)."""
     if len(outputs_a) != len(outputs_b):
         raise ValueError(
             f"the runs recorded {len(outputs_a)} and {len(outputs_b)} outputs; "
             "they must record at the same steps"
         )
-    return max(
-        float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(outputs_a, outputs_b)
-    )
+    return [float(np.linalg.norm(a - b) / np.linalg.norm(a)) for a, b in zip(outputs_a, outputs_b)]
+
+
+def max_relative_difference(outputs_a, outputs_b):
+    """max over records of ‖a − b‖ / ‖a‖ (the function-space discrepancy)."""
+    return max(relative_differences(outputs_a, outputs_b))
