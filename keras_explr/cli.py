@@ -17,7 +17,9 @@ def _demo_parser(sub):
             "once with SGD + momentum + weight decay at a constant LR, once with no weight "
             "decay and the equivalent exponentially growing LR (Li & Arora, Theorem 1.1). "
             "Prints, per epoch, both runs' accuracies, the max relative difference of their "
-            "outputs, the LR and the weight norm, and writes a PNG of LR and weight norm."
+            "outputs, the LR and the weight norm, and writes a PNG with the LR, the weight norm "
+            "and the relative difference of the two runs' outputs after every step. Needs the "
+            "`demo` extra: pip install 'keras-explr[demo]'."
         ),
     )
     p.add_argument("--epochs", type=int, default=20)
@@ -28,7 +30,8 @@ def _demo_parser(sub):
     p.add_argument("--float32", action="store_true",
                    help="train in float32 (default: float64 on TensorFlow, to show round-off agreement)")
     p.add_argument("--out", default="keras-explr-demo", help="folder for the PNG (created)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="show Keras's progress bar for every epoch")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.set_defaults(func=demo)
 
 
@@ -46,9 +49,22 @@ def main(argv=None):
         return args.func(args)
     except ValueError as e:  # bad arguments: say which, no traceback
         parser.error(str(e))
+    except ModuleNotFoundError as e:  # a missing optional dependency: say which extra installs it
+        from keras_explr import _optional
+
+        if e.name is None or e.name.split(".")[0] not in _optional.KNOWN:
+            raise
+        message = str(e) if isinstance(e, _optional.MissingOptionalDependency) else _optional.install_hint(e.name)
+        print(f"{parser.prog} {args.command}: {message}", file=sys.stderr)
+        return 1
 
 
 def demo(args):
+    from keras_explr import _optional
+
+    # Optional dependencies first, so that a missing one costs nothing and names its extra.
+    for module in ("sklearn", "matplotlib"):
+        _optional.require(module, "demo", purpose="`keras-explr demo`")
     import keras
     import numpy as np
 
@@ -82,20 +98,26 @@ def demo(args):
         ("WD", optimizers.SGD(args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)),
         ("ExpLR", optimizers.SGD(twin_lr, momentum=twin_lr.momentum)),
     ):
-        print(f"\n== {label}: {_describe(label, args)}")
+        print(f"== {label}: {_describe(label, args)}", flush=True)
         model = build()
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-        rec = callbacks.FunctionRecorder(x[:256])
+        rec = callbacks.FunctionRecorder(x[:256], every_n_steps=1)  # the outputs after every step
         trace = _StepTrace()
         test_acc = _TestAccuracy(x_test, y_test)
         start = time.perf_counter()
         hist = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=False,
-                         verbose=0 if args.quiet else 1, callbacks=[rec, trace, test_acc])
-        runs[label] = {"outputs": rec.outputs, "acc": hist.history["accuracy"],
-                       "test_acc": test_acc.values, "trace": trace, "seconds": time.perf_counter() - start}
+                         verbose=1 if args.verbose else 0, callbacks=[rec, trace, test_acc])
+        seconds = time.perf_counter() - start
+        print(f"   {args.epochs} epochs, {args.epochs * steps_per_epoch} steps in {seconds:.1f} s", flush=True)
+        runs[label] = {"outputs": rec.outputs, "steps": rec.steps, "acc": hist.history["accuracy"],
+                       "test_acc": test_acc.values, "trace": trace, "seconds": seconds}
 
     wd, ex = runs["WD"], runs["ExpLR"]
+    if wd["steps"] != ex["steps"]:
+        raise RuntimeError("the two runs recorded their outputs at different steps")
+    steps = np.asarray(wd["steps"])
+    diffs = np.asarray(callbacks.relative_differences(wd["outputs"], ex["outputs"]))
     print(f"\nBackend {keras.backend.backend()}, {keras.config.floatx()}, "
           f"{len(x)} digits, {steps_per_epoch} steps/epoch. Growth root alpha = "
           f"{theory.growth_root(args.learning_rate, args.weight_decay, args.momentum):.9f}; "
@@ -104,25 +126,43 @@ def demo(args):
               f"{'max rel diff':>12} {'LR (ExpLR)':>11} {'|w| WD':>8} {'|w| ExpLR':>10}")
     print(header)
     print("-" * len(header))
-    worst = 0.0
     for e in range(args.epochs):
-        diff = callbacks.max_relative_difference(wd["outputs"][: e + 2], ex["outputs"][: e + 2])
-        worst = max(worst, diff)
-        i = (e + 1) * steps_per_epoch - 1
+        end = (e + 1) * steps_per_epoch
+        diff = float(np.max(diffs[steps <= end]))  # worst so far, as in callbacks.max_relative_difference
+        i = end - 1
         print(f"{e + 1:>5} {wd['acc'][e]:>8.4f} {ex['acc'][e]:>9.4f} {wd['test_acc'][e]:>8.4f} "
               f"{ex['test_acc'][e]:>10.4f} {diff:>12.2e} {ex['trace'].lr[i]:>11.4g} "
               f"{wd['trace'].norm[i]:>8.4f} {ex['trace'].norm[i]:>10.4f}")
+    worst = float(np.max(diffs))
     print(f"\nMax relative difference of the two runs' outputs over {args.epochs} epochs: {worst:.2e} "
-          f"({'float64 round-off' if float64 else 'float32 round-off'} is the expectation).")
+          f"({'float64 round-off' if float64 else 'float32 round-off'} is the expectation), "
+          f"checked after each of the {int(steps[-1])} steps.")
     print("Test accuracy normalizes with the test set's own batch statistics: BatchNorm's moving "
-          "averages lag the growing weights of the ExpLR run (MATH.md §6.2), so inference-mode "
-          "outputs of the two runs differ slightly unless the statistics are recomputed.")
+          "averages lag the growing weights of the ExpLR run (docs/math.md#bn-statistics), so "
+          "inference-mode outputs of the two runs differ slightly unless the statistics are recomputed.")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "explr_demo.png")
-    plots.lr_and_norm(path, {k: (v["trace"].lr, v["trace"].norm) for k, v in runs.items()},
-                      title=f"WD {args.weight_decay:g} + LR {args.learning_rate:g} vs its ExpLR twin")
+    # Step 0 is the shared initialization (difference 0, off a log axis): plot steps 1, 2, ...
+    curve = np.where(diffs[1:] > 0, diffs[1:], np.nan)
+    plots._log_panels(path, [
+        ("learning rate", {k: v["trace"].lr for k, v in runs.items()}),
+        ("norm of the trainable weights", {k: v["trace"].norm for k, v in runs.items()}),
+        ("relative output difference", {"‖f_WD − f_ExpLR‖ / ‖f_WD‖": curve}),
+    ], title=f"WD {args.weight_decay:g} + LR {args.learning_rate:g} vs its ExpLR twin: "
+             f"the same network at every step (max difference {worst:.1e})")
+    _readable(path)
     print(f"Wrote {path}. Training took {wd['seconds']:.1f} s (WD) and {ex['seconds']:.1f} s (ExpLR).")
     return 0
+
+
+def _readable(path):
+    """Gives a written file the permissions of an ordinary new file (0666 less the umask).
+
+    The plots are written atomically through a temporary file, which is created 0600.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _describe(label, args):

