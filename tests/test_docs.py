@@ -1,0 +1,147 @@
+"""The documentation site: every public name is in the API reference, every link into the math page resolves,
+and the site builds with warnings as errors (when mkdocs is installed: the `docs` extra)."""
+
+import glob
+import importlib
+import inspect
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs")
+
+# The public modules. The API reference has a `::: module` directive for each (tuning's submodules hold what
+# `keras_explr.tuning` exports lazily; `monitor` holds `callbacks.ScaleMonitor`).
+PUBLIC_MODULES = [
+    "keras_explr.theory", "keras_explr.schedules", "keras_explr.optimizers", "keras_explr.callbacks",
+    "keras_explr.monitor", "keras_explr.invariance", "keras_explr.layers", "keras_explr.probe",
+    "keras_explr.models", "keras_explr.data", "keras_explr.plots", "keras_explr.tuning",
+    "keras_explr.tuning.metrics", "keras_explr.tuning.hypermodels", "keras_explr.tuning.study",
+    "keras_explr.tuning.report",
+]
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _is_public_module_path(path):
+    return path.startswith("keras_explr") and not any(p.startswith("_") for p in path.split("."))
+
+
+def public_names(module_name):
+    """{name: [acceptable documented paths]} for a module's public names.
+
+    `__all__` when the module has one; otherwise every attribute without a leading underscore that is not a
+    module and is defined in this package (third-party imports such as `keras` or `np` are not ours). An object
+    imported from another public module of the package may be documented there instead (its canonical path);
+    one imported from a private module (``optimizers._wrapper``) is an implementation detail unless listed in
+    `__all__`.
+    """
+    module = importlib.import_module(module_name)
+    explicit = getattr(module, "__all__", None)
+    names = {}
+    for name in explicit if explicit is not None else dir(module):
+        if explicit is None and name.startswith("_"):
+            continue
+        obj = getattr(module, name)
+        if inspect.ismodule(obj) or name == "__version__":
+            continue
+        home = getattr(obj, "__module__", None) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
+        if explicit is None:
+            if home is None:  # a constant: ours only if it is not a re-export of a third-party object
+                if type(obj).__module__.split(".")[0] not in ("builtins", "keras_explr", "numpy"):
+                    continue
+            elif not home.startswith("keras_explr"):
+                continue
+            elif home != module_name and not _is_public_module_path(home):
+                continue
+        paths = [f"{module_name}.{name}"]
+        if home and home != module_name and _is_public_module_path(home):
+            paths.append(f"{home}.{obj.__qualname__}")
+        names[name] = paths
+    return names
+
+
+def test_every_public_module_has_an_api_page():
+    directives = set()
+    for page in glob.glob(os.path.join(DOCS, "api", "*.md")):
+        directives |= set(re.findall(r"^::: (\S+)", _read(page), flags=re.M))
+    missing = [m for m in PUBLIC_MODULES if m not in directives]
+    assert not missing, f"no `::: module` directive in docs/api/ for {missing}"
+
+
+def _anchor_ids(html):
+    return set(re.findall(r'\bid="([^"]+)"', html))
+
+
+def _math_anchors():
+    text = _read(os.path.join(DOCS, "math.md"))
+    return set(re.findall(r"\{#([\w-]+)\}", text))
+
+
+def test_links_into_the_math_page_resolve():
+    """Every `math.md#anchor` written anywhere (code, examples, README, docs) names a section of docs/math.md."""
+    anchors = _math_anchors()
+    assert {"the-general-converter", "zero-buffers", "equivalent-rescaling", "scale-probe",
+            "rotational-equilibrium", "entanglement-metrics"} <= anchors
+    files = (glob.glob(os.path.join(ROOT, "keras_explr", "**", "*.py"), recursive=True)
+             + glob.glob(os.path.join(ROOT, "examples", "*.py")) + glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+             + glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True) + [os.path.join(ROOT, "README.md")])
+    broken = []
+    for path in files:
+        for anchor in re.findall(r"math(?:\.md|/)#([\w-]+)", _read(path)):
+            if anchor not in anchors:
+                broken.append(f"{os.path.relpath(path, ROOT)}: #{anchor}")
+    assert not broken, f"links to sections that docs/math.md does not have: {broken}"
+
+
+def test_docs_are_self_contained():
+    """The docs cite papers and the repository's own pages, never the project's private spec folder."""
+    for path in glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True):
+        text = _read(path)
+        assert "../shared" not in text and "shared/spec" not in text, path
+        assert not re.search(r"(MATH|PROBE_AND_STUDY)\.md", text), path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings_handlers.python")
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-5000:]
+    return out
+
+
+def test_site_builds_strict_and_documents_every_public_name(site):
+    ids = set()
+    for page in glob.glob(os.path.join(site, "api", "**", "index.html"), recursive=True):
+        with open(page, encoding="utf-8") as f:
+            ids |= _anchor_ids(f.read())
+    missing = []
+    for module in PUBLIC_MODULES:
+        for name, paths in public_names(module).items():
+            if not any(p in ids for p in paths):
+                missing.append(paths[0])
+    assert not missing, f"public names missing from the API reference: {missing}"
+
+
+def test_site_has_the_pages_and_plots(site):
+    for page in ("getting-started", "math", "guides/schedules", "guides/weight-decay", "guides/renormalize",
+                 "guides/invariance", "guides/probe", "guides/monitor", "guides/tuning", "results/exactness",
+                 "results/performance", "results/study", "api/schedules", "changelog"):
+        assert os.path.exists(os.path.join(site, page, "index.html")), page
+    # The committed benchmark plots are served from benchmarks/results (no copies in docs/).
+    for png in glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.png"), recursive=True):
+        assert os.path.exists(os.path.join(site, "results", os.path.basename(png))), png
+    with open(os.path.join(site, "math", "index.html"), encoding="utf-8") as f:
+        ids = _anchor_ids(f.read())
+    assert _math_anchors() <= ids
