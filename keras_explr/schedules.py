@@ -14,6 +14,14 @@ float32 otherwise, then cast to ``keras.config.floatx()``. Past the point where
 the learning rate would overflow that dtype the schedule saturates at the
 largest finite value instead of returning inf; the WD equivalence ends there.
 A declared ``total_steps`` past that horizon is rejected at construction.
+
+Units. A *step* is one real optimizer update. ``total_steps`` is always in
+steps; `TEXP`'s ``boundaries`` are in steps, or in epochs when
+``steps_per_epoch`` is given (boundary epoch e ↦ step e·steps_per_epoch − 1,
+`PiecewiseConstantDecay`'s meaning). Under gradient accumulation, Keras calls a
+schedule with its micro-step counter; ``gradient_accumulation_steps=n`` on a
+schedule makes it count real updates (floor(step / n)) for a stock Keras
+optimizer built with the same ``gradient_accumulation_steps=n``.
 """
 
 import math
@@ -51,10 +59,12 @@ def _horizon_for_floatx(pieces):
 class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
     """Evaluates a `theory.Pieces` schedule with `keras.ops` (any backend, jit)."""
 
-    def __init__(self, pieces, total_steps=None, momentum=None, name=None):
+    def __init__(self, pieces, total_steps=None, momentum=None, name=None,
+                 gradient_accumulation_steps=None):
         super().__init__()
         self.name = name
         self.momentum = momentum
+        self.gradient_accumulation_steps = theory.check_accumulation(gradient_accumulation_steps)
         self._pieces = pieces
         flat, offsets = pieces.flat_table()
         self._arrays = {
@@ -85,8 +95,13 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                 )
 
     def learning_rates(self, steps):
-        """The schedule at `steps` as a float64 numpy array (no saturation)."""
-        return self._pieces.learning_rate(steps)
+        """The schedule at `steps` as a float64 numpy array (no saturation).
+
+        `steps` mean what the optimizer passes to ``__call__``: micro-steps
+        when ``gradient_accumulation_steps`` is set.
+        """
+        return self._pieces.learning_rate(
+            theory.accumulated_step(np.asarray(steps), self.gradient_accumulation_steps))
 
     def _const(self, key, dtype):
         if keras.backend.backend() != "torch":  # graph/jit constants; torch: avoid a copy per step
@@ -110,6 +125,9 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         out_dtype = keras.config.floatx()
         with keras.name_scope(self.name or "schedule"):
             t = ops.cast(step, dtype)
+            if self.gradient_accumulation_steps is not None:  # count real updates
+                t = ops.floor(ops.divide(t, ops.convert_to_tensor(
+                    float(self.gradient_accumulation_steps), dtype)))
             if self._single:
                 a = self._arrays
                 log_lr = ops.add(
@@ -148,11 +166,16 @@ class ExpLR(_PiecewiseLogLinear):
 
     Args:
       initial_learning_rate: η̃_0 > 0.
-      growth_rate: r > 0, the factor per optimizer step.
-      total_steps: optional number of steps you will train; rejected if the
-        learning rate would overflow float32 (float64 under a float64 floatx)
-        before then.
+      growth_rate: r > 0, the factor per optimizer step (real update).
+      total_steps: optional number of steps (real updates; epochs × steps per
+        epoch) you will train; rejected if the learning rate would overflow
+        float32 (float64 under a float64 floatx) before then.
       name: optional name.
+      gradient_accumulation_steps: None (default), or the n of a stock Keras
+        optimizer built with ``gradient_accumulation_steps=n``: Keras calls the
+        schedule with its micro-step counter, and this makes the schedule
+        evaluate at floor(step / n), the number of real updates. Leave it None
+        with `keras_explr.optimizers`, which pass real updates themselves.
 
     Attributes:
       momentum: the momentum to give the optimizer for the equivalence
@@ -168,11 +191,13 @@ class ExpLR(_PiecewiseLogLinear):
     >>> # scale-invariant loss, step for step.
     """
 
-    def __init__(self, initial_learning_rate, growth_rate, total_steps=None, name="ExpLR"):
+    def __init__(self, initial_learning_rate, growth_rate, total_steps=None, name="ExpLR",
+                 gradient_accumulation_steps=None):
         eta0 = theory.check_positive("initial_learning_rate", initial_learning_rate)
         rate = theory.check_positive("growth_rate", growth_rate)
         pieces = theory.Pieces((0,), (np.zeros(0),), (math.log(eta0),), (math.log(rate),))
-        super().__init__(pieces, total_steps=total_steps, name=name)
+        super().__init__(pieces, total_steps=total_steps, name=name,
+                         gradient_accumulation_steps=gradient_accumulation_steps)
         self.initial_learning_rate = eta0
         self.growth_rate = rate
         self._origin = None
@@ -189,6 +214,7 @@ class ExpLR(_PiecewiseLogLinear):
         total_steps=None,
         weight_decay_mode="coupled",
         name="ExpLR",
+        gradient_accumulation_steps=None,
     ):
         """The ExpLR that reproduces SGD with constant LR η, weight decay λ, momentum γ.
 
@@ -206,14 +232,20 @@ class ExpLR(_PiecewiseLogLinear):
           convention: "paper" for `keras_explr.optimizers.SGD` (buffer of
             gradients, coupled λ, as in `torch.optim.SGD`); "keras" for
             `keras.optimizers.SGD`, whose buffer stores displacements.
-          steps_per_epoch: optional; sets `growth_per_epoch`.
-          total_steps: optional; rejected past the float32 horizon.
+          steps_per_epoch: optional integer >= 1, real updates per epoch (with
+            gradient accumulation n over B batches: ceil(B / n)); sets
+            `growth_per_epoch` = growth_rate ** steps_per_epoch. It does not
+            change the schedule, which is always indexed by steps.
+          total_steps: optional, in steps (epochs × steps_per_epoch);
+            rejected past the float32 horizon.
           weight_decay_mode: "coupled" (λθ in the gradient: the paper, or an L2
             penalty λ/2‖θ‖²) or "decoupled" (θ ← (1−ηλ)θ before the momentum
             step: Keras's own ``weight_decay`` argument, or
             `keras_explr.optimizers.ReparamWeightDecay` with λ_new = ηλ); the
             decoupled twin is exact from zero buffers in both conventions.
           name: optional name.
+          gradient_accumulation_steps: see the class docstring (for a stock
+            Keras optimizer with ``gradient_accumulation_steps=n``).
 
         Returns:
           An `ExpLR`; pass ``schedule.momentum`` to the optimizer.
@@ -230,7 +262,8 @@ class ExpLR(_PiecewiseLogLinear):
             "steps_per_epoch", steps_per_epoch)
         self = cls.__new__(cls)
         _PiecewiseLogLinear.__init__(
-            self, pieces, total_steps=total_steps, momentum=target_momentum, name=name)
+            self, pieces, total_steps=total_steps, momentum=target_momentum, name=name,
+            gradient_accumulation_steps=gradient_accumulation_steps)
         self.initial_learning_rate = float(np.exp(pieces.log_learning_rate(0)))
         self.growth_rate = math.exp(pieces.slopes[-1])
         self._origin = {
@@ -251,7 +284,8 @@ class ExpLR(_PiecewiseLogLinear):
         return None if spe is None else self.growth_rate ** spe
 
     def get_config(self):
-        base = {"total_steps": self.total_steps, "name": self.name}
+        base = {"total_steps": self.total_steps, "name": self.name,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps}
         if self._origin is None:
             return {"initial_learning_rate": self.initial_learning_rate,
                     "growth_rate": self.growth_rate, **base}
@@ -272,6 +306,10 @@ class TEXP(_PiecewiseLogLinear):
     `keras.optimizers.schedules.PiecewiseConstantDecay`: the base LR is
     ``values[0]`` for steps ≤ ``boundaries[0]``, ``values[1]`` up to
     ``boundaries[1]``, and so on; phase I starts at T_I = boundaries[I−1] + 1.
+    With ``steps_per_epoch=S`` the boundaries are epochs instead: ``values[0]``
+    for the first ``boundaries[0]`` epochs, and so on; boundary epoch e ↦ step
+    e·S − 1 (`theory.epoch_boundaries`), so phase I starts at step
+    boundaries[I−1]·S, the first step of that epoch.
 
     exact=False is the paper's TEXP (MATH.md §3.2): with α*_I = α₊(η_I, λ, γ),
     η̃_0 = η_0/α*_0, η̃_t = η̃_{t−1}/α*_I² inside phase I and
@@ -291,29 +329,48 @@ class TEXP(_PiecewiseLogLinear):
     when you compare runs at float64 round-off.
 
     Args:
-      boundaries: strictly increasing integer steps.
+      boundaries: strictly increasing integers: steps (≥ 0), or epochs (≥ 1)
+        when ``steps_per_epoch`` is given.
       values: the learning rates, ``len(boundaries) + 1`` of them.
       weight_decay: coupled λ ≥ 0 (as in `keras_explr.optimizers.SGD`).
       momentum: γ in [0, 1); also the momentum to use with this schedule.
       exact: see above.
-      total_steps: optional; rejected past the float32 horizon.
+      total_steps: optional, in steps (not epochs) even with
+        ``steps_per_epoch``; rejected past the float32 horizon.
       name: optional name.
+      steps_per_epoch: optional integer ≥ 1, real updates per epoch; makes
+        ``boundaries`` epochs. With gradient accumulation n over B batches per
+        epoch, that is ceil(B / n).
+      gradient_accumulation_steps: None, or the n of a stock Keras optimizer
+        built with ``gradient_accumulation_steps=n`` (see `ExpLR`).
+
+    Attributes:
+      boundaries: as given (steps or epochs); step_boundaries: in steps.
 
     Example:
 
     >>> import keras_explr
-    >>> lr = keras_explr.schedules.TEXP([31279, 46919], [0.1, 0.01, 0.001],
-    ...                                 weight_decay=5e-4, momentum=0.9)
+    >>> lr = keras_explr.schedules.TEXP([80, 120], [0.1, 0.01, 0.001], weight_decay=5e-4,
+    ...                                 momentum=0.9, steps_per_epoch=391)
+    >>> lr.step_boundaries       # the same as TEXP([31279, 46919], ...) in steps
+    [31279, 46919]
     >>> opt = keras_explr.optimizers.SGD(lr, momentum=lr.momentum)
     """
 
     def __init__(self, boundaries, values, weight_decay, momentum, exact=True,
-                 total_steps=None, name="TEXP"):
+                 total_steps=None, name="TEXP", steps_per_epoch=None,
+                 gradient_accumulation_steps=None):
+        given = boundaries
+        if steps_per_epoch is not None:
+            boundaries = theory.epoch_boundaries(boundaries, steps_per_epoch)
         pieces = theory.texp_pieces(boundaries, values, weight_decay, momentum, exact=exact)
         boundaries, values = theory.check_boundaries(boundaries, values)
         super().__init__(pieces, total_steps=total_steps,
-                         momentum=theory.check_momentum(momentum), name=name)
-        self.boundaries = boundaries
+                         momentum=theory.check_momentum(momentum), name=name,
+                         gradient_accumulation_steps=gradient_accumulation_steps)
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        self.boundaries = boundaries if steps_per_epoch is None else [int(e) for e in given]
+        self.step_boundaries = boundaries
         self.values = values
         self.weight_decay = float(weight_decay)
         self.exact = bool(exact)
@@ -327,6 +384,8 @@ class TEXP(_PiecewiseLogLinear):
             "exact": self.exact,
             "total_steps": self.total_steps,
             "name": self.name,
+            "steps_per_epoch": self.steps_per_epoch,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
         }
 
 
@@ -341,6 +400,15 @@ class EquivalentSchedule(_PiecewiseLogLinear):
     ρ_t = η_t/η_{t−1}, q_1 = 1 − η_0λ, q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t,
     c_{t+1} = c_t/q_{t+1}, η̃_t = η_t c_t c_{t+1}.
 
+    Warm-up from zero is exact too. A zero-LR step moves nothing but puts
+    g_t + λθ_t into the base's buffer. The twin takes η̃_t = 0 at that step
+    (it stands still too and buffers g_t/c_t); the radial part λθ_t, which
+    lies along θ, is carried by the state h_t of `theory.paper_state_step`
+    (twin buffer = (v_t + h_t θ_t)/c_t) into the later steps' q_{t+1}, i.e.
+    their LRs: q_{t+1} = 1 − η_tλ + γη_t h_t, h_{t+1} = (γh_t/q_{t+1} − λ)/(1 − η_tλ).
+    The momentum stays γ. (This is the same recurrence; the ρ_t form above
+    only cannot be written when η_{t−1} = 0.)
+
     The base schedule is read once, at construction, for steps
     0..total_steps−1, exactly as the optimizer would see it (float32 values of
     Keras's built-in schedules included). Past ``total_steps`` the base LR is
@@ -348,12 +416,16 @@ class EquivalentSchedule(_PiecewiseLogLinear):
     ``decay_steps``, and the twin keeps growing geometrically.
 
     Args:
-      schedule: a `LearningRateSchedule` (e.g. `CosineDecay` with warm-up), a
-        float, or a sequence of ``total_steps`` per-step learning rates.
+      schedule: a `LearningRateSchedule` (e.g. `CosineDecay` with warm-up,
+        from 0 or not), a float > 0, or a sequence of ``total_steps`` per-step
+        learning rates ≥ 0.
       weight_decay: coupled λ ≥ 0.
       momentum: γ in [0, 1); the twin's `momentum` is the same γ.
-      total_steps: how many steps to read from `schedule`.
+      total_steps: how many steps (real updates, i.e. epochs × steps per
+        epoch) to read from `schedule`; `schedule` is called with 0..total_steps−1.
       name: optional name.
+      gradient_accumulation_steps: None, or the n of a stock Keras optimizer
+        built with ``gradient_accumulation_steps=n`` (see `ExpLR`).
 
     Example:
 
@@ -361,15 +433,20 @@ class EquivalentSchedule(_PiecewiseLogLinear):
     >>> base = keras.optimizers.schedules.CosineDecay(
     ...     0.0, decay_steps=900, warmup_target=0.1, warmup_steps=100)
     >>> twin = keras_explr.schedules.EquivalentSchedule(base, 5e-4, 0.9, total_steps=1000)
+    >>> float(twin.learning_rates(0)), twin.momentum   # stands still at step 0, as the base does
+    (0.0, 0.9)
     >>> opt = keras_explr.optimizers.SGD(twin, momentum=twin.momentum)
     """
 
-    def __init__(self, schedule, weight_decay, momentum, total_steps, name="EquivalentSchedule"):
+    def __init__(self, schedule, weight_decay, momentum, total_steps, name="EquivalentSchedule",
+                 gradient_accumulation_steps=None):
         n = theory.check_steps("total_steps", total_steps)
+        theory.check_accumulation(gradient_accumulation_steps)
         lrs = _read_schedule(schedule, n)
         pieces = theory.dense_pieces(lrs, weight_decay, momentum)
         super().__init__(pieces, total_steps=n,
-                         momentum=theory.check_momentum(momentum), name=name)
+                         momentum=theory.check_momentum(momentum), name=name,
+                         gradient_accumulation_steps=gradient_accumulation_steps)
         self.schedule = schedule
         self.weight_decay = float(weight_decay)
         self.base_learning_rates = lrs
@@ -387,6 +464,7 @@ class EquivalentSchedule(_PiecewiseLogLinear):
             "momentum": self.momentum,
             "total_steps": self.total_steps,
             "name": self.name,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
         }
 
     @classmethod
@@ -422,14 +500,11 @@ def _read_schedule(schedule, n):
                 "`schedule` given as a sequence must have exactly total_steps="
                 f"{n} entries; received shape {lrs.shape}"
             )
-    bad = ~(np.isfinite(lrs) & (lrs > 0))
+    bad = ~(np.isfinite(lrs) & (lrs >= 0))
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(
-            "`schedule` must give a finite learning rate > 0 at every step "
-            f"0..total_steps-1; at step {i} it gives {float(lrs[i])!r}. A zero "
-            "LR still feeds g + λθ into the momentum buffer, which no WD-free "
-            "run can reproduce: start a warm-up above zero (e.g. "
-            "CosineDecay(initial_learning_rate=0.1 * warmup_target, ...))."
+            "`schedule` must give a finite learning rate >= 0 at every step "
+            f"0..total_steps-1; at step {i} it gives {float(lrs[i])!r}."
         )
     return lrs

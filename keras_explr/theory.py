@@ -124,6 +124,72 @@ def check_boundaries(boundaries, values):
     return out_b, out_v
 
 
+def epoch_boundaries(boundaries, steps_per_epoch):
+    """Step boundaries for epoch boundaries, in `PiecewiseConstantDecay`'s meaning.
+
+    With S steps (optimizer updates) per epoch, ``values[0]`` holds for the
+    first e_0 epochs, i.e. steps 0..e_0·S − 1, and ``values[1]`` from epoch e_0
+    (step e_0·S) on: boundary epoch e ↦ step e·S − 1. `boundaries` must be
+    strictly increasing integers ≥ 1 (epochs), `steps_per_epoch` an integer ≥ 1.
+
+    >>> from keras_explr.theory import epoch_boundaries
+    >>> epoch_boundaries([80, 120], 391)
+    [31279, 46919]
+    """
+    spe = check_steps("steps_per_epoch", steps_per_epoch)
+    try:
+        epochs = list(boundaries)
+    except TypeError:
+        raise ValueError(
+            f"`boundaries` must be a sequence of epochs. Received: boundaries={boundaries!r}"
+        ) from None
+    out = []
+    for i, e in enumerate(epochs):
+        if isinstance(e, bool) or not _is_integer(e) or int(e) < 1:
+            raise ValueError(
+                "`boundaries` are epochs when steps_per_epoch is given and must be integers >= 1 "
+                f"(epoch e becomes step e * steps_per_epoch - 1). Received: boundaries[{i}]={e!r}"
+            )
+        if out and int(e) * spe - 1 <= out[-1]:
+            raise ValueError(
+                "`boundaries` must be strictly increasing. Received: "
+                f"boundaries[{i - 1}]={epochs[i - 1]!r} >= boundaries[{i}]={e!r}"
+            )
+        out.append(int(e) * spe - 1)
+    return out
+
+
+def accumulated_step(step, gradient_accumulation_steps):
+    """The real-update count k seen by a schedule under gradient accumulation.
+
+    Keras 3 calls a `LearningRateSchedule` with its micro-step counter
+    (``optimizer._iterations``); with ``gradient_accumulation_steps=n`` the
+    k-th real update (k = 0, 1, ...) is applied at micro-step k·n + n − 1, so
+    floor(step / n) = k. ``None`` (no accumulation) returns `step`.
+
+    >>> from keras_explr.theory import accumulated_step
+    >>> [accumulated_step(s, 4) for s in (0, 3, 4, 7, 11)]
+    [0, 0, 1, 1, 2]
+    """
+    n = check_accumulation(gradient_accumulation_steps)
+    if n is None:
+        return step
+    out = np.floor_divide(step, n)
+    return int(out) if np.ndim(out) == 0 and _is_integer(step) else out
+
+
+def check_accumulation(value):
+    """Returns None or the int n ≥ 1 of ``gradient_accumulation_steps``, else raises."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not _is_integer(value) or int(value) < 1:
+        raise ValueError(
+            "`gradient_accumulation_steps` must be None or an integer >= 1. "
+            f"Received: gradient_accumulation_steps={value!r}"
+        )
+    return int(value)
+
+
 def _check_bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
@@ -181,12 +247,16 @@ def growth_roots(learning_rate, weight_decay, momentum):
     Numerically stable: 1 − α₊ = 2λη / (1 − γ + λη + √D) with
     D = (1−γ)² − 2λη(1+γ) + (λη)², and α₋ = γ/α₊.
     """
+    a_plus = 1.0 - _one_minus_growth_root(learning_rate, weight_decay, momentum)
+    return a_plus, float(momentum) / a_plus
+
+
+def _one_minus_growth_root(learning_rate, weight_decay, momentum):
+    """1 − α₊ = 2λη / (1 − γ + λη + √D), without cancellation (validates)."""
     eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
     le = lam * eta
     disc = max((1.0 - gam) ** 2 - 2.0 * le * (1.0 + gam) + le * le, 0.0)
-    one_minus = 2.0 * le / (1.0 - gam + le + math.sqrt(disc))
-    a_plus = 1.0 - one_minus
-    return a_plus, gam / a_plus
+    return 2.0 * le / (1.0 - gam + le + math.sqrt(disc))
 
 
 def growth_root(learning_rate, weight_decay, momentum):
@@ -204,10 +274,7 @@ def growth_root(learning_rate, weight_decay, momentum):
 
 def log_growth_root(learning_rate, weight_decay, momentum):
     """log α₊, computed as log1p(−(1 − α₊)) without cancellation."""
-    eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
-    le = lam * eta
-    disc = max((1.0 - gam) ** 2 - 2.0 * le * (1.0 + gam) + le * le, 0.0)
-    return math.log1p(-2.0 * le / (1.0 - gam + le + math.sqrt(disc)))
+    return math.log1p(-_one_minus_growth_root(learning_rate, weight_decay, momentum))
 
 
 def growth_per_epoch(learning_rate, weight_decay, momentum, steps_per_epoch):
@@ -263,7 +330,7 @@ def exact_conversion(
     target="paper",
     decoupled_weight_decay=0.0,
 ):
-    """The general converter of MATH.md §3.5, for any LR sequence.
+    """The general converter of MATH.md §3.5, for any LR sequence (zeros included).
 
     The base run is linear in (θ_t, θ_{t−1}, g_t) for a scale-invariant loss:
     θ_{t+1} = a_t θ_t − b_t θ_{t−1} − η_t g_t, with
@@ -277,8 +344,26 @@ def exact_conversion(
     momentum β̃_t = b_t/(q_t q_{t+1}); the target's momentum hyperparameter is
     β̃_t η̃_{t−1}/η̃_t (``target="paper"``) or β̃_t (``target="keras"``).
 
+    For ``base="paper"`` the scales come from the state form of the same
+    recurrence (`paper_state_step`), which needs no ρ_t and so also holds
+    across zero-LR steps (a warm-up from 0): q_{t+1} = 1 − η_tλ + γη_t h_t,
+    h_{t+1} = (γh_t/q_{t+1} − λ)/(1 − η_tλ), h_0 = 0. Zero LRs are allowed
+    where an exact twin exists:
+
+    * paper → paper: always. The twin's LR is 0 at the same steps and its
+      momentum is γ at every step.
+    * keras → keras: always (the Keras displacement form has no ρ_t).
+    * paper → keras: not if γ > 0 and a zero-LR step is followed by a nonzero
+      one: the base then uses γη_{t+1}g_t, and a Keras buffer, which holds
+      displacements only, cannot hold g_t from a step that did not move.
+    * keras → paper: not if γ > 0 and a zero-LR step comes after a nonzero
+      one: the base still moves by γ·m_t there, and a paper-convention twin
+      moves only if its LR is > 0, which would add a gradient the base does
+      not use. Leading zeros are allowed (the twin clears its buffer with
+      momentum 0 at the first nonzero step).
+
     Args:
-      learning_rates: 1-D sequence of the base run's η_t (all > 0).
+      learning_rates: 1-D sequence of the base run's η_t (all ≥ 0, finite).
       weight_decay: coupled λ (a float, or one value per step).
       momentum: γ (for ``base="keras"``, Keras's momentum hyperparameter).
       base, target: ``"paper"`` or ``"keras"``.
@@ -288,23 +373,32 @@ def exact_conversion(
       A `Conversion`.
 
     Raises:
-      NoEquivalentError: if some q_t ≤ 0 (then no positive scaling exists), or
-        if η̃_t overflows float64.
+      NoEquivalentError: if some q_t ≤ 0 (then no positive scaling exists), if
+        η̃_t overflows float64, or for the zero-LR cases above.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_explr import theory
+    >>> warmup = np.linspace(0.0, 0.1, 10, endpoint=False)   # starts at LR 0
+    >>> conv = theory.exact_conversion(np.r_[warmup, [0.1] * 90], 5e-4, 0.9)
+    >>> float(conv.learning_rate[0]), bool(np.all(conv.momentum == 0.9))
+    (0.0, True)
     """
     try:
         eta = np.asarray(learning_rates, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("`learning_rates` must be a 1-D sequence of numbers > 0. Received: "
+        raise ValueError("`learning_rates` must be a 1-D sequence of finite numbers >= 0. Received: "
                          f"learning_rates={learning_rates!r}") from None
     if eta.ndim != 1 or eta.size == 0:
         raise ValueError(
             "`learning_rates` must be a non-empty 1-D sequence. Received shape "
             f"{eta.shape}"
         )
-    if not np.all(np.isfinite(eta) & (eta > 0)):
-        i = int(np.argmin(np.isfinite(eta) & (eta > 0)))
+    if not np.all(np.isfinite(eta) & (eta >= 0)):
+        i = int(np.argmin(np.isfinite(eta) & (eta >= 0)))
         raise ValueError(
-            "`learning_rates` must all be finite and > 0. Received: "
+            "`learning_rates` must all be finite and >= 0. Received: "
             f"learning_rates[{i}]={eta[i]!r}"
         )
     if base not in CONVENTIONS or target not in CONVENTIONS:
@@ -321,19 +415,25 @@ def exact_conversion(
             "`decoupled_weight_decay` is Keras's decoupled decay and needs "
             "base='keras'; the paper's SGD has coupled weight decay only."
         )
+    zero = eta == 0.0
+    if base != target and gam > 0 and zero.any():
+        _check_zero_steps(zero, base, target)
     q = np.empty(n)
     b = np.zeros(n)
-    q[0] = 1.0 - eta[0] * (lam[0] + w[0])
-    _check_q(q[0], 0)
-    for t in range(1, n):
-        if base == "paper":
-            rho = eta[t] / eta[t - 1]
-            a_t, b[t] = 1.0 + gam * rho - eta[t] * lam[t], gam * rho
-        else:
+    if base == "paper":
+        h = 0.0
+        for t in range(n):
+            q[t], h = paper_state_step(eta[t], lam[t], gam, h, t)
+            if t and eta[t - 1] > 0:  # b_t = γρ_t (only a Keras target reads it)
+                b[t] = gam * eta[t] / eta[t - 1]
+    else:
+        q[0] = 1.0 - eta[0] * (lam[0] + w[0])
+        _check_q(q[0], 0)
+        for t in range(1, n):
             a_t = 1.0 + gam - eta[t] * (lam[t] + w[t])
             b[t] = gam * (1.0 - eta[t - 1] * w[t - 1])
-        q[t] = a_t - b[t] / q[t - 1]
-        _check_q(q[t], t)
+            q[t] = a_t - b[t] / q[t - 1]
+            _check_q(q[t], t)
     with np.errstate(over="ignore"):
         scale = np.concatenate([[1.0], np.cumprod(1.0 / q)])
         lr = eta * scale[:-1] * scale[1:]
@@ -346,8 +446,74 @@ def exact_conversion(
         )
     mom = np.full(n, gam)
     beta = b[1:] / (q[:-1] * q[1:])
-    mom[1:] = beta * lr[:-1] / lr[1:] if target == "paper" else beta
+    if target == "keras":
+        mom[1:] = beta
+    elif base == "keras":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mom[1:] = np.where(lr[1:] > 0, beta * lr[:-1] / lr[1:], 0.0)
+        mom[1:][(lr[:-1] == 0) | (lr[1:] == 0)] = 0.0  # leading zeros (checked above) or γ = 0
+    # base == target == "paper": the momentum is γ at every step (MATH.md §3.5).
     return Conversion(scale=scale, learning_rate=lr, momentum=mom, q=q)
+
+
+def paper_state_step(learning_rate, weight_decay, momentum, h, step=0):
+    """One step of the zero-buffer conversion of the paper's SGD, in state form.
+
+    Base: v_{t+1} = γv_t + g_t + λθ_t, θ_{t+1} = θ_t − η_t v_{t+1}, v_0 = 0.
+    Twin: ṽ_{t+1} = γṽ_t + g̃_t, θ̃_{t+1} = θ̃_t − η̃_t ṽ_{t+1}, no weight decay.
+    With the ansatz θ̃_t = c_t θ_t and ṽ_t = (v_t + h_t θ_t)/c_t (g̃_t = g_t/c_t on
+    a scale-invariant loss), matching the coefficients of v_t, θ_t and g_t
+    gives, for any η_t ≥ 0:
+
+        q_{t+1} = c_t/c_{t+1} = 1 − η_tλ + γη_t h_t,
+        h_{t+1} = (γh_t/q_{t+1} − λ)/(1 − η_tλ),      h_0 = 0,
+        η̃_t = η_t c_t c_{t+1}.
+
+    h_t c_t θ_t is the radial part λθ that the base keeps in its buffer and
+    the twin does not. When η_{t−1} > 0, h_t = (1 − 1/q_t)/η_{t−1} and this is
+    the recurrence q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t of MATH.md §3.4. At a
+    zero-LR step (η_t = 0) the base does not move but puts g_t + λθ_t into its
+    buffer; the twin takes η̃_t = 0, keeps c, puts g̃_t into its buffer, and
+    h carries the radial part λθ_t into the later steps' q, i.e. their LRs.
+    So a warm-up that starts at LR 0 has an exact WD-free twin with constant
+    momentum γ. h_t ≤ 0 for all t, so q_{t+1} > 0 implies 1 − η_tλ > 0.
+
+    Returns:
+      (q_{t+1}, h_{t+1}).
+
+    Raises:
+      NoEquivalentError: if q_{t+1} ≤ 0 (`step` names t in the message).
+    """
+    q = 1.0 - learning_rate * weight_decay + momentum * learning_rate * h
+    _check_q(q, step)
+    return q, (momentum * h / q - weight_decay) / (1.0 - learning_rate * weight_decay)
+
+
+def _check_zero_steps(zero, base, target):
+    """Raises where a zero-LR step makes a cross-convention twin impossible."""
+    if base == "paper":  # a zero step followed by a nonzero one
+        bad = np.nonzero(zero[:-1] & ~zero[1:])[0]
+        if bad.size:
+            t = int(bad[0])
+            raise NoEquivalentError(
+                f"`learning_rates`[{t}] is 0 and learning_rates[{t + 1}] is > 0: the paper-convention "
+                f"base puts the gradient of step {t} into its buffer without moving, and uses it at "
+                f"step {t + 1}; a keras.optimizers.SGD twin's buffer holds displacements only and "
+                "cannot hold it, so no exact Keras-convention twin exists for momentum > 0. Use "
+                "target='paper' (exact, keras_explr.optimizers.SGD), or start the schedule above 0."
+            )
+    else:  # a zero step after a nonzero one
+        first = int(np.argmin(zero)) if not zero.all() else zero.size
+        bad = np.nonzero(zero[first:])[0]
+        if bad.size:
+            t = first + int(bad[0])
+            raise NoEquivalentError(
+                f"`learning_rates`[{t}] is 0 after a nonzero learning rate: keras.optimizers.SGD "
+                "still moves by momentum * m there, which a paper-convention twin can do only with "
+                "an LR > 0 that would add a gradient the base does not use; no exact twin exists "
+                "for momentum > 0. Use target='keras', or keep the learning rate > 0 after the "
+                "first nonzero step (leading zeros are fine)."
+            )
 
 
 def _per_step(name, value, n):
@@ -474,42 +640,50 @@ def _build_pieces(phases, weight_decay, momentum):
 
     `phases` is a list of (start, lr): `lr` is a float (constant until the next
     phase, the last one forever) or a 1-D array with one LR per step that fills
-    its phase exactly.
+    its phase exactly. LRs may be 0 (a warm-up from 0): the twin's LR is 0 there.
 
-    The recurrence (MATH.md §3.4): ρ_t = η_t/η_{t−1}, q_1 = 1 − η_0λ,
-    q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t, log η̃_t = log η_t + 2 log c_t − log q_{t+1},
+    Each step is `paper_state_step` (MATH.md §3.4 in state form):
+    q_{t+1} = 1 − η_tλ + γη_t h_t, log η̃_t = log η_t + 2 log c_t − log q_{t+1},
     log c_{t+1} = log c_t − log q_{t+1}.
 
-    Inside a constant phase (ρ = 1, after its first step) it is run in its
+    Inside a constant phase η > 0 (after its first step) it is run in its
     deviation form d = q − α₊, d ← γd/(α₊(α₊ + d)), which follows from
     α₊ + γ/α₊ = 1 + γ − ηλ: rounding errors then shrink with d instead of piling
     up against the fixed point. Once |d| ≤ a few ulps the segment continues
     geometrically (slope −2 log α₊), so no table is longer than the transient.
+    A constant phase at η = 0 has η̃ = 0 throughout (q = 1, h ← γh − λ).
     """
     lam, gam = weight_decay, momentum
     starts, tables, intercepts, slopes = [], [], [], []
-    log_c, q_prev, eta_prev = 0.0, 1.0, None
+    log_c, h = 0.0, 0.0
     ends = [p[0] for p in phases[1:]] + [None]
     for (start, lr), end in zip(phases, ends):
         dense = np.ndim(lr) > 0
         lrs = np.asarray(lr, dtype=np.float64) if dense else np.full(1, float(lr))
         table = []
         t = start
-        # Dense phases (and the first step of a constant one): the plain recurrence.
+        # Dense phases (and the first step of a constant one): the state form.
         while t < (start + lrs.size if dense else start + 1) and (end is None or t < end):
             eta = float(lrs[t - start])
-            rho = 1.0 if eta_prev is None else eta / eta_prev
-            q = 1.0 + gam * rho - eta * lam - gam * rho / q_prev
-            _check_q(q, t)
-            table.append(math.log(eta) + 2.0 * log_c - math.log(q))
+            q, h = paper_state_step(eta, lam, gam, h, t)
+            table.append(math.log(eta) + 2.0 * log_c - math.log(q) if eta > 0 else -math.inf)
             log_c -= math.log(q)
-            q_prev, eta_prev = q, eta
             t += 1
         eta = float(lrs[-1])
-        alpha = growth_root(eta, lam, gam)
+        starts.append(start)
+        tables.append(np.asarray(table, dtype=np.float64))
+        if eta == 0.0:  # the twin stands still too; h_{t+1} = γh_t − λ
+            intercepts.append(-math.inf)
+            slopes.append(0.0)
+            if end is not None and t < end:
+                k = end - t
+                h = gam ** k * h - lam * (k if gam == 1.0 else (1.0 - gam ** k) / (1.0 - gam))
+            continue
         log_a = log_growth_root(eta, lam, gam)
+        one_minus_a = _one_minus_growth_root(eta, lam, gam)
+        alpha = 1.0 - one_minus_a
         if not dense:
-            d = q_prev - alpha
+            d = q - alpha
             while (end is None or t < end) and abs(d) > _CONVERGED * alpha:
                 if len(table) >= MAX_TRANSIENT_STEPS:
                     break
@@ -518,14 +692,15 @@ def _build_pieces(phases, weight_decay, momentum):
                 table.append(math.log(eta) + 2.0 * log_c - log_q)
                 log_c -= log_q
                 t += 1
-            q_prev = alpha + d
-        starts.append(start)
-        tables.append(np.asarray(table, dtype=np.float64))
+            # h_t = (1 − 1/q_t)/η inside a constant phase, with q_t − 1 = d − (1 − α₊).
+            h = (d - one_minus_a) / ((alpha + d) * eta)
+            tables[-1] = np.asarray(table, dtype=np.float64)
         # Geometric tail from step t on (q ≡ α₊): log c falls by log α₊ per step.
         intercepts.append(math.log(eta) + 2.0 * log_c - log_a)
         slopes.append(-2.0 * log_a)
         if end is not None and t < end:
             log_c -= (end - t) * log_a
+            h = -one_minus_a / (alpha * eta)
     return Pieces(tuple(starts), tuple(tables), tuple(intercepts), tuple(slopes))
 
 
@@ -652,20 +827,26 @@ def texp_pieces(boundaries, values, weight_decay, momentum, exact=True):
 def dense_pieces(learning_rates, weight_decay, momentum):
     """The exact WD-free twin (paper convention) of any LR sequence, as `Pieces`.
 
-    Steps 0..len−1 are one table (the recurrence of MATH.md §3.4); past the
-    end, the base LR is taken to stay at its last value (as `CosineDecay` does
-    after `decay_steps`), and the twin continues geometrically.
+    Steps 0..len−1 are one table (the recurrence of MATH.md §3.4, in the state
+    form of `paper_state_step`, so zero LRs, e.g. a warm-up from 0, are exact
+    too: the twin's LR is 0 at those steps); past the end, the base LR is taken
+    to stay at its last value (as `CosineDecay` does after `decay_steps`), and
+    the twin continues geometrically (or stays at 0 if that value is 0).
     """
     lam = check_non_negative("weight_decay", weight_decay)
     gam = check_momentum(momentum)
-    lrs = np.asarray(learning_rates, dtype=np.float64)
-    if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs) & (lrs > 0)):
+    try:
+        lrs = np.asarray(learning_rates, dtype=np.float64)
+    except (TypeError, ValueError):
+        lrs = np.asarray([np.nan])
+    if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs) & (lrs >= 0)):
         raise ValueError(
             "`learning_rates` (the base schedule at every step 0..total_steps-1) must "
-            "be a non-empty 1-D sequence of finite numbers > 0; got "
+            "be a non-empty 1-D sequence of finite numbers >= 0; got "
             f"min={np.min(lrs) if lrs.size else None!r}"
         )
-    check_real_roots(float(lrs[-1]), lam, gam)
+    if lrs[-1] > 0:
+        check_real_roots(float(lrs[-1]), lam, gam)
     return _build_pieces([(0, lrs), (lrs.size, float(lrs[-1]))], lam, gam)
 
 

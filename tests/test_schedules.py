@@ -217,9 +217,13 @@ def test_bad_convention():
         schedules.ExpLR.from_weight_decay(*PAPER, weight_decay_mode="both")
 
 
-def test_zero_lr_warmup_is_rejected_with_a_remedy():
+def test_zero_lr_warmup_is_accepted_and_bad_sequences_are_rejected():
+    # A warm-up from 0 has an exact twin (tests/test_schedules_warmup.py); the twin stands still at step 0.
     base = keras.optimizers.schedules.CosineDecay(0.0, 90, warmup_target=0.1, warmup_steps=10)
-    with pytest.raises(ValueError, match=r"at step 0 it gives 0.0.*warm-up above zero"):
-        schedules.EquivalentSchedule(base, 5e-4, 0.9, total_steps=100)
+    twin = schedules.EquivalentSchedule(base, 5e-4, 0.9, total_steps=100)
+    assert float(twin.learning_rates(0)) == 0.0 and float(ops.convert_to_numpy(twin(0))) == 0.0
+    assert twin.momentum == 0.9 and np.all(twin.learning_rates(np.arange(1, 200)) > 0)
+    with pytest.raises(ValueError, match=r"at step 1 it gives -0.1"):
+        schedules.EquivalentSchedule([0.1, -0.1], 5e-4, 0.9, total_steps=2)
     with pytest.raises(ValueError, match=r"exactly total_steps=10 entries"):
         schedules.EquivalentSchedule([0.1] * 9, 5e-4, 0.9, total_steps=10)

@@ -251,5 +251,5 @@ def test_bad_boundaries(b, v, msg):
 def test_bad_steps():
     with pytest.raises(ValueError, match="`steps_per_epoch` must be an integer >= 1"):
         th.growth_per_epoch(*PAPER, steps_per_epoch=0)
-    with pytest.raises(ValueError, match="`learning_rates` must all be finite and > 0"):
-        th.exact_conversion([0.1, 0.0], 5e-4, 0.9)
+    with pytest.raises(ValueError, match=r"`learning_rates` must all be finite and >= 0"):
+        th.exact_conversion([0.1, -0.1], 5e-4, 0.9)
