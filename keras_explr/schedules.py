@@ -91,7 +91,7 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                     "equivalent run with weight decay instead, lower "
                     "learning_rate * weight_decay, train in float64, or "
                     "renormalize the scale-invariant weights periodically "
-                    "(MATH.md §6.3)."
+                    "(math.md#equivalent-rescaling)."
                 )
 
     def learning_rates(self, steps):
@@ -225,7 +225,7 @@ class ExpLR(_PiecewiseLogLinear):
           learning_rate, weight_decay, momentum: the weight-decay run's η, λ, γ.
           exact: True (default) reproduces the weight-decay run started from
             zero momentum buffers, which is what Keras does, to float64
-            round-off: η̃_t = η c_t c_{t+1} from the recurrence of MATH.md §2.5.
+            round-off: η̃_t = η c_t c_{t+1} from the recurrence of math.md#zero-buffers.
             False gives the paper's closed form, which from zero buffers acts
             like the WD run with a permanent +0.92 % effective LR at
             η=0.1, λ=5e-4, γ=0.9 (its first LR is η/α₊ instead of η/(1−ηλ)).
@@ -311,14 +311,14 @@ class TEXP(_PiecewiseLogLinear):
     e·S − 1 (`theory.epoch_boundaries`), so phase I starts at step
     boundaries[I−1]·S, the first step of that epoch.
 
-    exact=False is the paper's TEXP (MATH.md §3.2): with α*_I = α₊(η_I, λ, γ),
+    exact=False is the paper's TEXP (math.md#texp): with α*_I = α₊(η_I, λ, γ),
     η̃_0 = η_0/α*_0, η̃_t = η̃_{t−1}/α*_I² inside phase I and
     η̃_{T_I} = η̃_{T_I−1}(η_I/η_{I−1})/(α*_{I−1}α*_I) at a boundary. It matches
     step decay up to the initial-buffer effect (a factor 0.9909 on the LR at
     η=0.1→0.01→0.001, λ=5e-4, γ=0.9) and boundary corrections κ_I ≈ −2e-7
     (`theory.texp_corrections`).
 
-    exact=True (default) is TEXP-exact (MATH.md §3.4): the zero-buffer
+    exact=True (default) is TEXP-exact (math.md#exact-twin-of-any-schedule): the zero-buffer
     recurrence, bitwise-faithful in function space to
     ``keras_explr.optimizers.SGD(PiecewiseConstantDecay(boundaries, values),
     momentum, weight_decay)`` run from zero buffers.
@@ -396,7 +396,7 @@ class EquivalentSchedule(_PiecewiseLogLinear):
     Given the base run ``keras_explr.optimizers.SGD(schedule, momentum=γ,
     weight_decay=λ)`` from zero buffers, this schedule with
     ``keras_explr.optimizers.SGD(twin, momentum=twin.momentum)`` and no weight
-    decay produces the same networks on a scale-invariant loss (MATH.md §3.4):
+    decay produces the same networks on a scale-invariant loss (math.md#exact-twin-of-any-schedule):
     ρ_t = η_t/η_{t−1}, q_1 = 1 − η_0λ, q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t,
     c_{t+1} = c_t/q_{t+1}, η̃_t = η_t c_t c_{t+1}.
 

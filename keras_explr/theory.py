@@ -4,7 +4,7 @@ Pure Python and numpy; this module imports nothing from Keras and nothing else
 from `keras_explr`. Every Keras-facing class calls it, and validates its
 arguments through it, so that a formula exists in exactly one place.
 
-Indexing (MATH.md §0): steps are t = 0, 1, 2, ...; step t maps θ_t to θ_{t+1}
+Indexing (math.md#notation): steps are t = 0, 1, 2, ...; step t maps θ_t to θ_{t+1}
 with the gradient g_t and the learning rate η_t. Two momentum conventions:
 
 * ``"paper"`` (Def. 1.2 = ``torch.optim.SGD`` = `keras_explr.optimizers.SGD`):
@@ -217,7 +217,7 @@ def _is_integer(value):
 def real_root_bound(momentum):
     """(1 − √γ)²: the largest λη for which x² − (1+γ−λη)x + γ has real roots.
 
-    MATH.md §2.4. Beyond it no WD-free exponential equivalent exists.
+    math.md#real-roots. Beyond it no WD-free exponential equivalent exists.
     """
     g = check_momentum(momentum)
     return (1.0 - math.sqrt(g)) ** 2
@@ -236,13 +236,13 @@ def check_real_roots(learning_rate, weight_decay, momentum):
             f"weight_decay = {eta!r} * {lam!r} = {lam * eta:.6g}. Beyond this "
             "bound the roots of x^2 - (1+momentum-lr*wd) x + momentum are "
             "complex and no WD-free exponential schedule is equivalent "
-            "(MATH.md §2.4). Lower the learning rate or the weight decay."
+            "(math.md#real-roots). Lower the learning rate or the weight decay."
         )
     return eta, lam, gam
 
 
 def growth_roots(learning_rate, weight_decay, momentum):
-    """Both roots (α₊, α₋) of x² − (1+γ−λη)x + γ = 0 (MATH.md §2.3).
+    """Both roots (α₊, α₋) of x² − (1+γ−λη)x + γ = 0 (math.md#the-growth-root).
 
     Numerically stable: 1 − α₊ = 2λη / (1 − γ + λη + √D) with
     D = (1−γ)² − 2λη(1+γ) + (λη)², and α₋ = γ/α₊.
@@ -291,7 +291,7 @@ def explr_closed_form(learning_rate, weight_decay, momentum, steps):
     """The paper's ExpLR, η̃_t = η α₊^(−2t−1), at the given steps (float64).
 
     Exact when the WD-free run starts from ṽ_0 = −(1−α)θ_0/(ηα); from zero
-    buffers it is the WD run started from v_0 = +(1−α)θ_0/(ηα) (MATH.md §2.5).
+    buffers it is the WD run started from v_0 = +(1−α)θ_0/(ηα) (math.md#zero-buffers).
     """
     eta = check_positive("learning_rate", learning_rate)
     la = log_growth_root(learning_rate, weight_decay, momentum)
@@ -307,7 +307,7 @@ def explr_closed_form(learning_rate, weight_decay, momentum, steps):
 # --------------------------------------------------------------- conversion
 @dataclasses.dataclass(frozen=True)
 class Conversion:
-    """The exact WD-free equivalent of a run (MATH.md §3.5).
+    """The exact WD-free equivalent of a run (math.md#the-general-converter).
 
     Attributes:
       scale: c_0..c_T, with θ̃_t = c_t θ_t (length T+1).
@@ -330,7 +330,7 @@ def exact_conversion(
     target="paper",
     decoupled_weight_decay=0.0,
 ):
-    """The general converter of MATH.md §3.5, for any LR sequence (zeros included).
+    """The general converter of math.md#the-general-converter, for any LR sequence (zeros included).
 
     The base run is linear in (θ_t, θ_{t−1}, g_t) for a scale-invariant loss:
     θ_{t+1} = a_t θ_t − b_t θ_{t−1} − η_t g_t, with
@@ -452,7 +452,7 @@ def exact_conversion(
         with np.errstate(divide="ignore", invalid="ignore"):
             mom[1:] = np.where(lr[1:] > 0, beta * lr[:-1] / lr[1:], 0.0)
         mom[1:][(lr[:-1] == 0) | (lr[1:] == 0)] = 0.0  # leading zeros (checked above) or γ = 0
-    # base == target == "paper": the momentum is γ at every step (MATH.md §3.5).
+    # base == target == "paper": the momentum is γ at every step (math.md#the-general-converter).
     return Conversion(scale=scale, learning_rate=lr, momentum=mom, q=q)
 
 
@@ -471,7 +471,7 @@ def paper_state_step(learning_rate, weight_decay, momentum, h, step=0):
 
     h_t c_t θ_t is the radial part λθ that the base keeps in its buffer and
     the twin does not. When η_{t−1} > 0, h_t = (1 − 1/q_t)/η_{t−1} and this is
-    the recurrence q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t of MATH.md §3.4. At a
+    the recurrence q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t of math.md#exact-twin-of-any-schedule. At a
     zero-LR step (η_t = 0) the base does not move but puts g_t + λθ_t into its
     buffer; the twin takes η̃_t = 0, keeps c, puts g̃_t into its buffer, and
     h carries the radial part λθ_t into the later steps' q, i.e. their LRs.
@@ -536,14 +536,14 @@ def _check_q(q, t):
     if not q > 0.0:
         raise NoEquivalentError(
             f"no WD-free equivalent exists: the scale recurrence gives q={q:.6g} "
-            f"<= 0 at step {t} (MATH.md §2.4, §3.4). This happens when "
+            f"<= 0 at step {t} (math.md#real-roots, §3.4). This happens when "
             "learning_rate * weight_decay exceeds (1 - sqrt(momentum))**2 for "
             "long enough; lower the learning rate or the weight decay."
         )
 
 
 def texp_corrections(boundaries, values, weight_decay, momentum):
-    """The momentum corrections κ_I of exact TEXP at t = T_I (MATH.md §3.3).
+    """The momentum corrections κ_I of exact TEXP at t = T_I (math.md#texp-exactness).
 
     κ_I = (γ/α*_I)[(1/α*_I − 1) − (η_I/η_{I−1})(1/α*_{I−1} − 1)], I ≥ 1.
     With the initial buffer of §2.2 and ṽ_{t+1} −= κ_I θ̃_t/η̃_t at each t = T_I,
@@ -642,7 +642,7 @@ def _build_pieces(phases, weight_decay, momentum):
     phase, the last one forever) or a 1-D array with one LR per step that fills
     its phase exactly. LRs may be 0 (a warm-up from 0): the twin's LR is 0 there.
 
-    Each step is `paper_state_step` (MATH.md §3.4 in state form):
+    Each step is `paper_state_step` (math.md#exact-twin-of-any-schedule in state form):
     q_{t+1} = 1 − η_tλ + γη_t h_t, log η̃_t = log η_t + 2 log c_t − log q_{t+1},
     log c_{t+1} = log c_t − log q_{t+1}.
 
@@ -739,7 +739,7 @@ def explr_equivalent(
 ):
     """The WD-free ExpLR twin of constant-LR SGD, and the momentum it needs.
 
-    Returns (pieces, target_momentum), for these bases and targets (MATH.md §0.1):
+    Returns (pieces, target_momentum), for these bases and targets (math.md#keras-convention):
 
     * ``convention="paper"``, coupled λ (`keras_explr.optimizers.SGD`):
       target momentum γ; exact=True is the zero-buffer recurrence, exact=False
@@ -781,7 +781,7 @@ def explr_equivalent(
             "no constant momentum of keras.optimizers.SGD makes ExpLR exactly "
             "equivalent to a coupled-weight-decay run started from zero buffers: "
             "the Keras buffer stores displacements, so the needed momentum "
-            "varies during the first few hundred steps (MATH.md §3.5). "
+            "varies during the first few hundred steps (math.md#the-general-converter). "
             "Alternatives: use keras_explr.optimizers.SGD with convention='paper' "
             "(exact); or exact=False (closed form, momentum gamma/alpha**2, exact "
             "only from the buffer (1 - alpha) * theta_0); or, if your base run "
@@ -796,7 +796,7 @@ def texp_pieces(boundaries, values, weight_decay, momentum, exact=True):
     """TEXP for step decay with `PiecewiseConstantDecay`'s (boundaries, values).
 
     Phase I starts at T_I = boundaries[I−1] + 1. exact=True: the TEXP-exact
-    recurrence of MATH.md §3.4 (zero buffers, no corrections needed).
+    recurrence of math.md#exact-twin-of-any-schedule (zero buffers, no corrections needed).
     exact=False: the closed form of §3.2, c_{t+1} = c_t/α*_{I(t)},
     η̃_t = η_{I(t)} c_t c_{t+1}.
     """
@@ -827,7 +827,7 @@ def texp_pieces(boundaries, values, weight_decay, momentum, exact=True):
 def dense_pieces(learning_rates, weight_decay, momentum):
     """The exact WD-free twin (paper convention) of any LR sequence, as `Pieces`.
 
-    Steps 0..len−1 are one table (the recurrence of MATH.md §3.4, in the state
+    Steps 0..len−1 are one table (the recurrence of math.md#exact-twin-of-any-schedule, in the state
     form of `paper_state_step`, so zero LRs, e.g. a warm-up from 0, are exact
     too: the twin's LR is 0 at those steps); past the end, the base LR is taken
     to stay at its last value (as `CosineDecay` does after `decay_steps`), and
@@ -863,7 +863,7 @@ def float32_horizon(learning_rate, weight_decay, momentum, exact=False):
 
 
 def equivalent_rescaling(convention):
-    """Lemma 2's equivalent scaling, as powers of s (MATH.md §6.3).
+    """Lemma 2's equivalent scaling, as powers of s (math.md#equivalent-rescaling).
 
     For the scale-invariant group at a step boundary, with s > 0: every
     quantity q becomes q · s**p with p from this table. The moving statistics
@@ -891,7 +891,7 @@ EQUILIBRIUM_RULES = ("sgd_coupled", "sgd_decoupled", "adamw", "lion")
 def equilibrium_angular_update(rule, decay_per_step, momentum=0.0, beta_1=0.9, beta_2=0.99):
     """Predicted steady-state angular update per step of a scale-invariant weight.
 
-    PROBE_AND_STUDY.md §A.4 (random-walk, noise-dominated model; valid past
+    math.md#rotational-equilibrium (random-walk, noise-dominated model; valid past
     the transient, t·ηλ ≳ 1). With ηλ the fraction of the weight the decay
     removes per step (``decay_per_step``; λ_new for `ReparamWeightDecay`):
 
@@ -927,7 +927,7 @@ def equilibrium_angular_update(rule, decay_per_step, momentum=0.0, beta_1=0.9, b
 def equilibrium_norm_adamw(learning_rate, decay_per_step, size):
     """Predicted steady-state ‖w‖ of a scale-invariant weight under AdamW.
 
-    ‖w‖ ≈ √(ηC/(2λ)) = η·√(C/(2ηλ)) (Kosson et al.; PROBE_AND_STUDY.md §A.4),
+    ‖w‖ ≈ √(ηC/(2λ)) = η·√(C/(2ηλ)) (Kosson et al.; math.md#rotational-equilibrium),
     with C the number of entries and ηλ = ``decay_per_step``.
 
     >>> round(equilibrium_norm_adamw(1e-3, 1e-3 * 0.1, 100), 4)
@@ -942,7 +942,7 @@ def equilibrium_norm_adamw(learning_rate, decay_per_step, size):
 def equilibration_clock(step, decay_per_step):
     """t·ηλ: steps elapsed in units of the decay's time scale 1/(ηλ).
 
-    The weight norm relaxes at rate ≈ 2ηλ per step (PROBE_AND_STUDY.md §A.4),
+    The weight norm relaxes at rate ≈ 2ηλ per step (math.md#rotational-equilibrium),
     so the equilibrium predictions apply once the clock is ≳ 1.
     """
     return check_non_negative("step", step) * check_non_negative("decay_per_step", decay_per_step)
@@ -954,7 +954,7 @@ EFFECTIVE_LR_KINDS = ("sgd", "adam", "lion", "lamb")
 def effective_learning_rate(kind, learning_rate, norm, size):
     """The effective LR on a scale-invariant weight of norm ‖w‖ and `size` entries.
 
-    PROBE_AND_STUDY.md §A.2: η/‖w‖² for SGD, η/‖w‖ for the Adam family,
+    math.md#effective-learning-rate: η/‖w‖² for SGD, η/‖w‖ for the Adam family,
     η/RMS(w) = η·√C/‖w‖ for Lion (sign update), η for Lamb (its trust ratio
     fixes ‖Δw‖/‖w‖).
 
