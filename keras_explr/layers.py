@@ -12,24 +12,13 @@ build the pair of runs that are the same trajectory.
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common import stateless_scope as _stateless
-
+from keras_explr import _keras_internals as _internals
 from keras_explr import theory
 
 _SERIALIZABLE = "keras_explr"
 
 
-def _current_value(variable):
-    """The variable's value as the enclosing computation sees it, never autocast.
-
-    Inside a `keras.StatelessScope` (JAX training, `stateless_call`) that is
-    the scope's value; otherwise the variable itself.
-    """
-    if _stateless.in_stateless_scope():
-        value = _stateless.get_stateless_scope().get_current_value(variable)
-        if value is not None:
-            return value
-    return variable._value
+_current_value = _internals.current_value
 
 
 class _OnUnscaled:
@@ -98,7 +87,7 @@ class ScaleProbe(keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
             self.layer.built = True
-        own = {id(v) for v in self.layer._trainable_variables}
+        own = {id(v) for v in _internals.own_trainable_variables(self.layer)}
         trainable = list(self.layer.trainable_variables)
         if not trainable:
             raise ValueError(
@@ -129,9 +118,9 @@ class ScaleProbe(keras.layers.Wrapper):
             )
             stored.assign(ops.multiply(ops.convert_to_tensor(v.value, "float64"), self.scale))
             self._stored.append(stored)
-            self.layer._untrack_variable(v)
+            _internals.untrack(self.layer, v)
         for v in self._inner_order:  # Keras also tracks them here (created during our build)
-            self._untrack_variable(v)
+            _internals.untrack(self, v)
         # The wrapped layer's state is ours to save: its own save (Dense saves
         # `_kernel` whether tracked or not) would store the stale copies.
         self.layer.save_own_variables = lambda store: None
@@ -147,7 +136,7 @@ class ScaleProbe(keras.layers.Wrapper):
         mapping = [(v, self.unscaled(i)) for i, v in enumerate(self._wrapped)]
         given = {id(v): _current_value(v) for v in self._others}
         mapping += [(v, given[id(v)]) for v in self._others]
-        outer = _stateless.get_stateless_scope() if _stateless.in_stateless_scope() else None
+        outer = _internals.stateless_scope()
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             before = {id(v): scope.state_mapping[id(v)] for v in self._others}
             outputs = self.layer(inputs, *args, **kwargs)

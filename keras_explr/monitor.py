@@ -60,8 +60,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_explr import _hooks, _keras_internals, theory
 from keras_explr import optimizers as _optimizers
-from keras_explr import theory
+from keras_explr.optimizers._wrapper import Wrapper, replicas_in_sync
 
 QUANTITIES = ("norm", "relative_update", "angular_update", "grad_cosine", "grad_norm")
 _SGD = (keras.optimizers.SGD, _optimizers.SGD)
@@ -104,7 +105,8 @@ class ScaleMonitor(keras.callbacks.Callback):
             except ImportError:
                 raise ValueError("`log_dir` (TensorBoard) needs TensorFlow installed.") from None
         self.records = []
-        self._installed = []
+        self._groups = []
+        self._hook = None
         self._pending = []
         self._epoch_records = 0
 
@@ -131,13 +133,18 @@ class ScaleMonitor(keras.callbacks.Callback):
                              "pass `variables=` to choose what to monitor.")
         self._watched = {id(v): v for v in watched}
         self._specs = {}
+        groups = []
         for leaf, reparam, handled in _leaves(model.optimizer, trainable):
             mine = [v for v in handled if id(v) in self._watched]
             if not mine:
                 continue
             for v in mine:
                 self._specs[v.path] = _Spec(leaf, reparam, v)
-            self._install(leaf, mine)
+            holders = self._tf_holders(mine) if keras.backend.backend() == "tensorflow" else None
+            groups.append((leaf, {id(v) for v in mine}, holders, [v.path for v in mine]))
+        self._groups = groups
+        entry = _hooks.entry(model.optimizer)
+        self._hook = _hooks.ApplyHook(entry, self._make_hook(entry, trainable))
         self._writer = None
         if self.log_dir is not None:
             import tensorflow as tf
@@ -146,85 +153,92 @@ class ScaleMonitor(keras.callbacks.Callback):
         # The step function may already be traced without the hook.
         model.make_train_function(force=True)
 
-    def _install(self, leaf, watched):
+    def _make_hook(self, entry, trainable):
         backend = keras.backend.backend()
-        original = leaf._backend_apply_gradients
-        own = "_backend_apply_gradients" in leaf.__dict__  # another wrapper's hook
-        ids = {id(v): v for v in watched}
         every = self.every_n_steps
         per_neuron = self.per_neuron
-        holders = None
-        if backend == "tensorflow":
-            holders = self._tf_holders(watched)
+        groups = self._groups
 
-        def hooked(grads, trainable_variables):
-            trainable_variables = list(trainable_variables)
-            picked = [(g, v) for g, v in zip(grads, trainable_variables) if id(v) in ids and g is not None]
-            if not picked:
-                return original(grads, trainable_variables)
-            step = leaf.iterations
+        def hooked(grads, trainable_variables, apply):
+            # (JAX's stateless_apply passes no variables: they are the ones the optimizer
+            # was built with, the model's trainable variables, in that order.)
+            variables = trainable if trainable_variables is None else list(trainable_variables)
+            grads = list(grads)
+            picked = [[(g, v) for g, v in zip(grads, variables) if id(v) in ids and g is not None]
+                      for _, ids, _, _ in groups]
+            if not any(picked):
+                return apply(grads, trainable_variables)
+            step = entry.iterations
             if backend == "torch":
                 step_value = int(ops.convert_to_numpy(step))
                 if step_value % every:
-                    return original(grads, trainable_variables)
+                    return apply(grads, trainable_variables)
                 import torch
 
                 with torch.no_grad():
-                    before = [ops.copy(v.value) for _, v in picked]
-                    result = original(grads, trainable_variables)
-                    stats = _statistics(picked, before, per_neuron)
-                    self._record(step_value, float(ops.convert_to_numpy(leaf.learning_rate)),
-                                 [v.path for _, v in picked], [ops.convert_to_numpy(s) for s in stats])
+                    before = [[ops.copy(v.value) for _, v in pairs] for pairs in picked]
+                    result = apply(grads, trainable_variables)
+                    for (leaf, _, _, _), pairs, w0 in zip(groups, picked, before):
+                        if pairs:
+                            stats = _statistics(pairs, w0, per_neuron)
+                            self._record(step_value, float(ops.convert_to_numpy(leaf.learning_rate)),
+                                         [v.path for _, v in pairs], [ops.convert_to_numpy(s) for s in stats])
                 return result
+            step = ops.copy(step.value) if isinstance(step, keras.Variable) else step
+            lrs = [ops.cast(leaf.learning_rate, "float32") for leaf, _, _, _ in groups]
             # JAX arrays are immutable: the value before the step is kept as it is.
-            before = [v.value if backend == "jax" else ops.copy(v.value) for _, v in picked]
-            result = original(grads, trainable_variables)
+            before = [[v.value if backend == "jax" else ops.copy(v.value) for _, v in pairs]
+                      for pairs in picked]
+            result = apply(grads, trainable_variables)
             due = ops.equal(ops.mod(step, every), 0)
-            if backend == "jax":
-                import jax
-
-                paths = [v.path for _, v in picked]
-                lr = ops.cast(leaf.learning_rate, "float32")
-
-                def emit():
-                    stats = _statistics(picked, before, per_neuron)
-                    jax.debug.callback(
-                        lambda s, r, *a: self._record(int(s), float(r), paths, [np.asarray(x) for x in a]),
-                        step.value if isinstance(step, keras.Variable) else step, lr, *stats)
-
-                jax.lax.cond(due, emit, lambda: None)
-            else:
-                import tensorflow as tf
-
-                def updates(pairs):  # slot (step // N) mod capacity of each ring buffer
-                    stats = _statistics(pairs, before, per_neuron)
-                    slot = ops.mod(ops.floor_divide(ops.cast(step, "int64"), every),
-                                   holders["capacity"])
-                    new = [(holders["stats"][v.path], ops.cast(s, "float32")[None], [slot, 0, 0])
-                           for (_, v), s in zip(pairs, stats)]
-                    new += [(holders["step"], ops.cast(step, "int64")[None], [slot]),
-                            (holders["lr"], ops.cast(leaf.learning_rate, "float32")[None], [slot])]
-                    return [(var, ops.slice_update(var.value, start, value)) for var, value, start in new]
-
-                if _optimizers._replicas_in_sync() > 1:
-                    # tf.distribute: the gradients here are per replica (summed later), and a
-                    # distributed variable cannot be assigned inside tf.cond (merge_call).
-                    # Sum them, compute every step, write outside the cond.
-                    ctx = tf.distribute.get_replica_context()
-                    summed = ctx.all_reduce("sum", [g for g, _ in picked])
-                    for var, value in updates(list(zip(summed, [v for _, v in picked]))):
-                        var.assign(tf.where(due, value, var.value))
-                else:
-                    def write():
-                        for var, value in updates(picked):
-                            var.assign(value)
-
-                    tf.cond(due, write, lambda: None)
+            for (leaf, _, holders, _), pairs, w0, lr in zip(groups, picked, before, lrs):
+                if pairs:
+                    self._emit(pairs, w0, step, lr, due, holders)
             return result
 
-        leaf._backend_apply_gradients = hooked
-        self._installed.append((leaf, original if own else None, hooked, holders,
-                                [v.path for v in watched]))
+        return hooked
+
+    def _emit(self, picked, before, step, lr, due, holders):
+        per_neuron = self.per_neuron
+        every = self.every_n_steps
+        if keras.backend.backend() == "jax":
+            import jax
+
+            paths = [v.path for _, v in picked]
+
+            def emit():
+                stats = _statistics(picked, before, per_neuron)
+                jax.debug.callback(
+                    lambda s, r, *a: self._record(int(s), float(r), paths, [np.asarray(x) for x in a]),
+                    step, lr, *stats)
+
+            jax.lax.cond(due, emit, lambda: None)
+            return
+        import tensorflow as tf
+
+        def updates(pairs):  # slot (step // N) mod capacity of each ring buffer
+            stats = _statistics(pairs, before, per_neuron)
+            slot = ops.mod(ops.floor_divide(ops.cast(step, "int64"), every), holders["capacity"])
+            new = [(holders["stats"][v.path], ops.cast(s, "float32")[None], [slot, 0, 0])
+                   for (_, v), s in zip(pairs, stats)]
+            new += [(holders["step"], ops.cast(step, "int64")[None], [slot]),
+                    (holders["lr"], lr[None], [slot])]
+            return [(var, ops.slice_update(var.value, start, value)) for var, value, start in new]
+
+        if replicas_in_sync() > 1:
+            # tf.distribute: the gradients here are per replica (summed later), and a
+            # distributed variable cannot be assigned inside tf.cond (merge_call).
+            # Sum them, compute every step, write outside the cond.
+            ctx = tf.distribute.get_replica_context()
+            summed = ctx.all_reduce("sum", [g for g, _ in picked])
+            for var, value in updates(list(zip(summed, [v for _, v in picked]))):
+                var.assign(tf.where(due, value, var.value))
+        else:
+            def write():
+                for var, value in updates(picked):
+                    var.assign(value)
+
+            tf.cond(due, write, lambda: None)
 
     def _tf_holders(self, watched):
         strategy = getattr(self.model, "distribute_strategy", None)
@@ -250,13 +264,10 @@ class ScaleMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._drain()
-        for leaf, original, hooked, _, _ in self._installed:
-            if leaf.__dict__.get("_backend_apply_gradients") is hooked:
-                if original is None:
-                    del leaf._backend_apply_gradients
-                else:
-                    leaf._backend_apply_gradients = original
-        self._installed = []
+        hook = getattr(self, "_hook", None)
+        if hook is not None:
+            hook.remove()
+            self._hook = None
         self.model.make_train_function(force=True)
         if self._writer is not None:
             self._writer.flush()
@@ -267,7 +278,7 @@ class ScaleMonitor(keras.callbacks.Callback):
 
     def _read_tf_buffers(self):
         # No per-batch hook: a batch-level callback would make Keras sync every step.
-        for _, _, _, holders, paths in self._installed:
+        for _, _, holders, paths in getattr(self, "_groups", []):
             if holders is None:
                 continue
             steps = ops.convert_to_numpy(holders["step"])
@@ -418,10 +429,10 @@ def _leaves(optimizer, variables):
     if isinstance(optimizer, _optimizers.ReparamWeightDecay):
         return [(leaf, reparam or optimizer, vs) for leaf, reparam, vs in
                 _leaves(optimizer.inner_optimizer, variables)]
-    if isinstance(optimizer, _optimizers._Wrapper):
+    if isinstance(optimizer, Wrapper):
         return _leaves(optimizer.inner_optimizer, variables)
     if isinstance(optimizer, _optimizers.Partitioned):
-        group = optimizer._refs.path_set
+        group = set(optimizer.group)
         return (_leaves(optimizer.group_optimizer, [v for v in variables if v.path in group])
                 + _leaves(optimizer.rest_optimizer, [v for v in variables if v.path not in group]))
     return [(optimizer, None, list(variables))]
@@ -450,8 +461,8 @@ class _Spec:
         self.beta_2 = float(getattr(leaf, "beta_2", 0.99))
         self.rule, self.decay = None, None  # decay(lr) -> ηλ per step
         if reparam is not None:
-            if reparam._decayed(variable) and reparam.weight_decay > 0:
-                lam, lr0 = reparam.weight_decay, reparam._initial_lr
+            if reparam.decays(variable) and reparam.weight_decay > 0:
+                lam, lr0 = reparam.weight_decay, reparam.initial_learning_rate
                 self.decay = (lambda lr: lam * lr / lr0) if reparam.follow_schedule else (lambda lr: lam)
                 if reparam.mode == "coupled":
                     self.rule = "sgd_coupled" if self.kind in ("sgd", "paper_sgd") else None
@@ -463,7 +474,7 @@ class _Spec:
             reg = getattr(variable, "regularizer", None)
             if self.kind == "paper_sgd" and wd > 0:
                 self.rule, self.decay = "sgd_coupled", (lambda lr: lr * wd)
-            elif wd > 0 and leaf._use_weight_decay(variable):
+            elif wd > 0 and _keras_internals.uses_weight_decay(leaf, variable):
                 self.rule = {"sgd": "sgd_decoupled", "adam": "adamw", "lion": "lion"}.get(self.kind)
                 self.decay = lambda lr: lr * wd
             elif self.kind in ("sgd", "paper_sgd") and isinstance(reg, keras.regularizers.L2) and reg.l2:

@@ -46,8 +46,8 @@ after 112 steps at k=2; 0 eagerly or with
 import keras
 from keras import ops
 
+from keras_explr import _hooks, _keras_internals, theory
 from keras_explr import optimizers as _optimizers
-from keras_explr import theory
 from keras_explr.layers import ScaleProbe
 
 _SERIALIZABLE = "keras_explr"
@@ -143,7 +143,7 @@ def scale_model(model, scale):
     def clone(layer):
         new = layer.__class__.from_config(layer.get_config())
         if layer.trainable_variables:
-            nested = [lay.name for lay in layer._layers if lay.trainable_variables]
+            nested = [lay.name for lay in _keras_internals.sublayers(layer) if lay.trainable_variables]
             if nested:
                 raise ValueError(
                     f"scale_model: layer {layer.name!r} ({type(layer).__name__}) holds trainable "
@@ -163,8 +163,7 @@ def scale_model(model, scale):
     return scaled
 
 
-def _is_functional(model):
-    return getattr(model, "_is_graph_network", False) or type(model).__name__ == "Functional"
+_is_functional = _keras_internals.is_functional
 
 
 def equivalent_optimizer(optimizer, scale):
@@ -201,7 +200,7 @@ def _equivalent(opt, k):
         inner = _equivalent(opt.inner_optimizer, k)
         lam = opt.weight_decay
         if opt.mode == "coupled":  # (λ/η)θ enters the gradient: needs (λ′/η′)·kθ = (λ/η)θ/k
-            lam = lam * k ** (_lr_power(_optimizers._innermost(opt.inner_optimizer)) - 2)
+            lam = lam * k ** (_lr_power(_hooks.entry(opt.inner_optimizer)) - 2)
         if not lam < 1.0:
             raise ValueError(
                 f"equivalent_optimizer: the coupled λ_new for scale={k} is {lam} ≥ 1; "
@@ -211,21 +210,22 @@ def _equivalent(opt, k):
                          exclude_vectors=opt.exclude_vectors, name=opt.name)
     if isinstance(opt, _optimizers.Partitioned):
         # scale_model stores `layer/name` as `layer/scaled_name`.
-        group = ["/".join(p.split("/")[:-1] + ["scaled_" + p.split("/")[-1]]) for p in opt._refs.paths]
+        group = ["/".join(p.split("/")[:-1] + ["scaled_" + p.split("/")[-1]]) for p in opt.group]
         return type(opt)(_equivalent(opt.group_optimizer, k), _equivalent(opt.rest_optimizer, k),
                          group=group, name=opt.name)
     rule = _rule_class(opt)
     p, q = _RULES[rule]
-    if getattr(opt, "_exclude_from_weight_decay", None):
+    if _keras_internals.excluded_variables(opt):
         raise ValueError(
             "equivalent_optimizer: the optimizer excludes variables from weight decay by "
             "variable (exclude_from_weight_decay(var_list=...)); the rescaled model's variables "
             "are new objects. Exclude them by name instead (var_names=...).")
     config = opt.get_config()
-    lr = opt._learning_rate
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+    lr = config["learning_rate"]
+    if isinstance(lr, dict):  # a serialized LearningRateSchedule
+        lr = keras.saving.deserialize_keras_object(lr)
         config["learning_rate"] = lr if p == 0 else ScaledSchedule(lr, k ** p)
-    elif callable(lr):
+    elif not isinstance(lr, (int, float)):
         raise ValueError("equivalent_optimizer: a callable learning rate that is not a "
                          "LearningRateSchedule cannot be rescaled; use a schedule.")
     else:
@@ -242,9 +242,9 @@ def _equivalent(opt, k):
         if config.get(key) is not None:
             config[key] = config[key] / k
     new = type(opt).from_config(config)
-    pattern = getattr(opt, "_exclude_from_weight_decay_pattern", None)
+    pattern = _keras_internals.excluded_names(opt)
     if pattern:
-        new._exclude_from_weight_decay_pattern = pattern
+        new.exclude_from_weight_decay(var_names=[pattern])
     return new
 
 

@@ -1,0 +1,126 @@
+"""The two Keras internals keras_explr reads, in one place, checked at import.
+
+Everything else in the package goes through Keras's public surface
+(`Optimizer.build`, `variables`, `apply`, `stateless_apply`, `iterations`,
+`learning_rate`, `get_config`). Two questions have no public answer in
+Keras 3.10–3.15, and both are *read-only*:
+
+* **Which variables does an optimizer exclude from weight decay?**
+  `Optimizer.exclude_from_weight_decay(var_list=..., var_names=...)` stores
+  its arguments privately and Keras has no public getter. `ScaleMonitor` needs
+  the answer to predict a variable's equilibrium, and
+  `probe.equivalent_optimizer` needs it to carry the exclusions over to the
+  rescaled optimizer (through the public `exclude_from_weight_decay`).
+
+* **Which value does a variable have inside the enclosing `StatelessScope`,
+  and is there one?** `keras.layers.ScaleProbe` computes its wrapped layer
+  with w′/k substituted for w through a nested public `keras.StatelessScope`;
+  it must read the *outer* scope's values (JAX training, `stateless_call`)
+  and honour its ``collect_losses``. Keras exports the scope class but not
+  `in_stateless_scope` / `get_stateless_scope`.
+* **Hiding a wrapped layer's own variables.** `ScaleProbe` replaces the
+  wrapped layer's trainable variables by its stored k·w copies; Keras has no
+  public way to untrack a variable, and leaving the stale copies tracked would
+  train, count and save them twice.
+* **Whether a model is functional, and a layer's direct sublayers**
+  (`probe.scale_model` clones functional and Sequential models layer by layer
+  and must refuse layers that hold variables in sublayers).
+
+* **Switching off the base class's decoupled decay.** `keras_explr.optimizers.SGD`
+  applies its coupled λ in its own `update_step` and exposes it as
+  `weight_decay`, the name users and Keras's `get_config` know; the base class
+  would *also* apply `weight_decay` as decoupled decay in
+  `Optimizer._apply_weight_decay`, which `SGD` therefore overrides with a no-op.
+  Were Keras to rename that hook, `SGD` would silently decay twice: `check()`
+  refuses to import instead.
+
+Apart from the untracking (which changes only what the wrapper's own wrapped
+layer reports), nothing here assigns to a Keras object: a Keras upgrade that renames these
+attributes makes `check()` raise at import with this explanation (and
+`tests/test_keras_internals.py` fails loudly), instead of the package silently
+treating every variable as decayed.
+"""
+
+import keras
+
+_EXPECTED = ("_use_weight_decay", "_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern")
+_CLASS_EXPECTED = ("_apply_weight_decay", "_get_variable_index")
+_LAYER_EXPECTED = ("_untrack_variable", "_trainable_variables", "_layers")
+
+
+def check():
+    """Raises RuntimeError if this Keras lacks the internals read below."""
+    probe = keras.optimizers.SGD()
+    probe.exclude_from_weight_decay(var_names=["bias"])
+    missing = [name for name in _EXPECTED if not hasattr(probe, name)]
+    missing += [name for name in _CLASS_EXPECTED if not hasattr(keras.optimizers.Optimizer, name)]
+    layer = keras.layers.Dense(1)
+    missing += [name for name in _LAYER_EXPECTED if not hasattr(layer, name)]
+    try:
+        from keras.src.backend.common import stateless_scope  # noqa: F401
+    except ImportError:
+        missing.append("keras.src.backend.common.stateless_scope")
+    if missing:
+        raise RuntimeError(
+            f"keras_explr reads Keras's private {missing} (which variables an optimizer "
+            f"excludes from weight decay; Keras has no public getter) and Keras "
+            f"{keras.__version__} no longer has it. Please report this with your Keras version.")
+
+
+check()
+
+
+def uses_weight_decay(optimizer, variable):
+    """Whether `optimizer` would apply its weight decay to `variable`
+    (False for variables excluded with `exclude_from_weight_decay`)."""
+    return bool(optimizer._use_weight_decay(variable))
+
+
+def excluded_names(optimizer):
+    """The `var_names` patterns given to `optimizer.exclude_from_weight_decay`
+    (a regex string or None)."""
+    pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+    return None if pattern is None else pattern.pattern
+
+
+def excluded_variables(optimizer):
+    """Whether `exclude_from_weight_decay(var_list=...)` was given variables."""
+    return bool(getattr(optimizer, "_exclude_from_weight_decay", None))
+
+
+# -- ScaleProbe and scale_model ----------------------------------------------------
+def stateless_scope():
+    """The innermost enclosing `keras.StatelessScope`, or None."""
+    from keras.src.backend.common import stateless_scope as scopes
+
+    return scopes.get_stateless_scope() if scopes.in_stateless_scope() else None
+
+
+def current_value(variable):
+    """The variable's value as the enclosing computation sees it, never autocast:
+    the enclosing StatelessScope's value if it has one, else the variable's own."""
+    scope = stateless_scope()
+    if scope is not None:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            return value
+    return variable._value
+
+
+def own_trainable_variables(layer):
+    """The trainable variables `layer` owns directly (not through sublayers)."""
+    return list(layer._trainable_variables)
+
+
+def sublayers(layer):
+    """`layer`'s direct sublayers."""
+    return list(layer._layers)
+
+
+def untrack(layer, variable):
+    """Stops `layer` from listing `variable` among its weights."""
+    layer._untrack_variable(variable)
+
+
+def is_functional(model):
+    return bool(getattr(model, "_is_graph_network", False)) or type(model).__name__ == "Functional"

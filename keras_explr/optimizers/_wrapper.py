@@ -1,0 +1,151 @@
+"""What every keras_explr wrapper shares: owning an inner optimizer through
+Keras's public surface, as `keras.optimizers.LossScaleOptimizer` does.
+
+The wrapper builds its inner optimizer (`build`), lists its state
+(`variables`), and applies it (`apply`; `stateless_apply` is Keras's own,
+which runs `apply` in a `StatelessScope`). It knows on its own which call
+completes a real update: with ``gradient_accumulation_steps=n`` every n-th
+call (it counts calls in its own variable, since Keras's public `iterations`
+counts real updates only), and inside a `LossScaleOptimizer` only a call
+whose gradients are finite (`LossScaleOptimizer.check_finite`).
+"""
+
+import keras
+from keras import ops
+
+
+def leaf(optimizer):
+    """The optimizer inside any `LossScaleOptimizer`s."""
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def value(x):
+    """A variable's current value (JAX cannot trace Keras variables directly)."""
+    return x.value if isinstance(x, keras.Variable) else x
+
+
+def replicas_in_sync():
+    """How many replicas sum their gradients (tf.distribute), 1 elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    return ctx.num_replicas_in_sync if ctx is not None else 1
+
+
+def scale_variables(variables, factors):
+    """variable ← factor · variable for each (factor: a float or a scalar
+    tensor), through the distribution strategy on TensorFlow (as Keras applies
+    its own weight decay), with one fused multiply per dtype on PyTorch."""
+    if not variables:
+        return
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def as_tensor(f, dtype):
+            # (tf.cast of a Python float goes through float32: convert it at the variable's dtype)
+            return tf.constant(f, dtype=dtype) if isinstance(f, float) else tf.cast(f, dtype)
+
+        def update(strategy, variables, factors):
+            for v, f in zip(variables, factors):
+                strategy.extended.update(v.value, lambda var, f: var.assign(var * f),
+                                         args=(as_tensor(f, v.dtype),), group=False)
+
+        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+            tf.distribute.get_replica_context().merge_call(update, args=(variables, factors))
+        else:
+            for v, f in zip(variables, factors):
+                v.assign(v.value * as_tensor(f, v.dtype))
+    elif backend == "torch":
+        import torch
+
+        groups = {}
+        for v, f in zip(variables, factors):
+            groups.setdefault((v.dtype, id(f) if not isinstance(f, float) else f), (f, []))[1].append(v.value)
+        with torch.no_grad():
+            for f, tensors in groups.values():
+                torch._foreach_mul_(tensors, f)
+    else:
+        for v, f in zip(variables, factors):
+            v.assign(v * ops.cast(f, v.dtype))
+
+
+class Wrapper(keras.optimizers.Optimizer):
+    """An optimizer that owns ``inner_optimizer`` through its public surface."""
+
+    def __init__(self, inner_optimizer, name=None):
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+
+    # -- state -----------------------------------------------------------------
+    def build(self, var_list):
+        if self.built:
+            return
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+        self._own_state = []
+        if leaf(self.inner_optimizer).gradient_accumulation_steps:
+            self.update_calls = self.add_variable((), initializer="zeros", dtype="int",
+                                                  name="update_calls")
+            self._own_state.append(self.update_calls)
+
+    @property
+    def variables(self):
+        """The inner optimizer's variables, and the wrapper's own state (a call
+        counter with gradient accumulation; Renormalize's scale)."""
+        return self.inner_optimizer.variables + list(getattr(self, "_own_state", []))
+
+    def _ensure_built(self, trainable_variables):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+
+    # -- which call is a real update --------------------------------------------
+    def _is_update(self, grads):
+        """(is_update, static): whether this call will update the weights; `static`
+        is True when it always does (no accumulation, no loss scaling inside)."""
+        steps = leaf(self.inner_optimizer).gradient_accumulation_steps
+        lso = self.inner_optimizer if isinstance(
+            self.inner_optimizer, keras.optimizers.LossScaleOptimizer) else None
+        if not steps and lso is None:
+            return True, True
+        counted = ops.convert_to_tensor(True)
+        if lso is not None:
+            counted = lso.check_finite(grads)  # a skipped step is not even a micro-step
+        update = counted
+        if steps:
+            calls = value(self.update_calls)
+            update = ops.logical_and(counted, ops.equal(ops.mod(calls + 1, steps), 0))
+            self.update_calls.assign(calls + ops.cast(counted, calls.dtype))
+        return update, False
+
+    # -- delegation ----------------------------------------------------------------
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)

@@ -1,0 +1,253 @@
+"""`ReparamWeightDecay`: weight decay in the new parameterization, for any optimizer."""
+
+import re
+
+import keras
+from keras import ops
+
+from keras_explr import theory
+from keras_explr.optimizers._wrapper import Wrapper, leaf, replicas_in_sync, scale_variables
+
+_CLIP_ARGS = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+@keras.saving.register_keras_serializable(package="keras_explr")
+class ReparamWeightDecay(Wrapper):
+    """Weight decay in the new parameterization: θ ← (1 − λ_new) θ − η_t · update.
+
+    Li & Arora (blog, part 2) suggest λ_new = λ_old · η: the decay per step no
+    longer rides on the learning rate, so LR and WD stop being entangled, and
+    on a scale-invariant network the whole trajectory depends on (η, θ_0) only
+    through η/‖θ_0‖² (docs/math.md, "The new parameterization"). Wraps any
+    Keras optimizer through its public surface, in the manner of
+    `keras.optimizers.LossScaleOptimizer`.
+
+    Modes (each real update, for every decayed variable θ):
+
+    * ``"decoupled"`` (default): θ ← (1 − λ_t) θ, then the inner optimizer's
+      update. With a zero gradient one step gives exactly (1 − λ)θ for any
+      LR, 0 included; Keras's built-in gives (1 − ηλ)θ.
+    * ``"coupled"`` (for momentum SGD, paper-consistent): (λ_t/η_t) θ is added
+      to the (clipped) gradient, so with `keras_explr.optimizers.SGD`
+      v ← γv + g + (λ_t/η_t)θ, θ ← θ − η_t v; its growth root solves
+      x² − (1+γ−λ_new)x + γ = 0, independent of η. If the inner optimizer
+      clips (``clipnorm``, ``global_clipnorm``, ``clipvalue``), the wrapper
+      takes the clipping over (the same rule, then the decay term is added)
+      and the inner optimizer no longer clips.
+
+    λ_t = λ_new, or with ``follow_schedule=True`` λ_t = λ_new · η_t/η_0, which
+    "mimics step decay" as the authors suggest (divide WD with the LR). That
+    rule is exactly the standard parameterization with λ_old = λ_new/η_0 (in
+    coupled mode around `keras_explr.optimizers.SGD`, the paper's coupled
+    λ_old; in decoupled mode, Keras's ``weight_decay=λ_new/η_0``): only the
+    coordinates of the hyperparameters change. λ_new constant is the
+    genuinely different algorithm.
+
+    The decay happens once per real update: with the inner optimizer's
+    ``gradient_accumulation_steps=n`` only on every n-th call, never on a step
+    that a `LossScaleOptimizer` skips (inside or outside this wrapper), before
+    ``use_ema`` averages. Like Keras's own weight decay, an inner update that
+    reads θ (e.g. Lamb's trust ratio) sees the decayed θ.
+
+    Args:
+      inner_optimizer: any Keras optimizer (SGD, `keras_explr.optimizers.SGD`,
+        Adam, Lion, Muon, ...; a `LossScaleOptimizer` too) without weight decay
+        of its own: one that has it is rejected, as it would decay twice.
+      weight_decay: λ_new in [0, 1): the fraction removed per update.
+      mode: "decoupled" or "coupled".
+      follow_schedule: scale λ with the LR's shape, λ_new · η_t/η_0.
+      exclude_vectors: leave variables of rank < 2 (biases, BatchNorm and
+        LayerNorm γ/β) undecayed (default True). Further exclusions:
+        `exclude_from_weight_decay(var_list=..., var_names=...)`.
+      name: optional name.
+
+    Example:
+
+    >>> import keras, keras_explr
+    >>> opt = keras_explr.optimizers.ReparamWeightDecay(
+    ...     keras.optimizers.SGD(0.1, momentum=0.9), weight_decay=5e-5)
+    >>> w = keras.Variable([[2.0]])
+    >>> opt.apply([keras.ops.zeros((1, 1))], [w])  # a zero gradient: θ ← (1 − λ)θ
+    >>> float(w.numpy()[0, 0])
+    1.9999
+    """
+
+    def __init__(self, inner_optimizer, weight_decay, mode="decoupled",
+                 follow_schedule=False, exclude_vectors=True, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(
+                f"ReparamWeightDecay does not support {sorted(kwargs)}: set them on the "
+                "`inner_optimizer`."
+            )
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise ValueError(
+                "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
+                f"Received: inner_optimizer={inner_optimizer!r}"
+            )
+        if isinstance(inner_optimizer, ReparamWeightDecay):
+            raise ValueError("`inner_optimizer` is already a ReparamWeightDecay: it would decay twice.")
+        target = leaf(inner_optimizer)
+        for attr in ("weight_decay", "adam_weight_decay"):  # (Muon has both)
+            if getattr(target, attr, None):
+                raise ValueError(
+                    f"`inner_optimizer` ({type(target).__name__}) already has "
+                    f"{attr}={getattr(target, attr)!r}; it would decay twice. Create it "
+                    f"with {attr}=None and give the decay to ReparamWeightDecay."
+                )
+        lam = theory.check_non_negative("weight_decay", weight_decay)
+        if not lam < 1.0:
+            raise ValueError(
+                "`weight_decay` (λ_new, the fraction removed per step) must be in the "
+                f"range [0, 1). Received: weight_decay={weight_decay!r}"
+            )
+        if mode not in ("decoupled", "coupled"):
+            raise ValueError(f"`mode` must be 'decoupled' or 'coupled'. Received: mode={mode!r}")
+        clip = {}
+        if mode == "coupled":
+            clip = {k: getattr(target, k) for k in _CLIP_ARGS if getattr(target, k, None)}
+            if clip and target.gradient_accumulation_steps:
+                raise ValueError(
+                    "mode='coupled' cannot be combined with clipping and gradient_accumulation_steps "
+                    "on the `inner_optimizer`: Keras clips the accumulated gradient, to which the "
+                    "decay term would have to be added first. Use mode='decoupled', or drop one of "
+                    f"{sorted(clip)} / gradient_accumulation_steps.")
+            if clip and target is not inner_optimizer:
+                raise ValueError(
+                    "mode='coupled' with clipping cannot sit outside a LossScaleOptimizer (the "
+                    "gradients it sees are loss-scaled). Put the LossScaleOptimizer outside: "
+                    "LossScaleOptimizer(ReparamWeightDecay(inner, ...)).")
+        initial_lr = None
+        if follow_schedule:
+            initial_lr = theory.check_positive(
+                "initial learning rate (for follow_schedule=True)",
+                float(ops.convert_to_numpy(target.learning_rate)))
+        super().__init__(inner_optimizer, name=name)
+        self.weight_decay = lam
+        self.mode = mode
+        self.follow_schedule = bool(follow_schedule)
+        self.exclude_vectors = bool(exclude_vectors)
+        self.initial_learning_rate = initial_lr
+        self._target = target
+        # Coupled mode clips before adding the decay term, so the inner optimizer must not clip again.
+        self._clip = clip
+        for k in clip:
+            setattr(target, k, None)
+        self._excluded_ids, self._excluded_pattern = set(), None
+
+    # -- which variables, and by how much -------------------------------------------
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Leaves the given variables, or those whose name contains one of
+        `var_names`, undecayed (as `keras.optimizers.Optimizer`'s method)."""
+        if self.built:
+            raise ValueError("`exclude_from_weight_decay()` can only be called before the optimizer is built.")
+        self._excluded_ids = {id(v) for v in var_list or ()}
+        self._excluded_pattern = re.compile("|".join(set(var_names))) if var_names else None
+
+    def decays(self, variable):
+        """Whether this wrapper decays `variable`."""
+        if self.exclude_vectors and len(variable.shape) < 2:
+            return False
+        if id(variable) in self._excluded_ids or getattr(variable, "overwrite_with_gradient", False):
+            return False
+        return not (self._excluded_pattern and self._excluded_pattern.search(variable.name))
+
+    def _lambda_t(self, dtype):
+        if not self.follow_schedule:
+            return self.weight_decay
+        lr = ops.cast(self._target.learning_rate, dtype)
+        return ops.convert_to_tensor(self.weight_decay, dtype) * lr / ops.convert_to_tensor(
+            self.initial_learning_rate, dtype)
+
+    # -- the step -------------------------------------------------------------------
+    def build(self, var_list):
+        super().build(var_list)
+        self._built_variables = list(var_list)
+
+    def apply(self, grads, trainable_variables=None):
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
+            trainable_variables = self._built_variables
+        trainable_variables = list(trainable_variables)
+        self._ensure_built(trainable_variables)
+        grads = list(grads)
+        if self.weight_decay > 0.0:
+            if self.mode == "decoupled":
+                self._decay(grads, trainable_variables)
+            else:
+                grads = self._couple(grads, trainable_variables)
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def _decay(self, grads, variables):
+        decayed = [v for g, v in zip(grads, variables) if g is not None and self.decays(v)]
+        if not decayed:
+            return
+        update, static = self._is_update(grads)
+        factors = {}
+        for v in decayed:
+            if v.dtype not in factors:
+                lam = self._lambda_t(v.dtype)
+                f = 1.0 - lam
+                if not static:
+                    f = ops.where(update, ops.cast(f, v.dtype), ops.ones((), v.dtype))
+                factors[v.dtype] = f
+        scale_variables(decayed, [factors[v.dtype] for v in decayed])
+
+    def _couple(self, grads, variables):
+        if self._clip:
+            grads = _clip(grads, **self._clip)
+        scale = 1.0
+        if isinstance(self.inner_optimizer, keras.optimizers.LossScaleOptimizer):
+            scale = self.inner_optimizer.dynamic_scale  # the inner optimizer divides it out
+        if self._target.loss_scale_factor:
+            scale = scale * self._target.loss_scale_factor
+        replicas = replicas_in_sync()
+        out = []
+        for g, v in zip(grads, variables):
+            if g is None or not self.decays(v):
+                out.append(g)
+                continue
+            lr = ops.cast(self._target.learning_rate, v.dtype)
+            # (λ_t/η_t)θ, and 0 where η_t = 0 (that step moves nothing anyway).
+            safe_lr = ops.where(ops.greater(lr, 0), lr, ops.ones_like(lr))
+            coef = ops.where(ops.greater(lr, 0), self._lambda_t(v.dtype) / safe_lr, ops.zeros_like(lr))
+            if not isinstance(scale, float) or scale != 1.0:
+                coef = coef * ops.cast(scale, v.dtype)
+            if replicas > 1:  # TF all-reduces gradients by summing over replicas
+                coef = coef / replicas
+            out.append(ops.add(ops.cast(g, v.dtype), ops.multiply(coef, v)))
+        return out
+
+    def get_config(self):
+        inner = keras.saving.serialize_keras_object(self.inner_optimizer)
+        if self._clip:  # the inner optimizer's own clipping, which this wrapper took over
+            inner = dict(inner, config=dict(inner["config"], **self._clip))
+        return {
+            "name": self.name,
+            "inner_optimizer": inner,
+            "weight_decay": self.weight_decay,
+            "mode": self.mode,
+            "follow_schedule": self.follow_schedule,
+            "exclude_vectors": self.exclude_vectors,
+        }
+
+
+def _clip(grads, clipnorm=None, global_clipnorm=None, clipvalue=None):
+    """Keras's gradient clipping rule (`keras.optimizers.Optimizer`'s arguments)."""
+    if clipnorm:
+        out = []
+        for g in grads:
+            if g is None:
+                out.append(g)
+                continue
+            sq = ops.sum(ops.square(g), keepdims=True)
+            positive = sq > 0
+            norm = ops.where(positive, ops.sqrt(ops.where(positive, sq, ops.ones_like(sq))), sq)
+            out.append(ops.convert_to_tensor(ops.multiply(g, clipnorm)) / ops.maximum(norm, clipnorm))
+        return out
+    if global_clipnorm:
+        norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(g)) for g in grads if g is not None])))
+        factor = global_clipnorm * ops.minimum(1.0 / norm, 1.0 / global_clipnorm)
+        factor = factor + (norm - norm)  # NaN for a non-finite norm, as Keras
+        return [g if g is None else g * factor for g in grads]
+    return [g if g is None else ops.clip(g, -clipvalue, clipvalue) for g in grads]

@@ -1,0 +1,47 @@
+"""Optimizer factories and small helpers shared by the test modules."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_explr import optimizers
+
+# Inner optimizers of the contract matrix (none with weight decay of its own).
+INNER = {
+    "keras_sgd": lambda **kw: keras.optimizers.SGD(0.1, momentum=0.9, **kw),
+    "explr_sgd": lambda **kw: optimizers.SGD(0.1, momentum=0.9, **kw),
+    "adam": lambda **kw: keras.optimizers.Adam(1e-2, **kw),
+    "nadam": lambda **kw: keras.optimizers.Nadam(1e-2, **kw),
+    "lion": lambda **kw: keras.optimizers.Lion(1e-3, **kw),
+    "lamb": lambda **kw: keras.optimizers.Lamb(1e-2, **kw),
+    "rmsprop": lambda **kw: keras.optimizers.RMSprop(1e-2, **kw),
+    "adafactor": lambda **kw: keras.optimizers.Adafactor(1e-2, **kw),
+    "muon": lambda **kw: keras.optimizers.Muon(1e-2, weight_decay=None, adam_weight_decay=None, **kw),
+}
+
+# Training modes that touch the optimizer: keyword arguments of the inner optimizer.
+MODES = {
+    "plain": {},
+    "accumulation": {"gradient_accumulation_steps": 2},
+    "ema": {"use_ema": True, "ema_momentum": 0.5},
+    "clipnorm": {"clipnorm": 0.5},
+    "global_clipnorm": {"global_clipnorm": 0.5},
+}
+
+
+def value(x):
+    """A variable's or tensor's value as a numpy array."""
+    return np.asarray(ops.convert_to_numpy(x.value if isinstance(x, keras.Variable) else x))
+
+
+def variables(seed=0, dtype="float32"):
+    """A (4, 3) kernel and a (3,) bias with fixed random values."""
+    rng = np.random.default_rng(seed)
+    kernel = keras.Variable(rng.normal(size=(4, 3)).astype(dtype), name="kernel")
+    bias = keras.Variable(rng.normal(size=(3,)).astype(dtype), name="bias")
+    return [kernel, bias]
+
+
+def gradients(seed=1, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(4, 3)).astype(dtype), rng.normal(size=(3,)).astype(dtype)]
