@@ -68,3 +68,12 @@ def load_mnist_5k(num_test=1000, seed=0, num_train=None):
     if num_train is not None:
         x_train, y_train = x_train[:num_train], y_train[:num_train]
     return (x_train, y_train), (x_test, y_test)
+
+
+def load(name, num_train=None):
+    """((x, y), (x_val, y_val)) of an offline data set by name: "digits" or "mnist5k"."""
+    if name == "digits":
+        return load_digits(num_train=num_train)
+    if name == "mnist5k":
+        return load_mnist_5k(num_train=num_train)
+    raise ValueError(f"`data` must be 'digits' or 'mnist5k'. Received: data={name!r}")

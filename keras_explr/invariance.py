@@ -24,7 +24,9 @@ variables (t(cS) = c^d t(S), d = Σ a_v m_v):
   UnitNormalization, RMSNormalization map any degree to m_γ (0 unless γ is in
   the group, and then β must be too);
 * MultiHeadAttention: the attention logits need query and key projections of
-  degree 0; value and output projections add their kernels (biases must match);
+  degree 0 (the key bias is free: it adds q·b_k to all of a query's logits,
+  which the softmax cancels); value and output projections add their kernels
+  (biases must match);
 * anything else (clipping ReLU6, thresholds, tanh, GELU, ``hard_sigmoid``,
   softmax, unknown or custom layers, Lambda) must see degree 0, unless a
   numeric check at c = 2^±3, 2^±10 on inputs spread over twelve decades shows
@@ -386,18 +388,19 @@ class _Analysis:
         k = vv if k is None else k
         fq, fk, fv = (self._form(t, inner)[0] for t in (q, k, vv))
 
-        def proj(d, f_in):
+        def proj(d, f_in, cancelled=False):
             if {v.name for v in d.trainable_variables} - {"kernel", "bias"}:
                 return None
             out = _add(f_in, *[self._m(v) for v in d.trainable_variables if v.name == "kernel"])
             for v in d.trainable_variables:
-                if v.name == "bias":
+                # The key bias adds q·b_k to every logit of a query: the softmax over keys cancels it.
+                if v.name == "bias" and not cancelled:
                     self._constrain(_Constraint(self._m(v), out, name, f"the bias of {d.name!r} in {name!r} is "
                                                 "scaled as c^{lhs} but its projection scales as c^{rhs}",
                                                 "structure"))
             return out
 
-        fq, fk = proj(dense[0], fq), proj(dense[1], fk)
+        fq, fk = proj(dense[0], fq), proj(dense[1], fk, cancelled=True)
         val = proj(dense[2], fv)
         if None in (fq, fk, val):
             return None

@@ -415,7 +415,7 @@ def _loss_gradient(g, v, w):
         l2 = float(getattr(reg, "l2", 0.0) or 0.0)
         l1 = float(getattr(reg, "l1", 0.0) or 0.0)
         if l2:
-            g = g - 2.0 * l2 * w
+            g = g - theory.l2_as_coupled_weight_decay(l2) * w
         if l1:
             g = g - l1 * ops.sign(w)
     return g
@@ -460,26 +460,24 @@ class _Spec:
         self.beta_1 = float(getattr(leaf, "beta_1", 0.9))
         self.beta_2 = float(getattr(leaf, "beta_2", 0.99))
         self.rule, self.decay = None, None  # decay(lr) -> ηλ per step
+        family = {"adaptive": None}.get(self.kind, self.kind)
         if reparam is not None:
             if reparam.decays(variable) and reparam.weight_decay > 0:
                 lam, lr0 = reparam.weight_decay, reparam.initial_learning_rate
-                self.decay = (lambda lr: lam * lr / lr0) if reparam.follow_schedule else (lambda lr: lam)
-                if reparam.mode == "coupled":
-                    self.rule = "sgd_coupled" if self.kind in ("sgd", "paper_sgd") else None
-                else:
-                    self.rule = {"sgd": "sgd_decoupled", "paper_sgd": "sgd_decoupled",
-                                 "adam": "adamw", "lion": "lion"}.get(self.kind)
+                self.decay = ((lambda lr: theory.scheduled_weight_decay(lam, lr, lr0))
+                              if reparam.follow_schedule else (lambda lr: lam))
+                self.rule = theory.equilibrium_rule(family, reparam.mode)
         else:
             wd = float(getattr(leaf, "weight_decay", None) or 0.0)
             reg = getattr(variable, "regularizer", None)
             if self.kind == "paper_sgd" and wd > 0:
-                self.rule, self.decay = "sgd_coupled", (lambda lr: lr * wd)
+                self.rule, self.decay = theory.equilibrium_rule(family, "coupled"), (lambda lr: lr * wd)
             elif wd > 0 and _keras_internals.uses_weight_decay(leaf, variable):
-                self.rule = {"sgd": "sgd_decoupled", "adam": "adamw", "lion": "lion"}.get(self.kind)
+                self.rule = theory.equilibrium_rule(family, "decoupled")
                 self.decay = lambda lr: lr * wd
             elif self.kind in ("sgd", "paper_sgd") and isinstance(reg, keras.regularizers.L2) and reg.l2:
-                l2 = float(reg.l2)
-                self.rule, self.decay = "sgd_coupled", (lambda lr: lr * 2.0 * l2)
+                lam = theory.l2_as_coupled_weight_decay(float(reg.l2))
+                self.rule, self.decay = theory.equilibrium_rule(family, "coupled"), (lambda lr: lr * lam)
 
     def theory(self, step, lr, norm):
         out = {"effective_learning_rate": _effective_lr(self.kind, lr, norm, self.size),

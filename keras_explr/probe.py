@@ -53,18 +53,11 @@ from keras_explr.layers import ScaleProbe
 _SERIALIZABLE = "keras_explr"
 
 # class: (p with η′ = k^p η, q with ε′ = ε/k^q or None without ε)
-_RULES = {
-    keras.optimizers.Adam: (1, 1),
-    keras.optimizers.AdamW: (1, 1),
-    keras.optimizers.Nadam: (1, 1),
-    keras.optimizers.Adamax: (1, 1),
-    keras.optimizers.Lion: (1, None),
-    keras.optimizers.RMSprop: (1, 2),
-    keras.optimizers.Adagrad: (1, 2),
-    keras.optimizers.SGD: (2, None),
-    _optimizers.SGD: (2, None),
-    keras.optimizers.Lamb: (0, 1),
-}
+_RULES = {cls: theory.scale_symmetry(family) for cls, family in (
+    (keras.optimizers.Adam, "adam"), (keras.optimizers.AdamW, "adam"), (keras.optimizers.Nadam, "adam"),
+    (keras.optimizers.Adamax, "adam"), (keras.optimizers.Lion, "lion"), (keras.optimizers.RMSprop, "rmsprop"),
+    (keras.optimizers.Adagrad, "rmsprop"), (keras.optimizers.SGD, "sgd"), (_optimizers.SGD, "sgd"),
+    (keras.optimizers.Lamb, "lamb"))}
 
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
@@ -222,8 +215,12 @@ def _equivalent(opt, k):
             "are new objects. Exclude them by name instead (var_names=...).")
     config = opt.get_config()
     lr = config["learning_rate"]
-    if isinstance(lr, dict):  # a serialized LearningRateSchedule
-        lr = keras.saving.deserialize_keras_object(lr)
+    if isinstance(lr, dict):  # a serialized LearningRateSchedule (or a callable)
+        try:
+            lr = keras.saving.deserialize_keras_object(lr)
+        except (ValueError, TypeError):
+            lr = None
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         config["learning_rate"] = lr if p == 0 else ScaledSchedule(lr, k ** p)
     elif not isinstance(lr, (int, float)):
         raise ValueError("equivalent_optimizer: a callable learning rate that is not a "

@@ -973,3 +973,73 @@ def effective_learning_rate(kind, learning_rate, norm, size):
     if kind == "lion":
         return lr * math.sqrt(c) / n
     return lr
+
+
+# ---------------------------------------------------------------------------
+# Weight decay per step, the monitor's mappings, the probe's scale symmetry
+# (formulas the Keras classes call; written once, here).
+# ---------------------------------------------------------------------------
+def scheduled_weight_decay(weight_decay, learning_rate, reference_learning_rate):
+    """λ_t = λ·η_t/η_ref: decay that follows the LR's shape (math.md#new-parameterization).
+
+    Plain arithmetic, so it serves floats and backend tensors alike
+    (`ReparamWeightDecay(follow_schedule=True)` and `ScaleMonitor` call it).
+
+    >>> scheduled_weight_decay(1e-4, 0.05, 0.1)
+    5e-05
+    """
+    return weight_decay * learning_rate / reference_learning_rate
+
+
+def l2_as_coupled_weight_decay(l2):
+    """A ``keras.regularizers.L2(l2)`` penalty l2·‖θ‖² adds 2·l2·θ to the
+    gradient: coupled weight decay λ = 2·l2 under SGD.
+
+    >>> l2_as_coupled_weight_decay(5e-4)
+    0.001
+    """
+    return 2.0 * l2
+
+
+# (optimizer family, how its decay enters) -> EQUILIBRIUM_RULES entry, or absent: no prediction
+_EQUILIBRIUM_RULE = {
+    ("paper_sgd", "coupled"): "sgd_coupled", ("sgd", "coupled"): "sgd_coupled",
+    ("paper_sgd", "decoupled"): "sgd_decoupled", ("sgd", "decoupled"): "sgd_decoupled",
+    ("adam", "decoupled"): "adamw", ("lion", "decoupled"): "lion",
+}
+
+
+def equilibrium_rule(family, decay):
+    """Which rotational equilibrium (`equilibrium_angular_update`'s ``rule``)
+    an optimizer family reaches with decay applied ``"coupled"`` (inside the
+    gradient/buffer) or ``"decoupled"`` (θ ← (1 − d)θ); None where no
+    prediction is known (math.md#rotational-equilibrium).
+
+    >>> equilibrium_rule("adam", "decoupled")
+    'adamw'
+    >>> equilibrium_rule("adam", "coupled") is None
+    True
+    """
+    return _EQUILIBRIUM_RULE.get((family, decay))
+
+
+# family -> (p, q): with parameters stored at scale k, η′ = k^p·η and ε′ = ε/k^q
+# (q None: no ε) reproduce the run (math.md#scale-probe).
+SCALE_SYMMETRY = {
+    "adam": (1, 1),       # Adam, AdamW, Nadam, Adamax: √v scales as 1/k
+    "lion": (1, None),    # sign update
+    "rmsprop": (1, 2),    # RMSprop, Adagrad: ε sits under the √
+    "sgd": (2, None),     # g′ = g/k and Δθ′ = kΔθ
+    "lamb": (0, 1),       # the trust ratio ‖w‖/‖u‖ absorbs k
+}
+
+
+def scale_symmetry(family):
+    """(p, q) for an optimizer family: η′ = k^p·η, ε′ = ε/k^q (`SCALE_SYMMETRY`).
+
+    >>> scale_symmetry("sgd")
+    (2, None)
+    """
+    if family not in SCALE_SYMMETRY:
+        raise ValueError(f"`family` must be one of {sorted(SCALE_SYMMETRY)}. Received: family={family!r}")
+    return SCALE_SYMMETRY[family]

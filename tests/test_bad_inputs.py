@@ -167,12 +167,12 @@ def _theory_cases():
         Case("theory.exact_conversion-learning_rates-empty", lambda: ec([], 5e-4, 0.9), "learning_rates", "non-empty"),
         Case("theory.exact_conversion-learning_rates-2d", lambda: ec([[0.1, 0.1]], 5e-4, 0.9), "learning_rates", "1-D"),
         Case("theory.exact_conversion-learning_rates-scalar", lambda: ec(0.1, 5e-4, 0.9), "learning_rates", "1-D"),
-        Case("theory.exact_conversion-learning_rates-zero", lambda: ec([0.1, 0.0], 5e-4, 0.9),
-             r"learning_rates\[1\]", "> 0"),
+        Case("theory.exact_conversion-learning_rates-negative", lambda: ec([0.1, -0.1], 5e-4, 0.9),
+             r"learning_rates\[1\]", ">= 0"),
         Case("theory.exact_conversion-learning_rates-nan", lambda: ec([NAN, 0.1], 5e-4, 0.9),
-             r"learning_rates\[0\]", "finite and > 0"),
+             r"learning_rates\[0\]", "finite and >= 0"),
         Case("theory.exact_conversion-learning_rates-strings", lambda: ec(["a", "b"], 5e-4, 0.9),
-             "learning_rates", "> 0"),
+             "learning_rates", ">= 0"),
         Case("theory.exact_conversion-weight_decay-wrong-length", lambda: ec([0.1, 0.1, 0.1], [1e-4, 1e-4], 0.9),
              "weight_decay", r"one such number per step \(3 values\)"),
         Case("theory.exact_conversion-weight_decay-negative-entry", lambda: ec([0.1, 0.1], [1e-4, -1e-4], 0.9),
@@ -187,8 +187,8 @@ def _theory_cases():
              r"\('paper', 'keras'\)"),
         Case("theory.exact_conversion-q<=0", lambda: ec([0.1] * 100, 0.1, 0.9), r"learning_rate \* weight_decay",
              r"\(1 - sqrt\(momentum\)\)\*\*2"),
-        Case("theory.dense_pieces-learning_rates-zero", lambda: theory.dense_pieces([0.1, 0.0], 5e-4, 0.9),
-             "learning_rates", "finite numbers > 0"),
+        Case("theory.dense_pieces-learning_rates-negative", lambda: theory.dense_pieces([0.1, -0.1], 5e-4, 0.9),
+             "learning_rates", "finite numbers >= 0"),
         Case("theory.dense_pieces-learning_rates-empty", lambda: theory.dense_pieces([], 5e-4, 0.9),
              "learning_rates", "non-empty"),
     ]
@@ -209,7 +209,6 @@ def _schedule_cases():
               if c.id != "EquivalentSchedule-schedule=[0.1]"]  # a sequence: its length is checked below
     cases += _cases_for("ScaledSchedule", lambda **kw: probe.ScaledSchedule(S.ExpLR(0.1, 1.01), **kw),
                         [("factor", POS, 2.0)])
-    zero_warmup = keras.optimizers.schedules.CosineDecay(0.0, 100, warmup_target=0.1, warmup_steps=10)
     cases += [
         Case("ExpLR-total_steps-past-horizon", lambda: S.ExpLR(0.1, 1.01, total_steps=10 ** 6),
              "total_steps", r"Valid range: total_steps <= \d+"),
@@ -238,10 +237,9 @@ def _schedule_cases():
              "total_steps", r"Valid range: total_steps <= \d+"),
         Case("EquivalentSchedule-sequence-length", lambda: S.EquivalentSchedule([0.1, 0.1], 5e-4, 0.9, total_steps=3),
              "schedule", "exactly total_steps=3 entries"),
-        Case("EquivalentSchedule-sequence-zero", lambda: S.EquivalentSchedule([0.1, 0.0], 5e-4, 0.9, total_steps=2),
-             "schedule", "finite learning rate > 0 at every step"),
-        Case("EquivalentSchedule-zero-warmup", lambda: S.EquivalentSchedule(zero_warmup, 5e-4, 0.9, total_steps=20),
-             "schedule", "finite learning rate > 0 at every step"),
+        Case("EquivalentSchedule-sequence-negative",
+             lambda: S.EquivalentSchedule([0.1, -0.1], 5e-4, 0.9, total_steps=2),
+             "schedule", "finite learning rate >= 0 at every step"),
         Case("EquivalentSchedule-beyond-bound", lambda: S.EquivalentSchedule(10.0, 5e-4, 0.9, total_steps=5),
              r"learning_rate \* weight_decay", BOUND),
         Case("ScaledSchedule-not-a-schedule", lambda: probe.ScaledSchedule(0.1, 2.0), "schedule",
@@ -252,6 +250,7 @@ def _schedule_cases():
 
 def _optimizer_cases():
     O = optimizers
+    S = schedules
     sgd = keras.optimizers.SGD
     cases = _cases_for("SGD", O.SGD, [("momentum", MOM, 0.9), ("weight_decay", NONNEG, 5e-4)],
                        optional={"weight_decay"})
@@ -310,6 +309,32 @@ def _optimizer_cases():
         Case("Partitioned-build-unknown-path",
              lambda: O.Partitioned(O.SGD(0.1), O.SGD(0.1), group=["nope"]).build([keras.Variable(1.0, name="a")]),
              "group", r"\['nope'\]"),
+        Case("Partitioned-set-learning_rate",
+             lambda: setattr(O.Partitioned(O.SGD(0.1), O.SGD(0.1), group=["a"]), "learning_rate", 0.01),
+             "learning_rate", "optimizer.optimizers"),
+        Case("Renormalize-inner-clipnorm", lambda: O.Renormalize(O.SGD(0.1, clipnorm=1.0), every_n_steps=10),
+             "clipnorm", "Remove the clipping"),
+        Case("Renormalize-inner-keras-global_clipnorm",
+             lambda: O.Renormalize(keras.optimizers.SGD(0.1, global_clipnorm=1.0), every_n_steps=10),
+             "global_clipnorm", "Remove the clipping"),
+        Case("Renormalize-set-lr-on-schedule",
+             lambda: setattr(O.Renormalize(O.SGD(S.ExpLR(0.1, 1.001)), every_n_steps=10), "learning_rate", 0.1),
+             "learning rate", "not settable"),
+        Case("Renormalize-set-lr-negative",
+             lambda: setattr(O.Renormalize(O.SGD(0.1), every_n_steps=10), "learning_rate", -1.0),
+             "learning_rate", "> 0"),
+        Case("ReparamWeightDecay-coupled-clip-accumulation",
+             lambda: O.ReparamWeightDecay(O.SGD(0.1, clipnorm=1.0, gradient_accumulation_steps=2), 1e-3,
+                                          mode="coupled"), "gradient_accumulation_steps", "mode='decoupled'"),
+        Case("ReparamWeightDecay-coupled-clip-inside-lso",
+             lambda: O.ReparamWeightDecay(keras.optimizers.LossScaleOptimizer(O.SGD(0.1, clipnorm=1.0)), 1e-3,
+                                          mode="coupled"), "LossScaleOptimizer", "outside"),
+        Case("ReparamWeightDecay-muon-adam-wd",
+             lambda: O.ReparamWeightDecay(keras.optimizers.Muon(weight_decay=None), 1e-3),
+             "adam_weight_decay", "would decay twice"),
+        Case("SGD-schedule-counting-accumulation",
+             lambda: O.SGD(S.ExpLR(0.1, 1.001, gradient_accumulation_steps=4), gradient_accumulation_steps=4),
+             "gradient_accumulation_steps", "leave the schedule's"),
     ]
     return cases
 

@@ -144,7 +144,7 @@ class Partitioned(keras.optimizers.Optimizer):
 
     @learning_rate.setter
     def learning_rate(self, learning_rate):
-        raise AttributeError(
+        raise TypeError(
             "Partitioned has two learning rates, so `learning_rate` cannot be set as one number. "
             "Set it on one of `optimizer.optimizers` (group_optimizer, rest_optimizer); Keras's "
             "LearningRateScheduler does that for you. For an ExpLR twin (Partitioned.explr_twin) "

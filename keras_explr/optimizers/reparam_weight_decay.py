@@ -154,9 +154,9 @@ class ReparamWeightDecay(Wrapper):
     def _lambda_t(self, dtype):
         if not self.follow_schedule:
             return self.weight_decay
-        lr = ops.cast(self._target.learning_rate, dtype)
-        return ops.convert_to_tensor(self.weight_decay, dtype) * lr / ops.convert_to_tensor(
-            self.initial_learning_rate, dtype)
+        return theory.scheduled_weight_decay(
+            ops.convert_to_tensor(self.weight_decay, dtype), ops.cast(self._target.learning_rate, dtype),
+            ops.convert_to_tensor(self.initial_learning_rate, dtype))
 
     # -- the step -------------------------------------------------------------------
     def build(self, var_list):

@@ -137,6 +137,12 @@ class SGD(keras.optimizers.Optimizer):
 
 
 def _schedule_or_none(learning_rate):
-    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        return learning_rate
-    return None
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        return None
+    if getattr(learning_rate, "gradient_accumulation_steps", None):
+        raise ValueError(
+            "keras_explr.optimizers.SGD evaluates its schedule at the number of real updates "
+            "already; leave the schedule's `gradient_accumulation_steps` at None (it is for "
+            "stock Keras optimizers, which count micro-steps) and set "
+            "gradient_accumulation_steps on the optimizer only.")
+    return learning_rate

@@ -74,19 +74,6 @@ PLANS = {
 }
 
 
-def load_data(name, num_train=None):
-    """((x, y), (x_val, y_val)) of an offline data set: "digits" or "mnist5k"."""
-    from keras_explr import data
-
-    if name == "digits":
-        return data.load_digits(num_train=num_train)
-    if name == "mnist5k":
-        if not hasattr(data, "load_mnist_5k"):
-            raise ValueError("`--data mnist5k` needs keras_explr.data.load_mnist_5k")
-        return data.load_mnist_5k(num_train=num_train)
-    raise ValueError(f"`data` must be 'digits' or 'mnist5k'. Received: data={name!r}")
-
-
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "study", help="KerasTuner study of LR/WD entanglement in the old and new WD parameterizations",
@@ -169,7 +156,9 @@ def run(args):
     bad = [a for a in arms if a not in ARMS]
     if bad or not arms:
         raise ValueError(f"`--arms` must be a comma-separated subset of {ARMS}. Received: {args.arms!r}")
-    data = load_data(plan.data, plan.num_train)
+    from keras_explr.data import load
+
+    data = load(plan.data, plan.num_train)
     (x, y), (xv, yv) = data
     steps_per_epoch = -(-len(x) // plan.batch_size)
     os.makedirs(args.out, exist_ok=True)

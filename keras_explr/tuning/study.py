@@ -339,9 +339,9 @@ def run_spec(spec_path):
     """
     with open(spec_path) as f:
         spec = json.load(f)
-    from keras_explr.tuning import cli
+    from keras_explr.data import load
 
-    data = cli.load_data(spec.get("data", {}).get("name", "digits"), spec.get("data", {}).get("num_train"))
+    data = load(spec.get("data", {}).get("name", "digits"), spec.get("data", {}).get("num_train"))
     hm = hypermodel_from_spec(spec)
     res = run_grid(hm, data, spec["seeds"], spec["directory"], spec["project_name"],
                    kind=spec.get("kind", "grid"), max_trials=spec.get("max_trials"),
