@@ -15,6 +15,8 @@ Asserted per model:
   group plus the unit is not invariant) while being no larger than the group.
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from keras import layers
 from keras_explr import invariance
 
 WEIGHT_NAMES = {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
-SCALES = (1e-3, 0.37, 3.1, 1e3)
+SCALES = (1e3, 1e-3, 0.37, 3.1)  # a broken invariance shows at the first, mostly
 
 
 def _randomize(model, rng):
@@ -88,21 +90,25 @@ def _app(name):
     return lambda: getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
 
 
-# name, builder, expected group size (recorded: see benchmarks/invariance_time.py)
+# name, builder, expected group size (recorded: see benchmarks/invariance_time.py), layers whose units the
+# recall check tries (None: all). EfficientNetB0 and ConvNeXtTiny repeat one block; their float64 forward
+# passes are slow on CPU (ConvNeXt's grouped 7×7 convs: 3.5 s each), so the recall check tries the stem,
+# the first two blocks of each kind and the head there; the false-positive check always covers the whole group.
 CASES = [
-    ("ResNet50V2", _app("ResNet50V2"), 74),
-    ("ResNet50", _app("ResNet50"), 106),
-    ("MobileNetV2", _app("MobileNetV2"), 52),
-    ("EfficientNetB0", _app("EfficientNetB0"), 49),
-    ("ConvNeXtTiny", _app("ConvNeXtTiny"), 59),
-    ("TransformerPreLN", _transformer_block, 11),
-    ("TransformerPostLN", _post_ln_transformer_block, 1),
+    ("ResNet50V2", _app("ResNet50V2"), 74, None),
+    ("ResNet50", _app("ResNet50"), 106, None),
+    ("MobileNetV2", _app("MobileNetV2"), 52, None),
+    ("EfficientNetB0", _app("EfficientNetB0"), 49, r"stem|block1a|block2a|block2b|top|predictions"),
+    ("ConvNeXtTiny", _app("ConvNeXtTiny"), 59,
+     r"stem|stage_0_block_0|stage_1_block_0|downsampling_block_0|head_dense"),
+    ("TransformerPreLN", _transformer_block, 9, None),   # the key bias is free: softmax cancels q·b_k
+    ("TransformerPostLN", _post_ln_transformer_block, 1, None),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, build, size", CASES, ids=[c[0] for c in CASES])
-def test_group_against_brute_force(float64, name, build, size):
+@pytest.mark.parametrize("name, build, size, units_from", CASES, ids=[c[0] for c in CASES])
+def test_group_against_brute_force(float64, name, build, size, units_from):
     keras.utils.set_random_seed(0)
     model = build()
     rng = np.random.default_rng(0)
@@ -119,15 +125,15 @@ def test_group_against_brute_force(float64, name, build, size):
     by_layer = {}
     for layer in model._flatten_layers(include_self=False):
         own = [v for v in getattr(layer, "_trainable_variables", []) if v.name in WEIGHT_NAMES]
-        if own:
+        if own and (units_from is None or re.search(units_from, own[0].path)):
             by_layer[layer.name] = own
     units = []
     for own in by_layer.values():
         out = [v for v in own if id(v) not in ids]
         units += [[v] for v in out] + ([out] if len(out) > 1 else [])
     head = next(reversed(by_layer.values()))
-    all_but_head = [v for own in by_layer.values() if own is not head for v in own]
-    units.append(all_but_head)
+    if units_from is None:
+        units.append([v for own in by_layer.values() if own is not head for v in own])
     missed = []
     for unit in units:
         if all(id(v) in ids for v in unit) or not _brute_invariant(model, x, unit, base):
