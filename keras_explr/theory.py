@@ -979,16 +979,37 @@ def effective_learning_rate(kind, learning_rate, norm, size):
 # Weight decay per step, the monitor's mappings, the probe's scale symmetry
 # (formulas the Keras classes call; written once, here).
 # ---------------------------------------------------------------------------
-def scheduled_weight_decay(weight_decay, learning_rate, reference_learning_rate):
-    """λ_t = λ·η_t/η_ref: decay that follows the LR's shape (math.md#new-parameterization).
+def scheduled_weight_decay(weight_decay, learning_rate, reference_learning_rate, lr_exponent=1):
+    """λ_t = λ·(η_t/η_ref)^p: decay that follows the LR's shape (math.md#new-parameterization).
 
-    Plain arithmetic, so it serves floats and backend tensors alike
-    (`ReparamWeightDecay(follow_schedule=True)` and `ScaleMonitor` call it).
+    p = ``lr_exponent`` in [0, 2]: 0 the independent rule (λ per step), 1 the
+    standard one (λ·η_t/η_ref, the fraction Keras/PyTorch remove, up to the
+    constant η_ref), 2 the corrected one (timm's ``corrected_weight_decay``,
+    AdamC: λ·η_t²/η_ref²). p = 1 is computed as λ·η_t/η_ref exactly. Plain
+    arithmetic, so it serves floats and backend tensors alike
+    (`ReparamWeightDecay(lr_exponent=p)` and `ScaleMonitor` call it).
 
     >>> scheduled_weight_decay(1e-4, 0.05, 0.1)
     5e-05
+    >>> scheduled_weight_decay(1e-4, 0.05, 0.1, lr_exponent=2)
+    2.5e-05
     """
-    return weight_decay * learning_rate / reference_learning_rate
+    if lr_exponent == 1:
+        return weight_decay * learning_rate / reference_learning_rate
+    if lr_exponent == 0:
+        return weight_decay
+    ratio = learning_rate / reference_learning_rate
+    if lr_exponent == 2:
+        return weight_decay * (ratio * ratio)
+    return weight_decay * ratio ** lr_exponent
+
+
+def check_lr_exponent(value, name="lr_exponent"):
+    """Returns p as a float if 0 ≤ p ≤ 2, else raises."""
+    v = _as_float(name, value, "in the range [0, 2]")
+    if not (0.0 <= v <= 2.0):
+        raise ValueError(f"`{name}` must be in the range [0, 2]. Received: {name}={value!r}")
+    return v
 
 
 def l2_as_coupled_weight_decay(l2):
@@ -1043,3 +1064,255 @@ def scale_symmetry(family):
     if family not in SCALE_SYMMETRY:
         raise ValueError(f"`family` must be one of {sorted(SCALE_SYMMETRY)}. Received: family={family!r}")
     return SCALE_SYMMETRY[family]
+
+
+# ---------------------------------------------------------------------------
+# Weight-decay conventions: the same number means different decay in each
+# library (math.md#new-parameterization). Written once, here.
+# ---------------------------------------------------------------------------
+WEIGHT_DECAY_CONVENTIONS = (
+    "torch_sgd", "torch_adamw", "keras", "optax_adamw", "composer", "independent", "corrected")
+
+# Decoupled conventions: the fraction removed per step is d_t = λ·η_t^a / η_ref^b,
+# (a, b, which reference): η_ref the first LR ("initial") or the largest ("peak").
+_DECOUPLED = {
+    "torch_adamw": (1, 0, None),        # torch.optim.AdamW: θ ← θ − η_t λ θ
+    "keras": (1, 0, None),              # keras.optimizers.*(weight_decay=λ): θ ← θ − η_t λ θ
+    "optax_adamw": (1, 0, None),        # optax.adamw: update −η_t (u + λθ)
+    "composer": (1, 1, "initial"),      # DecoupledSGDW/AdamW: θ ← θ − (η_t/η_0) λ θ
+    "independent": (0, 0, None),        # θ ← (1 − λ)θ (ReparamWeightDecay, lr_exponent=0)
+    "corrected": (2, 1, "peak"),        # timm corrected_weight_decay / AdamC: λ_t = λ η_t/η_max
+}
+
+
+def check_weight_decay_convention(name, value):
+    if value not in WEIGHT_DECAY_CONVENTIONS:
+        raise ValueError(
+            f"`{name}` must be one of {WEIGHT_DECAY_CONVENTIONS}. Received: {name}={value!r}")
+    return value
+
+
+def _learning_rates(learning_rate):
+    """A float (constant LR) or a sequence of per-step LRs η_0, η_1, ... → float64 array."""
+    if np.ndim(learning_rate) == 0:
+        return np.asarray([check_non_negative("learning_rate", learning_rate)])
+    try:
+        lrs = np.asarray(learning_rate, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`learning_rate` must be a number >= 0 or a 1-D sequence of per-step learning "
+            f"rates >= 0. Received: learning_rate={learning_rate!r}") from None
+    if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
+        raise ValueError(
+            "`learning_rate` must be a number >= 0 or a non-empty 1-D sequence of finite "
+            f"per-step learning rates >= 0. Received: learning_rate={learning_rate!r}")
+    return lrs
+
+
+def _reference(convention, lrs, reference_learning_rate):
+    which = _DECOUPLED[convention][2]
+    if which is None:
+        return 1.0
+    if reference_learning_rate is not None:
+        return check_positive("reference_learning_rate", reference_learning_rate)
+    ref = float(lrs[0] if which == "initial" else np.max(lrs))
+    if not ref > 0.0:
+        raise ValueError(
+            f"The {convention!r} convention divides by the {which} learning rate, which is 0 "
+            "here: pass `reference_learning_rate` > 0.")
+    return ref
+
+
+def _decay_shape(convention, lrs, reference_learning_rate):
+    """f_t with d_t = λ·f_t for a decoupled convention (or torch_sgd without momentum)."""
+    if convention == "torch_sgd":
+        return lrs.copy()
+    a, b, _ = _DECOUPLED[convention]
+    ref = _reference(convention, lrs, reference_learning_rate)
+    return lrs ** a / ref ** b
+
+
+def decay_per_step(weight_decay, learning_rate, convention, momentum=0.0, reference_learning_rate=None):
+    """d_t, the fraction of θ each step removes (zero gradient), under `convention`.
+
+    For ``"torch_sgd"`` (coupled L2 in the momentum buffer) with momentum γ > 0
+    no per-step fraction exists; this returns the steady-state one,
+    η_tλ/(1 − γ) (the buffer accumulates λθ over ≈ 1/(1 − γ) steps; the same
+    factor equates the rotational equilibria, math.md#rotational-equilibrium).
+
+    >>> [round(float(d), 8) for d in decay_per_step(5e-4, [0.1, 0.05], "composer")]
+    [0.0005, 0.00025]
+    """
+    check_weight_decay_convention("convention", convention)
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    lrs = _learning_rates(learning_rate)
+    d = lam * _decay_shape(convention, lrs, reference_learning_rate)
+    if convention == "torch_sgd":
+        d = d / (1.0 - gam)
+    return d
+
+
+def convert_weight_decay(weight_decay, learning_rate, source, target, momentum=0.0,
+                         reference_learning_rate=None, approximate=False):
+    """The `target` convention's weight decay that reproduces `source`'s.
+
+    Conventions (γ the momentum, η_t the LR of step t, u_t the base update):
+
+    * ``"torch_sgd"``: coupled L2, ``torch.optim.SGD(weight_decay=λ)``:
+      v ← γv + g + λθ, θ ← θ − η_t v.
+    * ``"torch_adamw"``, ``"keras"``, ``"optax_adamw"``: decoupled, θ ← θ − η_tλθ − η_t u_t
+      (``torch.optim.AdamW``, ``keras.optimizers.AdamW``/``SGD(weight_decay=λ)``,
+      ``optax.adamw``).
+    * ``"composer"``: θ ← θ − (η_t/η_0)λθ − η_t u_t (Composer's DecoupledSGDW/AdamW).
+    * ``"independent"``: θ ← (1 − λ)θ − η_t u_t (`ReparamWeightDecay`, lr_exponent=0).
+    * ``"corrected"``: θ ← θ − η_t(λη_t/η_max)θ − η_t u_t (timm's
+      ``corrected_weight_decay``, AdamC; `ReparamWeightDecay` lr_exponent=2).
+
+    `learning_rate` is a constant LR or the sequence η_0, η_1, ... of the whole
+    run (η_0 is Composer's reference, max η_t the corrected rule's, unless
+    `reference_learning_rate` is given). The map is exact when the target
+    removes the same fraction d_t as the source at every step: always for a
+    constant LR between decoupled rules, and for a schedule only between rules
+    whose d_t has the same shape in η_t (torch_adamw = keras = optax_adamw ∝
+    composer; independent, corrected only to themselves). ``"torch_sgd"`` with
+    momentum 0 is plain SGD with d_t = η_tλ (exact to a decoupled rule over the
+    same SGD update); with momentum > 0 its decay sits in the buffer and no
+    decoupled rule reproduces it. Where no exact map exists this raises
+    `NoEquivalentError` with the reason, unless ``approximate=True``: then the
+    target gets the same total decay Σ_t d_t over the given LRs, torch_sgd
+    counting η_tλ/(1 − γ) per step (`decay_per_step`).
+
+    >>> convert_weight_decay(5e-4, 0.1, "torch_adamw", "independent")
+    5e-05
+    >>> round(convert_weight_decay(5e-4, [0.1, 0.05, 0.01], "keras", "composer"), 12)
+    5e-05
+    >>> try:
+    ...     convert_weight_decay(5e-4, 0.1, "torch_sgd", "keras", momentum=0.9)
+    ... except NoEquivalentError as e:
+    ...     print(str(e)[:66])
+    torch_sgd with momentum=0.9 puts λθ inside the momentum buffer, so
+    >>> round(convert_weight_decay(5e-4, 0.1, "torch_sgd", "keras", momentum=0.9, approximate=True), 10)
+    0.005
+    """
+    check_weight_decay_convention("source", source)
+    check_weight_decay_convention("target", target)
+    lam = check_non_negative("weight_decay", weight_decay)
+    gam = check_momentum(momentum)
+    lrs = _learning_rates(learning_rate)
+    if reference_learning_rate is not None:
+        check_positive("reference_learning_rate", reference_learning_rate)
+    _check_bool("approximate", approximate)
+    if source == target:
+        return lam
+    coupled = gam > 0.0 and "torch_sgd" in (source, target)
+    f_src = _decay_shape(source, lrs, reference_learning_rate)
+    f_tgt = _decay_shape(target, lrs, reference_learning_rate)
+    d_src = lam * f_src
+    if not coupled:
+        live = f_tgt > 0.0
+        if not np.any(live):
+            if np.all(d_src == 0.0):
+                return lam
+            reason = f"the {target} rule removes nothing at these learning rates (all 0)"
+        else:
+            cand = d_src[live] / f_tgt[live]
+            out = float(cand[0])
+            scale = max(abs(out), np.finfo(np.float64).tiny)
+            if (np.all(np.abs(cand - out) <= 1e-12 * scale)
+                    and np.all(d_src[~live] == 0.0)):
+                return out
+            reason = (f"{source} removes d_t ∝ {_shape_text(source)} per step and {target} "
+                      f"d_t ∝ {_shape_text(target)}: with this learning-rate schedule no single "
+                      f"{target} weight decay matches every step")
+    else:
+        reason = (f"torch_sgd with momentum={gam!r} puts λθ inside the momentum buffer, so its "
+                  "decay acts through the buffer over later steps; no decoupled rule (θ ← (1 − d_t)θ "
+                  "each step) reproduces it")
+    if not approximate:
+        raise NoEquivalentError(reason + ". Pass approximate=True for the same total decay.")
+    total_src = float(np.sum(d_src / (1.0 - gam if source == "torch_sgd" else 1.0)))
+    per_unit = float(np.sum(f_tgt / (1.0 - gam if target == "torch_sgd" else 1.0)))
+    if not per_unit > 0.0:
+        raise NoEquivalentError(
+            f"the {target} rule removes nothing at these learning rates (all 0); no weight decay matches.")
+    return total_src / per_unit
+
+
+def _shape_text(convention):
+    if convention == "torch_sgd":
+        return "η_t"
+    return {(1, 0): "η_t", (1, 1): "η_t/η_0", (0, 0): "1", (2, 1): "η_t²/η_max"}[_DECOUPLED[convention][:2]]
+
+
+class WeightDecayTimescale(tuple):
+    """(iterations, epochs): τ = 1/d, d the fraction removed per step."""
+
+    __slots__ = ()
+
+    def __new__(cls, iterations, epochs):
+        return tuple.__new__(cls, (iterations, epochs))
+
+    iterations = property(lambda self: self[0])
+    epochs = property(lambda self: self[1])
+
+    def __repr__(self):
+        return f"WeightDecayTimescale(iterations={self[0]!r}, epochs={self[1]!r})"
+
+
+def weight_decay_timescale(weight_decay, learning_rate, convention="torch_adamw", momentum=0.0,
+                           steps_per_epoch=None, reference_learning_rate=None):
+    """τ, the EMA timescale of decoupled weight decay: τ_iter = 1/(ηλ) (Wang &
+    Aitchison 2024), in iterations and (with `steps_per_epoch`) in epochs.
+
+    Generally τ_iter = 1/d with d = `decay_per_step` at the constant LR
+    `learning_rate` (1/λ for ``"independent"``; (1 − γ)/(ηλ) for ``"torch_sgd"``
+    with momentum γ, its steady-state decay). It is the quantity to keep fixed
+    across model and data size; ``inf`` when nothing decays.
+
+    >>> weight_decay_timescale(5e-4, 0.1, "torch_adamw", steps_per_epoch=391)
+    WeightDecayTimescale(iterations=20000.0, epochs=51.150895140664964)
+    """
+    lr = check_non_negative("learning_rate", learning_rate)
+    if steps_per_epoch is not None:
+        steps_per_epoch = check_steps("steps_per_epoch", steps_per_epoch)
+    d = float(decay_per_step(weight_decay, lr, convention, momentum, reference_learning_rate)[0])
+    tau = 1.0 / d if d > 0.0 else math.inf
+    return WeightDecayTimescale(tau, None if steps_per_epoch is None else tau / steps_per_epoch)
+
+
+def weight_decay_table(weight_decay, learning_rate, source, momentum=0.0, steps_per_epoch=None,
+                       reference_learning_rate=None, approximate=False):
+    """One row per convention: what `source`'s setting is in each (`keras-explr convert`).
+
+    Each row is a dict: convention, weight_decay (None where no map exists and
+    `approximate` is False), exact (bool), decay_per_step (at the first LR),
+    tau_iterations, tau_epochs, note (the reason where not exact).
+    """
+    check_weight_decay_convention("source", source)
+    lrs = _learning_rates(learning_rate)
+    rows = []
+    for target in WEIGHT_DECAY_CONVENTIONS:
+        row = {"convention": target, "weight_decay": None, "exact": False, "decay_per_step": None,
+               "tau_iterations": None, "tau_epochs": None, "note": ""}
+        try:
+            row["weight_decay"] = convert_weight_decay(
+                weight_decay, learning_rate, source, target, momentum, reference_learning_rate)
+            row["exact"] = True
+        except NoEquivalentError as e:
+            row["note"] = str(e).split(". Pass approximate")[0]
+            if approximate:
+                row["weight_decay"] = convert_weight_decay(
+                    weight_decay, learning_rate, source, target, momentum, reference_learning_rate,
+                    approximate=True)
+        if row["weight_decay"] is not None:
+            ref = reference_learning_rate
+            if ref is None and target in ("composer", "corrected"):
+                ref = _reference(target, lrs, None)
+            d = float(decay_per_step(row["weight_decay"], lrs[:1], target, momentum, ref)[0])
+            row["decay_per_step"] = d
+            row["tau_iterations"] = 1.0 / d if d > 0.0 else math.inf
+            if steps_per_epoch is not None:
+                row["tau_epochs"] = row["tau_iterations"] / check_steps("steps_per_epoch", steps_per_epoch)
+        rows.append(row)
+    return rows
