@@ -35,10 +35,74 @@ def _demo_parser(sub):
     p.set_defaults(func=demo)
 
 
+def _convert_parser(sub):
+    from keras_explr import theory
+
+    p = sub.add_parser(
+        "convert",
+        help="translate a weight decay between PyTorch, Keras, optax, Composer and the independent/corrected rules",
+        description=(
+            "Prints, for your weight decay, learning rate and momentum, the weight decay that "
+            "gives the same decay in each convention (torch_sgd: coupled L2 in the momentum "
+            "buffer; torch_adamw, keras, optax_adamw: θ ← θ − ηλθ; composer: θ ← θ − (η_t/η_0)λθ; "
+            "independent: θ ← (1 − λ)θ; corrected: θ ← θ − η_t(λη_t/η_max)θ), the fraction removed "
+            "per step and the timescale τ = 1/(ηλ) in iterations and epochs. 'exact' rows "
+            "reproduce the run; where no exact map exists the reason is printed, and with "
+            "--approximate the value with the same total decay."
+        ),
+    )
+    p.add_argument("--weight-decay", type=float, required=True)
+    p.add_argument("--learning-rate", type=float, required=True,
+                   help="the (peak, constant) learning rate")
+    p.add_argument("--from", dest="source", default="torch_adamw", choices=theory.WEIGHT_DECAY_CONVENTIONS,
+                   help="the convention your weight decay is written in (default torch_adamw)")
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--approximate", action="store_true",
+                   help="also give a value where no exact map exists (the same total decay)")
+    p.set_defaults(func=convert)
+
+
+def convert(args):
+    from keras_explr import theory
+
+    if args.steps_per_epoch is not None:
+        theory.check_steps("--steps-per-epoch", args.steps_per_epoch)
+    theory.check_positive("--learning-rate", args.learning_rate)
+    theory.check_non_negative("--weight-decay", args.weight_decay)
+    theory.check_momentum(args.momentum, "--momentum")
+    rows = theory.weight_decay_table(args.weight_decay, args.learning_rate, args.source, args.momentum,
+                                     args.steps_per_epoch, approximate=args.approximate)
+    print(f"weight_decay={args.weight_decay:g} in the {args.source} convention, learning_rate="
+          f"{args.learning_rate:g}, momentum={args.momentum:g}"
+          + (f", {args.steps_per_epoch} steps/epoch" if args.steps_per_epoch else ""))
+    header = f"{'convention':<12} {'weight_decay':>13} {'':<7} {'decay/step':>11} {'tau (iter)':>11} {'tau (epochs)':>12}"
+    print(header)
+    print("-" * len(header))
+
+    def num(x, fmt):
+        return format("-" if x is None else x, fmt if x is not None else ">" + fmt.split(".")[0].rstrip("g"))
+
+    notes = []
+    for r in rows:
+        kind = "exact" if r["exact"] else ("approx" if r["weight_decay"] is not None else "none")
+        print(f"{r['convention']:<12} {num(r['weight_decay'], '13.6g')} {kind:<7} "
+              f"{num(r['decay_per_step'], '11.4g')} {num(r['tau_iterations'], '11.5g')} "
+              f"{num(r['tau_epochs'], '12.4g')}")
+        if r["note"] and r["note"] not in notes:
+            notes.append(r["note"])
+    for n in notes:
+        print(f"\nnot exact: {n}.")
+    if notes and not args.approximate:
+        print("Pass --approximate for the value with the same total decay.")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="keras-explr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _demo_parser(sub)
+    _convert_parser(sub)
     from keras_explr import probe_cli
     from keras_explr.tuning import cli as tuning_cli
 
