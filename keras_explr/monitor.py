@@ -462,10 +462,12 @@ class _Spec:
         self.rule, self.decay = None, None  # decay(lr) -> ηλ per step
         family = {"adaptive": None}.get(self.kind, self.kind)
         if reparam is not None:
-            if reparam.decays(variable) and reparam.weight_decay > 0:
-                lam, lr0 = reparam.weight_decay, reparam.initial_learning_rate
-                self.decay = ((lambda lr: theory.scheduled_weight_decay(lam, lr, lr0))
-                              if reparam.follow_schedule else (lambda lr: lam))
+            # (a λ(t) schedule has no prediction here: the decay would need the step too)
+            if (reparam.decays(variable) and not callable(reparam.weight_decay)
+                    and reparam.weight_decay > 0):
+                lam, ref, p = reparam.weight_decay, reparam.reference_learning_rate, reparam.lr_exponent
+                self.decay = ((lambda lr: theory.scheduled_weight_decay(lam, lr, ref, p))
+                              if p > 0 else (lambda lr: lam))
                 self.rule = theory.equilibrium_rule(family, reparam.mode)
         else:
             wd = float(getattr(leaf, "weight_decay", None) or 0.0)

@@ -275,3 +275,130 @@ def test_mixed_float16_fit_wraps_it_in_a_loss_scale_optimizer(digits):
         loss = model.fit(x, y, batch_size=64, epochs=2, verbose=0).history["loss"]
     assert np.isfinite(loss).all() and loss[-1] < loss[0]
     assert model.get_layer("conv0").kernel.dtype == "float32"  # variables stay float32
+
+
+# ------------------------------------------- lr_exponent p, schedule-valued λ (issue 13)
+@pytest.mark.backends
+@pytest.mark.parametrize("p", [0, 1, 2])
+def test_lr_exponent_scales_the_decay_by_the_lr_ratio_to_the_power_p(p):
+    lr = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.1, 0.01])
+    w, _ = _vars()
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(lr), 0.01, lr_exponent=p)
+    z = keras.ops.zeros((3, 2))
+    opt.apply([z], [w])  # step 0: (η_0/η_0)^p = 1
+    opt.apply([z], [w])  # step 1: λ·(0.01/0.1)^p
+    np.testing.assert_allclose(_value(w), 2.0 * 0.99 * (1 - 0.01 * 0.1 ** p), rtol=1e-6)
+    assert opt.follow_schedule == (p == 1)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("kind", ["schedule", "callable"])
+def test_weight_decay_as_a_function_of_the_step(kind):
+    if kind == "schedule":
+        lam = keras.optimizers.schedules.PiecewiseConstantDecay([1], [0.1, 0.02])
+    else:
+        def lam(step):
+            return keras.ops.where(keras.ops.greater(step, 1), 0.02, 0.1)
+    w, _ = _vars()
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1, momentum=0.9), lam)
+    for _ in range(3):
+        opt.apply([keras.ops.zeros((3, 2))], [w])
+    np.testing.assert_allclose(_value(w), 2.0 * 0.9 * 0.9 * 0.98, rtol=1e-6)
+
+
+def test_reference_learning_rate_default_and_explicit():
+    sched = keras.optimizers.schedules.PolynomialDecay(0.2, 10, 0.02)
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(sched), 0.01, lr_exponent=2)
+    assert math.isclose(opt.reference_learning_rate, 0.2, rel_tol=1e-6)
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(sched), 0.01, lr_exponent=2,
+                                        reference_learning_rate=0.5)
+    w, _ = _vars()
+    opt.apply([keras.ops.zeros((3, 2))], [w])
+    np.testing.assert_allclose(_value(w), 2.0 * (1 - 0.01 * (0.2 / 0.5) ** 2), rtol=1e-6)
+
+
+def test_new_arguments_round_trip_and_old_configs_load():
+    for kwargs in ({"lr_exponent": 2, "reference_learning_rate": 0.3}, {"lr_exponent": 0.5},
+                   {"follow_schedule": True}):
+        opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 1e-3, **kwargs)
+        again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+        assert again.get_config() == opt.get_config()
+        assert again.lr_exponent == opt.lr_exponent and again.reference_learning_rate == opt.reference_learning_rate
+    sched = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.Adam(1e-3), sched, lr_exponent=1)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert isinstance(again.weight_decay, keras.optimizers.schedules.ExponentialDecay)
+    assert again.get_config() == opt.get_config()
+    # A config written before lr_exponent existed (follow_schedule, no lr_exponent).
+    old = keras.optimizers.serialize(optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 1e-3))
+    cfg = dict(old["config"])
+    for key in ("lr_exponent", "reference_learning_rate"):
+        cfg.pop(key)
+    for flag, p in ((True, 1.0), (False, 0.0)):
+        again = keras.optimizers.deserialize(dict(old, config=dict(cfg, follow_schedule=flag)))
+        assert again.lr_exponent == p and again.follow_schedule is flag
+
+
+def _linear_twin(p, mode, weight_decay, numpy_p=None, steps_per_epoch=4, epochs=6):
+    """model.fit of a linear model with MSE (float64) vs the same run in numpy.
+
+    `weight_decay`: a float, or (what the wrapper gets, λ(t) for numpy)."""
+    numpy_p = p if numpy_p is None else numpy_p
+    keras_wd, numpy_wd = weight_decay if isinstance(weight_decay, tuple) else (weight_decay, weight_decay)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((16 * steps_per_epoch, 4)), rng.standard_normal((16 * steps_per_epoch, 3))
+    w0 = rng.standard_normal((4, 3))
+    lr = keras.optimizers.schedules.ExponentialDecay(np.float64(0.1), 4, np.float64(0.7))
+    inner = (keras.optimizers.SGD(lr, momentum=np.float64(0.9)) if mode == "decoupled"
+             else optimizers.SGD(lr, momentum=0.9))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False)])
+    model.layers[0].kernel.assign(w0)
+    model.compile(optimizers.ReparamWeightDecay(inner, keras_wd, mode=mode, lr_exponent=p),
+                  keras.losses.MeanSquaredError())
+    kernels = []
+    rec = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: kernels.append(_value(model.layers[0].kernel).copy()))
+    model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=[rec])
+    w, buf, ref = w0.copy(), np.zeros_like(w0), []
+    t = 0
+    for _ in range(epochs):
+        for i in range(steps_per_epoch):
+            xb, yb = x[16 * i:16 * (i + 1)], y[16 * i:16 * (i + 1)]
+            g = 2.0 * xb.T @ (xb @ w - yb) / (16 * 3)
+            eta = 0.1 * 0.7 ** (t / 4)
+            lam = numpy_wd(t) if callable(numpy_wd) else numpy_wd
+            d = lam * (eta / 0.1) ** numpy_p
+            if mode == "decoupled":   # θ ← (1 − d)θ, then Keras SGD: m ← γm − ηg, θ ← θ + m
+                w = w * (1 - d)
+                buf = 0.9 * buf - eta * g
+                w = w + buf
+            else:                     # v ← γv + g + (d/η)θ, θ ← θ − ηv
+                buf = 0.9 * buf + g + (d / eta) * w
+                w = w - eta * buf
+            ref.append(w.copy())
+            t += 1
+    return float(np.max(np.abs(np.asarray(kernels) - np.asarray(ref))) / np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+@pytest.mark.parametrize("p", [0, 1, 2])
+def test_lr_exponent_in_fit_equals_a_numpy_brute_force(float64, p, mode):
+    dist = _linear_twin(p, mode, 0.05)
+    print(f"p={p} {mode}: {dist:.2e}")
+    assert dist <= 1e-12
+    # Control: numpy at the neighbouring exponent is a different run.
+    assert _linear_twin(p, mode, 0.05, numpy_p=(p + 1) % 3) > 1e-4
+
+
+def test_schedule_valued_weight_decay_in_fit_equals_a_numpy_brute_force(float64):
+    sched = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [5, 12], [np.float64(0.05), np.float64(0.02), np.float64(0.005)])
+
+    def lam(t):  # PiecewiseConstantDecay: values[i] while step <= boundaries[i]
+        return 0.05 if t <= 5 else 0.02 if t <= 12 else 0.005
+
+    for p in (0, 2):
+        dist = _linear_twin(p, "decoupled", (sched, lam))
+        print(f"schedule λ(t), p={p}: {dist:.2e}")
+        assert dist <= 1e-12
+    assert _linear_twin(0, "decoupled", (sched, lambda t: 0.05)) > 1e-4  # control: λ(t) matters

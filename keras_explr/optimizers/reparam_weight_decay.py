@@ -35,13 +35,28 @@ class ReparamWeightDecay(Wrapper):
       takes the clipping over (the same rule, then the decay term is added)
       and the inner optimizer no longer clips.
 
-    λ_t = λ_new, or with ``follow_schedule=True`` λ_t = λ_new · η_t/η_0, which
-    "mimics step decay" as the authors suggest (divide WD with the LR). That
-    rule is exactly the standard parameterization with λ_old = λ_new/η_0 (in
-    coupled mode around `keras_explr.optimizers.SGD`, the paper's coupled
-    λ_old; in decoupled mode, Keras's ``weight_decay=λ_new/η_0``): only the
-    coordinates of the hyperparameters change. λ_new constant is the
-    genuinely different algorithm.
+    λ_t = λ(t)·(η_t/η_ref)^p, with λ(t) = ``weight_decay`` (a float, a
+    `keras.optimizers.schedules.LearningRateSchedule` or a callable of the step,
+    the number of real updates so far: the inner optimizer's public
+    ``iterations``), η_t the inner optimizer's LR and p = ``lr_exponent``
+    (`keras_explr.theory.scheduled_weight_decay`; docs/math.md#new-parameterization):
+
+    * p = 0 (default): the independent rule, λ(t) per update whatever the LR.
+    * p = 1: the standard rule. λ_new·η_t/η_0 "mimics step decay" as the
+      authors suggest (divide WD with the LR); it is exactly the standard
+      parameterization with λ_old = λ_new/η_0 (in coupled mode around
+      `keras_explr.optimizers.SGD`, the paper's coupled λ_old; in decoupled
+      mode, Keras's ``weight_decay=λ_new/η_0``): only the coordinates of the
+      hyperparameters change. ``follow_schedule=True`` is the same as
+      ``lr_exponent=1`` (kept as an alias).
+    * p = 2: the corrected rule (timm's ``corrected_weight_decay``, AdamC,
+      Defazio 2025): the fraction removed goes as η_t².
+
+    η_ref is ``reference_learning_rate``, by default the LR at step 0 (which
+    must then be > 0). λ_new constant (p = 0) is the genuinely different
+    algorithm. `keras_explr.theory.convert_weight_decay` translates the
+    conventions of other libraries ("independent": p = 0, "composer": p = 1,
+    "corrected": p = 2 with η_ref the peak LR).
 
     The decay happens once per real update: with the inner optimizer's
     ``gradient_accumulation_steps=n`` only on every n-th call, never on a step
@@ -53,9 +68,14 @@ class ReparamWeightDecay(Wrapper):
       inner_optimizer: any Keras optimizer (SGD, `keras_explr.optimizers.SGD`,
         Adam, Lion, Muon, ...; a `LossScaleOptimizer` too) without weight decay
         of its own: one that has it is rejected, as it would decay twice.
-      weight_decay: λ_new in [0, 1): the fraction removed per update.
+      weight_decay: λ_new in [0, 1): the fraction removed per update; or a
+        `LearningRateSchedule` / callable of the step giving λ(t) (serializable
+        when it is a registered Keras object).
       mode: "decoupled" or "coupled".
-      follow_schedule: scale λ with the LR's shape, λ_new · η_t/η_0.
+      follow_schedule: alias of ``lr_exponent=1``.
+      lr_exponent: p in [0, 2] (default 0, or 1 with ``follow_schedule=True``).
+      reference_learning_rate: η_ref > 0 for p > 0; default: the inner
+        optimizer's LR at step 0.
       exclude_vectors: leave variables of rank < 2 (biases, BatchNorm and
         LayerNorm γ/β) undecayed (default True). Further exclusions:
         `exclude_from_weight_decay(var_list=..., var_names=...)`.
@@ -73,7 +93,8 @@ class ReparamWeightDecay(Wrapper):
     """
 
     def __init__(self, inner_optimizer, weight_decay, mode="decoupled",
-                 follow_schedule=False, exclude_vectors=True, name=None, **kwargs):
+                 follow_schedule=False, exclude_vectors=True, name=None, lr_exponent=None,
+                 reference_learning_rate=None, **kwargs):
         if kwargs:
             raise ValueError(
                 f"ReparamWeightDecay does not support {sorted(kwargs)}: set them on the "
@@ -94,12 +115,27 @@ class ReparamWeightDecay(Wrapper):
                     f"{attr}={getattr(target, attr)!r}; it would decay twice. Create it "
                     f"with {attr}=None and give the decay to ReparamWeightDecay."
                 )
-        lam = theory.check_non_negative("weight_decay", weight_decay)
-        if not lam < 1.0:
+        if isinstance(weight_decay, dict):  # a serialized schedule (get_config)
+            weight_decay = keras.saving.deserialize_keras_object(weight_decay)
+        if callable(weight_decay):
+            lam = weight_decay
+        else:
+            lam = theory.check_non_negative("weight_decay", weight_decay)
+            if not lam < 1.0:
+                raise ValueError(
+                    "`weight_decay` (λ_new, the fraction removed per step) must be in the "
+                    f"range [0, 1), or a LearningRateSchedule or callable of the step. "
+                    f"Received: weight_decay={weight_decay!r}"
+                )
+        if not isinstance(follow_schedule, (bool, int)) or follow_schedule not in (0, 1):
+            raise ValueError(f"`follow_schedule` must be True or False. Received: follow_schedule={follow_schedule!r}")
+        if lr_exponent is None:
+            lr_exponent = 1.0 if follow_schedule else 0.0
+        p = theory.check_lr_exponent(lr_exponent)
+        if follow_schedule and p != 1.0:
             raise ValueError(
-                "`weight_decay` (λ_new, the fraction removed per step) must be in the "
-                f"range [0, 1). Received: weight_decay={weight_decay!r}"
-            )
+                "`follow_schedule=True` is `lr_exponent=1`; it cannot be combined with "
+                f"lr_exponent={lr_exponent!r}. Pass only `lr_exponent`.")
         if mode not in ("decoupled", "coupled"):
             raise ValueError(f"`mode` must be 'decoupled' or 'coupled'. Received: mode={mode!r}")
         clip = {}
@@ -116,17 +152,27 @@ class ReparamWeightDecay(Wrapper):
                     "mode='coupled' with clipping cannot sit outside a LossScaleOptimizer (the "
                     "gradients it sees are loss-scaled). Put the LossScaleOptimizer outside: "
                     "LossScaleOptimizer(ReparamWeightDecay(inner, ...)).")
-        initial_lr = None
-        if follow_schedule:
-            initial_lr = theory.check_positive(
-                "initial learning rate (for follow_schedule=True)",
-                float(ops.convert_to_numpy(target.learning_rate)))
+        ref = None
+        if reference_learning_rate is not None:
+            ref = theory.check_positive("reference_learning_rate", reference_learning_rate)
+        elif p > 0.0:
+            lr0 = float(ops.convert_to_numpy(target.learning_rate))
+            if not lr0 > 0.0:
+                raise ValueError(
+                    f"`reference_learning_rate` (η_ref in λ·(η_t/η_ref)^p, lr_exponent={lr_exponent!r}) "
+                    f"defaults to the initial learning rate (at step 0), which is {lr0!r} here: pass "
+                    "`reference_learning_rate`, a finite number > 0 (e.g. the peak learning rate of a "
+                    "warm-up).")
+            ref = theory.check_positive("reference_learning_rate", lr0)
         super().__init__(inner_optimizer, name=name)
         self.weight_decay = lam
         self.mode = mode
-        self.follow_schedule = bool(follow_schedule)
+        self.lr_exponent = p
+        self.follow_schedule = p == 1.0
         self.exclude_vectors = bool(exclude_vectors)
-        self.initial_learning_rate = initial_lr
+        self.reference_learning_rate = ref
+        self.initial_learning_rate = ref  # (its name before lr_exponent)
+        self._given_reference = reference_learning_rate is not None
         self._target = target
         # Coupled mode clips before adding the decay term, so the inner optimizer must not clip again.
         self._clip = clip
@@ -152,11 +198,19 @@ class ReparamWeightDecay(Wrapper):
         return not (self._excluded_pattern and self._excluded_pattern.search(variable.name))
 
     def _lambda_t(self, dtype):
-        if not self.follow_schedule:
-            return self.weight_decay
+        """λ(t)·(η_t/η_ref)^p for this update (a float when it is constant)."""
+        lam = self.weight_decay
+        if callable(lam):  # λ(t) at the step the inner optimizer is about to take
+            lam = ops.cast(lam(self.iterations), dtype)
+        elif self.lr_exponent == 0.0:
+            return lam
+        else:
+            lam = ops.convert_to_tensor(lam, dtype)
+        if self.lr_exponent == 0.0:
+            return lam
         return theory.scheduled_weight_decay(
-            ops.convert_to_tensor(self.weight_decay, dtype), ops.cast(self._target.learning_rate, dtype),
-            ops.convert_to_tensor(self.initial_learning_rate, dtype))
+            lam, ops.cast(self._target.learning_rate, dtype),
+            ops.convert_to_tensor(self.reference_learning_rate, dtype), self.lr_exponent)
 
     # -- the step -------------------------------------------------------------------
     def build(self, var_list):
@@ -171,7 +225,7 @@ class ReparamWeightDecay(Wrapper):
         trainable_variables = list(trainable_variables)
         self._ensure_built(trainable_variables)
         grads = list(grads)
-        if self.weight_decay > 0.0:
+        if callable(self.weight_decay) or self.weight_decay > 0.0:
             if self.mode == "decoupled":
                 self._decay(grads, trainable_variables)
             else:
@@ -225,9 +279,11 @@ class ReparamWeightDecay(Wrapper):
         return {
             "name": self.name,
             "inner_optimizer": inner,
-            "weight_decay": self.weight_decay,
+            "weight_decay": (keras.saving.serialize_keras_object(self.weight_decay)
+                             if callable(self.weight_decay) else self.weight_decay),
             "mode": self.mode,
-            "follow_schedule": self.follow_schedule,
+            "lr_exponent": self.lr_exponent,
+            "reference_learning_rate": self.reference_learning_rate if self._given_reference else None,
             "exclude_vectors": self.exclude_vectors,
         }
 
