@@ -12,13 +12,15 @@ before the step, w₁ after it (weight decay included) and g the loss gradient:
 * ``angular_update``: the angle between w₀ and w₁, 2·atan2(‖û₁ − û₀‖, ‖û₁ + û₀‖)
   with û = w/‖w‖ (exact where arccos of the cosine loses half the digits);
 * ``grad_cosine``: cos(g, w₀), ≈ 0 for a scale-invariant weight;
-* ``grad_norm``: ‖g‖;
+* ``grad_norm``: ‖g‖; ``grad_ratio``: ‖g‖/‖w₀‖;
 * ``effective_learning_rate``: η/‖w‖² for SGD, η/‖w‖ for the Adam family,
   η/RMS(w) for Lion, η for Lamb (§A.2);
 * ``clock``: t·η_tλ_t, the equilibration progress (§A.4);
 
 and, where the optimizer has a known rotational equilibrium (§A.4),
-``predicted_angular_update`` (and ``predicted_norm`` for AdamW), computed by
+``predicted_angular_update`` (and ``predicted_norm`` for AdamW; for the SGD
+rules ``predicted_grad_ratio``, the equilibrium ‖g‖/‖w‖ ≈ √(2λ/η) of Defazio
+2025, `theory.equilibrium_gradient_ratio`, which rises when the LR drops), computed by
 `keras_explr.theory` from the optimizer's hyperparameters at that step:
 
 * `keras_explr.optimizers.SGD(weight_decay=λ)`, or an L2 regularizer under
@@ -315,6 +317,7 @@ class ScaleMonitor(keras.callbacks.Callback):
         else:
             layer, neurons = stats.reshape(len(QUANTITIES), -1)[:, 0], None
         out = dict(zip(QUANTITIES, (float(x) for x in layer)))
+        out["grad_ratio"] = out["grad_norm"] / out["norm"] if out["norm"] > 0 else None
         out["learning_rate"] = lr
         spec = self._specs[path]
         out.update(spec.theory(step, lr, out["norm"]))
@@ -367,8 +370,8 @@ class ScaleMonitor(keras.callbacks.Callback):
         return sorted(getattr(self, "_specs", {}))
 
 
-_LOGGED = QUANTITIES + ("learning_rate", "effective_learning_rate", "clock",
-                        "predicted_angular_update", "predicted_norm")
+_LOGGED = QUANTITIES + ("grad_ratio", "learning_rate", "effective_learning_rate", "clock",
+                        "predicted_angular_update", "predicted_norm", "predicted_grad_ratio")
 
 
 class _null:
@@ -483,13 +486,17 @@ class _Spec:
 
     def theory(self, step, lr, norm):
         out = {"effective_learning_rate": _effective_lr(self.kind, lr, norm, self.size),
-               "clock": None, "predicted_angular_update": None, "predicted_norm": None}
+               "clock": None, "predicted_angular_update": None, "predicted_norm": None,
+               "predicted_grad_ratio": None}
         if self.decay is not None:
             d = self.decay(lr)
             out["clock"] = theory.equilibration_clock(step, d)
             if self.rule is not None:
                 out["predicted_angular_update"] = theory.equilibrium_angular_update(
                     self.rule, d, momentum=self.momentum, beta_1=self.beta_1, beta_2=self.beta_2)
+            if self.rule in ("sgd_coupled", "sgd_decoupled") and lr > 0:
+                out["predicted_grad_ratio"] = theory.equilibrium_gradient_ratio(
+                    self.rule, lr, d, momentum=self.momentum)
             if self.rule == "adamw" and d > 0 and lr > 0:
                 out["predicted_norm"] = theory.equilibrium_norm_adamw(lr, d, self.size)
         return out

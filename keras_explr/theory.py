@@ -1316,3 +1316,29 @@ def weight_decay_table(weight_decay, learning_rate, source, momentum=0.0, steps_
                 row["tau_epochs"] = row["tau_iterations"] / check_steps("steps_per_epoch", steps_per_epoch)
         rows.append(row)
     return rows
+
+
+def equilibrium_gradient_ratio(rule, learning_rate, decay_per_step, momentum=0.0):
+    """Predicted steady-state ‖g‖/‖w‖ of a scale-invariant weight under SGD.
+
+    Defazio (2025): without momentum the norm is stationary when
+    (1 − ηλ)²‖w‖² + η²‖g‖² = ‖w‖² (g ⟂ w), so ‖g‖/‖w‖ ≈ √(2λ/η) = √(2d)/η
+    with d = ηλ = ``decay_per_step``: the gradient norm rises as the LR decays
+    (by √(η_before/η_after) at fixed λ, by η_before/η_after for a fixed
+    fraction d = λ_new). With momentum γ, the same random-walk model as
+    `equilibrium_angular_update` (‖v‖² ≈ ‖g‖²/(1 − γ²); derived,
+    math.md#rotational-equilibrium) gives √(2d(1 − γ))/η for ``"sgd_coupled"``
+    and √(2d)(1 − γ)/η for ``"sgd_decoupled"``. Other rules: ValueError.
+
+    >>> round(equilibrium_gradient_ratio("sgd_coupled", 0.1, 0.1 * 5e-4), 6)
+    0.1
+    """
+    if rule not in ("sgd_coupled", "sgd_decoupled"):
+        raise ValueError("`rule` must be 'sgd_coupled' or 'sgd_decoupled' (no gradient-norm "
+                         f"prediction for adaptive updates). Received: rule={rule!r}")
+    lr = check_positive("learning_rate", learning_rate)
+    d = check_non_negative("decay_per_step", decay_per_step)
+    a = check_momentum(momentum)
+    if rule == "sgd_coupled":
+        return math.sqrt(2.0 * d * (1.0 - a)) / lr
+    return math.sqrt(2.0 * d) * (1.0 - a) / lr
