@@ -134,9 +134,7 @@ def measure(name):
         truth = set()
         for unit in units:
             if all(v.path in paths for v in unit):
-                if brute.invariant(unit):
-                    truth |= {v.path for v in unit}
-                continue
+                continue  # inside the group: counted with it when the group is invariant
             if brute.invariant(unit) and brute.invariant(g64 + [v for v in unit if v.path not in paths]):
                 truth |= {v.path for v in unit}
         truth |= paths if false_positives == 0 else set()
