@@ -1,10 +1,16 @@
 """Optimizer factories and small helpers shared by the test modules."""
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_explr import optimizers
+
+# Keras 3.10's Muon has no separate decay for its Adam-updated variables.
+_MUON_ADAM_WD = ({"adam_weight_decay": None}
+                 if "adam_weight_decay" in inspect.signature(keras.optimizers.Muon.__init__).parameters else {})
 
 # Inner optimizers of the contract matrix (none with weight decay of its own).
 INNER = {
@@ -16,7 +22,7 @@ INNER = {
     "lamb": lambda **kw: keras.optimizers.Lamb(1e-2, **kw),
     "rmsprop": lambda **kw: keras.optimizers.RMSprop(1e-2, **kw),
     "adafactor": lambda **kw: keras.optimizers.Adafactor(1e-2, **kw),
-    "muon": lambda **kw: keras.optimizers.Muon(1e-2, weight_decay=None, adam_weight_decay=None, **kw),
+    "muon": lambda **kw: keras.optimizers.Muon(1e-2, weight_decay=None, **_MUON_ADAM_WD, **kw),
 }
 
 # Training modes that touch the optimizer: keyword arguments of the inner optimizer.

@@ -10,6 +10,8 @@ counts real updates only), and inside a `LossScaleOptimizer` only a call
 whose gradients are finite (`LossScaleOptimizer.check_finite`).
 """
 
+import types
+
 import keras
 from keras import ops
 
@@ -80,6 +82,8 @@ class Wrapper(keras.optimizers.Optimizer):
     def __init__(self, inner_optimizer, name=None):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
+        # Plain holder: Keras tracks lists of variables assigned to an optimizer as its state.
+        self._untracked = types.SimpleNamespace(variables=(), own_state=[])
 
     # -- state -----------------------------------------------------------------
     def build(self, var_list):
@@ -87,17 +91,17 @@ class Wrapper(keras.optimizers.Optimizer):
             return
         self.inner_optimizer.build(var_list)
         super().build(var_list)
-        self._own_state = []
+        self._untracked.own_state = []
         if leaf(self.inner_optimizer).gradient_accumulation_steps:
             self.update_calls = self.add_variable((), initializer="zeros", dtype="int",
                                                   name="update_calls")
-            self._own_state.append(self.update_calls)
+            self._untracked.own_state.append(self.update_calls)
 
     @property
     def variables(self):
         """The inner optimizer's variables, and the wrapper's own state (a call
         counter with gradient accumulation; Renormalize's scale)."""
-        return self.inner_optimizer.variables + list(getattr(self, "_own_state", []))
+        return self.inner_optimizer.variables + list(self._untracked.own_state)
 
     def _ensure_built(self, trainable_variables):
         if not self.built:

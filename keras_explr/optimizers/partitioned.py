@@ -74,6 +74,7 @@ class Partitioned(keras.optimizers.Optimizer):
         self.group_optimizer = group_optimizer
         self.rest_optimizer = rest_optimizer
         self._refs = types.SimpleNamespace(paths=paths, path_set=frozenset(paths))
+        self._untracked = types.SimpleNamespace(variables=())
 
     @classmethod
     def explr_twin(cls, model, learning_rate, weight_decay, momentum, exact=True, name=None):
@@ -106,7 +107,7 @@ class Partitioned(keras.optimizers.Optimizer):
         self.group_optimizer.build([v for v in var_list if v.path in paths])
         self.rest_optimizer.build([v for v in var_list if v.path not in paths])
         super().build(var_list)
-        self._built_variables = list(var_list)
+        self._untracked.variables = tuple(var_list)
 
     @property
     def variables(self):
@@ -116,7 +117,7 @@ class Partitioned(keras.optimizers.Optimizer):
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
-            trainable_variables = self._built_variables
+            trainable_variables = self._untracked.variables
         variables = list(trainable_variables)
         if not self.built:
             with keras.name_scope(self.name, caller=self):

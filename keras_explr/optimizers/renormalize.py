@@ -163,7 +163,7 @@ class Renormalize(Wrapper):
             self._base = self.add_variable((), initializer="zeros", dtype=dtype, name="base_learning_rate")
             self._base.assign(base)
         super().build(var_list)
-        self._own_state += [self.log_scale, self.reference_norm] + (
+        self._untracked.own_state += [self.log_scale, self.reference_norm] + (
             [self._base] if isinstance(self._base, keras.Variable) else [])
         refs = self._refs
         if refs.group is None and refs.group_paths is not None:
@@ -174,7 +174,7 @@ class Renormalize(Wrapper):
         ids = {id(v) for v in refs.group}
         self._rest_ids = {id(v) for v in var_list} - ids
         self._index = {id(v): i for i, v in enumerate(var_list)}
-        self._built_variables = list(var_list)
+        self._untracked.variables = tuple(var_list)
 
     @property
     def learning_rate(self):
@@ -207,7 +207,7 @@ class Renormalize(Wrapper):
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
-            trainable_variables = self._built_variables
+            trainable_variables = self._untracked.variables
         trainable_variables = list(trainable_variables)
         self._ensure_built(trainable_variables)
         grads = list(grads)
@@ -282,7 +282,7 @@ class Renormalize(Wrapper):
             if b is not None:
                 out.append((b, p["momentum_buffer"]))
         if self.convention == "paper":  # the rest's buffers hold gradients × e^(2L)
-            for v in self._built_variables:
+            for v in self._untracked.variables:
                 b = self._buffer(v) if id(v) in self._rest_ids else None
                 if b is not None:
                     out.append((b, -p["learning_rate"]))

@@ -115,6 +115,13 @@ class ReparamWeightDecay(Wrapper):
                     f"{attr}={getattr(target, attr)!r}; it would decay twice. Create it "
                     f"with {attr}=None and give the decay to ReparamWeightDecay."
                 )
+        if target is not inner_optimizer and keras.backend.backend() == "jax":
+            raise ValueError(
+                "On JAX, `inner_optimizer` cannot be a LossScaleOptimizer: Keras's "
+                "LossScaleOptimizer.apply cannot run inside another optimizer there (its state "
+                "changes inside a traced cond). Put it outside instead: "
+                "LossScaleOptimizer(ReparamWeightDecay(inner, ...)), which is what `compile` does "
+                "by itself under mixed_float16.")
         if isinstance(weight_decay, dict):  # a serialized schedule (get_config)
             weight_decay = keras.saving.deserialize_keras_object(weight_decay)
         if callable(weight_decay):
@@ -215,13 +222,13 @@ class ReparamWeightDecay(Wrapper):
     # -- the step -------------------------------------------------------------------
     def build(self, var_list):
         super().build(var_list)
-        self._built_variables = list(var_list)
+        self._untracked.variables = tuple(var_list)
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
-            trainable_variables = self._built_variables
+            trainable_variables = self._untracked.variables
         trainable_variables = list(trainable_variables)
         self._ensure_built(trainable_variables)
         grads = list(grads)
