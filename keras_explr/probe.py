@@ -192,15 +192,22 @@ def _equivalent(opt, k):
     if isinstance(opt, _optimizers.ReparamWeightDecay):
         inner = _equivalent(opt.inner_optimizer, k)
         lam = opt.weight_decay
+        if not isinstance(lam, float):
+            raise ValueError("equivalent_optimizer: a ReparamWeightDecay whose weight_decay is a "
+                             "schedule or callable cannot be mapped; give it a float.")
+        p = _lr_power(_hooks.entry(opt.inner_optimizer))
         if opt.mode == "coupled":  # (λ/η)θ enters the gradient: needs (λ′/η′)·kθ = (λ/η)θ/k
-            lam = lam * k ** (_lr_power(_hooks.entry(opt.inner_optimizer)) - 2)
+            lam = lam * k ** (p - 2)
         if not lam < 1.0:
             raise ValueError(
                 f"equivalent_optimizer: the coupled λ_new for scale={k} is {lam} ≥ 1; "
                 "use a smaller scale or the decoupled mode.")
-        return type(opt)(inner, weight_decay=lam, mode=opt.mode,
-                         follow_schedule=opt.follow_schedule,
-                         exclude_vectors=opt.exclude_vectors, name=opt.name)
+        config = opt.get_config()
+        config.pop("inner_optimizer")
+        config["weight_decay"] = lam
+        if config.get("reference_learning_rate") is not None:  # η_ref moves with η′ = k^p·η
+            config["reference_learning_rate"] = config["reference_learning_rate"] * k ** p
+        return type(opt)(inner, **config)
     if isinstance(opt, _optimizers.Partitioned):
         # scale_model stores `layer/name` as `layer/scaled_name`.
         group = ["/".join(p.split("/")[:-1] + ["scaled_" + p.split("/")[-1]]) for p in opt.group]
