@@ -76,6 +76,21 @@ def scale_variables(variables, factors):
             v.assign(v * ops.cast(f, v.dtype))
 
 
+def built_on(optimizer, trainable_variables):
+    """The variables an `apply` call updates (those the optimizer was built on when
+    none are given, as Keras's `stateless_apply` calls it), building it on first use."""
+    if trainable_variables is None:
+        if not optimizer.built:
+            raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
+        return list(optimizer._untracked.variables)
+    trainable_variables = list(trainable_variables)
+    if not optimizer.built:
+        with keras.name_scope(optimizer.name, caller=optimizer):
+            optimizer.build(trainable_variables)
+        optimizer.built = True
+    return trainable_variables
+
+
 class Wrapper(keras.optimizers.Optimizer):
     """An optimizer that owns ``inner_optimizer`` through its public surface."""
 
@@ -102,12 +117,6 @@ class Wrapper(keras.optimizers.Optimizer):
         """The inner optimizer's variables, and the wrapper's own state (a call
         counter with gradient accumulation; Renormalize's scale)."""
         return self.inner_optimizer.variables + list(self._untracked.own_state)
-
-    def _ensure_built(self, trainable_variables):
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-            self.built = True
 
     # -- which call is a real update --------------------------------------------
     def _is_update(self, grads):

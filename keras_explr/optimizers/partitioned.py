@@ -4,6 +4,7 @@ import types
 
 import keras
 
+from keras_explr.optimizers._wrapper import built_on
 from keras_explr.optimizers.renormalize import invariant_group
 from keras_explr.optimizers.sgd import SGD
 
@@ -114,15 +115,7 @@ class Partitioned(keras.optimizers.Optimizer):
         return super().variables + self.group_optimizer.variables + self.rest_optimizer.variables
 
     def apply(self, grads, trainable_variables=None):
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
-            trainable_variables = self._untracked.variables
-        variables = list(trainable_variables)
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(variables)
-            self.built = True
+        variables = built_on(self, trainable_variables)
         paths = self._refs.path_set
         inside = [(g, v) for g, v in zip(grads, variables) if v.path in paths]
         outside = [(g, v) for g, v in zip(grads, variables) if v.path not in paths]

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_explr import theory
-from keras_explr.optimizers._wrapper import Wrapper, leaf, value
+from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, value
 from keras_explr.optimizers.sgd import SGD
 
 
@@ -204,12 +204,7 @@ class Renormalize(Wrapper):
                 f"BatchNorm statistics ({', '.join(self._refs.statistics_paths)}); call "
                 "`model.optimizer.set_model(model)` after load_model, before training on."
             )
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
-            trainable_variables = self._untracked.variables
-        trainable_variables = list(trainable_variables)
-        self._ensure_built(trainable_variables)
+        trainable_variables = built_on(self, trainable_variables)
         grads = list(grads)
         if self._rest_ids:  # their update at the group's LR η_t·e^(−2L): gradient × e^(2L)
             factor = ops.exp(-self._powers["learning_rate"] * value(self.log_scale))

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_explr import theory
-from keras_explr.optimizers._wrapper import Wrapper, leaf, replicas_in_sync, scale_variables
+from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, replicas_in_sync, scale_variables
 
 _CLIP_ARGS = ("clipnorm", "global_clipnorm", "clipvalue")
 
@@ -225,12 +225,7 @@ class ReparamWeightDecay(Wrapper):
         self._untracked.variables = tuple(var_list)
 
     def apply(self, grads, trainable_variables=None):
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError("Pass `trainable_variables` to the first `apply` (or build the optimizer).")
-            trainable_variables = self._untracked.variables
-        trainable_variables = list(trainable_variables)
-        self._ensure_built(trainable_variables)
+        trainable_variables = built_on(self, trainable_variables)
         grads = list(grads)
         if callable(self.weight_decay) or self.weight_decay > 0.0:
             if self.mode == "decoupled":
