@@ -49,8 +49,8 @@ from keras import ops
 from keras_explr import _hooks, _keras_internals, theory
 from keras_explr import optimizers as _optimizers
 from keras_explr.layers import ScaleProbe
+from keras_explr.schedules import ScaledSchedule  # noqa: F401  (public here too, where it is used)
 
-_SERIALIZABLE = "keras_explr"
 
 # class: (p with η′ = k^p η, q with ε′ = ε/k^q or None without ε)
 _RULES = {cls: theory.scale_symmetry(family) for cls, family in (
@@ -58,44 +58,6 @@ _RULES = {cls: theory.scale_symmetry(family) for cls, family in (
     (keras.optimizers.Adamax, "adam"), (keras.optimizers.Lion, "lion"), (keras.optimizers.RMSprop, "rmsprop"),
     (keras.optimizers.Adagrad, "rmsprop"), (keras.optimizers.SGD, "sgd"), (_optimizers.SGD, "sgd"),
     (keras.optimizers.Lamb, "lamb"))}
-
-
-@keras.saving.register_keras_serializable(package=_SERIALIZABLE)
-class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``factor · schedule(step)``: a schedule's values times a constant.
-
-    `equivalent_optimizer` uses it for the learning rate of the rescaled run.
-    The product is computed in the schedule's output dtype; a power-of-two
-    factor is exact.
-    """
-
-    def __init__(self, schedule, factor):
-        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-            raise ValueError(
-                "`schedule` must be a keras.optimizers.schedules.LearningRateSchedule. "
-                f"Received: schedule={schedule!r}")
-        self.schedule = schedule
-        self.factor = theory.check_positive("factor", factor)
-
-    def __call__(self, step):
-        value = self.schedule(step)
-        dtype = ops.dtype(value)
-        scaled = ops.multiply(value, ops.cast(self.factor, dtype))
-        # Saturate as this package's schedules do: a saturated (largest finite)
-        # value times a factor > 1 would otherwise become inf.
-        import ml_dtypes
-
-        cap = ops.convert_to_tensor(float(ml_dtypes.finfo(dtype).max), dtype)
-        return ops.where(ops.greater(scaled, cap), cap, scaled)
-
-    def get_config(self):
-        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
-                "factor": self.factor}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(keras.saving.deserialize_keras_object(config.pop("schedule")), **config)
 
 
 def scale_model(model, scale):

@@ -508,3 +508,41 @@ def _read_schedule(schedule, n):
             f"0..total_steps-1; at step {i} it gives {float(lrs[i])!r}."
         )
     return lrs
+
+
+@keras.saving.register_keras_serializable(package="keras_explr")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``factor · schedule(step)``: a schedule's values times a constant.
+
+    `equivalent_optimizer` uses it for the learning rate of the rescaled run.
+    The product is computed in the schedule's output dtype; a power-of-two
+    factor is exact.
+    """
+
+    def __init__(self, schedule, factor):
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                "`schedule` must be a keras.optimizers.schedules.LearningRateSchedule. "
+                f"Received: schedule={schedule!r}")
+        self.schedule = schedule
+        self.factor = theory.check_positive("factor", factor)
+
+    def __call__(self, step):
+        value = self.schedule(step)
+        dtype = ops.dtype(value)
+        scaled = ops.multiply(value, ops.cast(self.factor, dtype))
+        # Saturate as this package's schedules do: a saturated (largest finite)
+        # value times a factor > 1 would otherwise become inf.
+        import ml_dtypes
+
+        cap = ops.convert_to_tensor(float(ml_dtypes.finfo(dtype).max), dtype)
+        return ops.where(ops.greater(scaled, cap), cap, scaled)
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(keras.saving.deserialize_keras_object(config.pop("schedule")), **config)
