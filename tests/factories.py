@@ -24,6 +24,9 @@ INNER = {
     "adafactor": lambda **kw: keras.optimizers.Adafactor(1e-2, **kw),
     "muon": lambda **kw: keras.optimizers.Muon(1e-2, weight_decay=None, **_MUON_ADAM_WD, **kw),
 }
+# Keras 3.10's Muon fails on its own on TensorFlow ('ResourceVariable' object has no attribute 'path').
+if tuple(int(x) for x in keras.__version__.split(".")[:2]) < (3, 11) and keras.backend.backend() == "tensorflow":
+    del INNER["muon"]
 
 # Training modes that touch the optimizer: keyword arguments of the inner optimizer.
 MODES = {

@@ -256,7 +256,7 @@ def test_mixed_float16_fit_decays_once_per_step(inner_name):
 
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
-@pytest.mark.parametrize("inner_name", ["explr_sgd", "adam", "lion", "muon"])
+@pytest.mark.parametrize("inner_name", [n for n in ("explr_sgd", "adam", "lion", "muon") if n in INNER])
 def test_keras_file_round_trip_continues_bit_identically(tmp_path, wrapper, inner_name):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, 32)
