@@ -49,22 +49,20 @@ _LAYER_EXPECTED = ("_untrack_variable", "_trainable_variables", "_layers")
 
 
 def check():
-    """Raises RuntimeError if this Keras lacks the internals read below."""
-    probe = keras.optimizers.SGD()
-    probe.exclude_from_weight_decay(var_names=["bias"])
-    missing = [name for name in _EXPECTED if not hasattr(probe, name)]
-    missing += [name for name in _CLASS_EXPECTED if not hasattr(keras.optimizers.Optimizer, name)]
-    layer = keras.layers.Dense(1)
-    missing += [name for name in _LAYER_EXPECTED if not hasattr(layer, name)]
+    """Raises RuntimeError if this Keras lacks the internals read below (class
+    attributes only: creating an optimizer or a layer here would initialize the
+    backend's devices at import, before a user configures them)."""
+    missing = [name for name in ("_use_weight_decay",) + _CLASS_EXPECTED
+               if not hasattr(keras.optimizers.Optimizer, name)]
+    missing += [name for name in ("_untrack_variable",) if not hasattr(keras.layers.Layer, name)]
     try:
         from keras.src.backend.common import stateless_scope  # noqa: F401
     except ImportError:
         missing.append("keras.src.backend.common.stateless_scope")
     if missing:
         raise RuntimeError(
-            f"keras_explr reads Keras's private {missing} (which variables an optimizer "
-            f"excludes from weight decay; Keras has no public getter) and Keras "
-            f"{keras.__version__} no longer has it. Please report this with your Keras version.")
+            f"keras_explr reads Keras's private {missing} (see keras_explr/_keras_internals.py for why) and "
+            f"Keras {keras.__version__} no longer has it. Please report this with your Keras version.")
 
 
 check()
