@@ -870,7 +870,7 @@ def normalization_input_degrees(model, group):
 def default_candidates(model):
     """The variables `invariant_group` may put in the group: the kernels and
     biases of linear layers (and Embedding tables). Normalization γ/β stay out
-    by default (they keep their own LR and weight decay, MATH.md §2.6)."""
+    by default (they keep their own LR and weight decay, docs/math.md#non-invariant-parameters)."""
     out = []
     owner = {}
     for layer in _all_layers(model):

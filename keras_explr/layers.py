@@ -1,6 +1,6 @@
 """`ScaleProbe`: a layer whose trainable variables are stored at scale k.
 
-PROBE_AND_STUDY.md §A.3. The layer stores w′ = k·w and computes with w′/k, so
+docs/math.md#scale-probe. The layer stores w′ = k·w and computes with w′/k, so
 the network computes the same function, its gradient with respect to the
 stored variable is g′ = g/k, and an optimizer sees a parameter k times larger
 with a gradient k times smaller. For Adam that is exactly the run with
@@ -41,7 +41,7 @@ class ScaleProbe(keras.layers.Wrapper):
     bit for bit when k is a power of two); the optimizer sees variables k
     times larger with gradients g′ = g/k (chain rule). With Adam, the run at
     scale k with learning rate k·η and epsilon ε/k is the run at scale 1 with
-    (η, ε) (PROBE_AND_STUDY.md §A.3); `keras_explr.probe.equivalent_optimizer`
+    (η, ε) (docs/math.md#scale-probe); `keras_explr.probe.equivalent_optimizer`
     gives the mapping for each optimizer.
 
     * The stored variables are not autocast: under ``mixed_float16`` w′ stays

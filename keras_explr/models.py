@@ -43,7 +43,7 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
                pooling="max", synchronized=False, name="bn_convnet"):
     """A convnet of [Conv (no bias) → BatchNorm → ReLU] blocks, then GAP → Dense.
 
-    With ``scale_invariant=True`` (the paper's setting, MATH.md §5.1) the BN
+    With ``scale_invariant=True`` (the paper's setting, docs/math.md#paper-setting) the BN
     layers have no affine parameters and the Dense head is frozen, so the loss
     is invariant to the scale of each conv kernel (up to BN's ε, which acts as
     ε/c² on a kernel scaled by c: pass a tiny ``bn_epsilon`` for float64

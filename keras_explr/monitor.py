@@ -2,7 +2,7 @@
 
 A Keras callback that reads what a callback cannot normally see, the
 gradients, by hooking the model's optimizer for the duration of `fit`
-(PROBE_AND_STUDY.md §B: Keras callbacks never see gradients). Every
+(docs/math.md#monitor-quantities: Keras callbacks never see gradients). Every
 ``every_n_steps`` optimizer steps, for each monitored variable w (by default
 every trainable variable of rank ≥ 2: kernels) it records, with w₀ the weight
 before the step, w₁ after it (weight decay included) and g the loss gradient:

@@ -1,6 +1,6 @@
 """The Adam scale symmetry, made checkable: `scale_model` and `equivalent_optimizer`.
 
-PROBE_AND_STUDY.md §A.3. Store every trainable parameter as p′ = k·p (the
+docs/math.md#scale-probe. Store every trainable parameter as p′ = k·p (the
 network computes with p′/k, `keras_explr.layers.ScaleProbe`). Then g′ = g/k,
 and for Keras's Adam, with m′ = m/k and v′ = v/k²,
 

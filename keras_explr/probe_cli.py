@@ -102,5 +102,5 @@ def run(args):
     for name, path, measured, predicted, cos in rows:
         print(f"{name:<14}{path:<16}{measured:>11.5f}{predicted:>11.5f}{measured / predicted:>8.3f}{cos:>15.2e}")
     print("\nmeasured: RMS angular update per step once the clock t·ηλ ≥ 0.5 (nan: never reached);"
-          " theory: PROBE_AND_STUDY.md §A.4 equilibrium.")
+          " theory: docs/math.md#rotational-equilibrium.")
     return 0

@@ -19,7 +19,7 @@ Only "new"+"constant" under a schedule is a different algorithm.
 
 The network is `keras_explr.models.bn_convnet(scale_invariant=True)`: BN
 without affine parameters and a frozen head, so weight decay acts only on
-scale-invariant kernels (PROBE_AND_STUDY.md §E).
+scale-invariant kernels (docs/math.md#study-design).
 """
 
 import keras

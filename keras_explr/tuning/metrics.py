@@ -15,7 +15,7 @@ Notation: A_ij = mean over seeds of the scores, x_i = log10 η_i,
 y_ij = log10 λ_ij. With seeds, confidence intervals come from a cell-wise
 bootstrap: each replicate resamples, independently in every cell, that cell's
 R seed values with replacement, recomputes the mean grid and the metric; the
-interval is the percentile interval of the replicates (PROBE_AND_STUDY.md §C.4).
+interval is the percentile interval of the replicates (docs/math.md#confidence-intervals).
 """
 
 import dataclasses
@@ -247,7 +247,7 @@ def _ridge(A, x, y, delta, min_rows):
 
 def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
                 n_boot=2000, ci=0.95, seed=0):
-    """M1, the ridge slope with parabolic refinement (PROBE_AND_STUDY.md §C.2).
+    """M1, the ridge slope with parabolic refinement (docs/math.md#entanglement-metrics).
 
     Rows used: every row i with max_j A_ij ≥ max A − δ. In each, j* = argmax_j A_ij
     and the ridge point is the vertex of the parabola through the three cells

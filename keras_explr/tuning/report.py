@@ -45,7 +45,7 @@ def _equilibration(result, steps, coords, momentum):
 
     d is the decay per step at the initial LR (η·λ_old, or λ_new); coupled
     decay enters the momentum buffer, which amplifies it by 1/(1 − γ) in steady
-    state, and the norm relaxes over ~(1 − γ)/(2d) steps (PROBE_AND_STUDY.md §A.4).
+    state, and the norm relaxes over ~(1 − γ)/(2d) steps (docs/math.md#rotational-equilibrium).
     """
     lrs = np.asarray(result.learning_rates)[:, None]
     wds = np.asarray(result.weight_decays)[None, :]
