@@ -53,9 +53,11 @@ def scale_variables(variables, factors):
             return tf.constant(f, dtype=dtype) if isinstance(f, float) else tf.cast(f, dtype)
 
         def update(strategy, variables, factors):
+            # Inside merge_call a tensor factor arrives per replica: `update` hands
+            # each device its own component, so the cast happens there.
             for v, f in zip(variables, factors):
-                strategy.extended.update(v.value, lambda var, f: var.assign(var * f),
-                                         args=(as_tensor(f, v.dtype),), group=False)
+                strategy.extended.update(v.value, lambda var, f: var.assign(var * as_tensor(f, var.dtype)),
+                                         args=(f,), group=False)
 
         if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
             tf.distribute.get_replica_context().merge_call(update, args=(variables, factors))
