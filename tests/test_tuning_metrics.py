@@ -51,10 +51,14 @@ def test_parabolic_refinement_moves_off_the_grid_points():
     y = np.log10(WDS)[None, :]
     true = -3.1 - 0.5 * x
     a = 1.0 - (y - true) ** 2
-    m = metrics.ridge_slope(a, LRS, WDS, delta=10.0)
+    m = metrics.ridge_slope(a, LRS, WDS, delta=10.0, refine="parabola")
     np.testing.assert_allclose(m.ridge, true.ravel()[m.rows], atol=1e-9)
     assert m.slope == pytest.approx(-0.5, abs=1e-9)
-    assert m.ci is None and m.edge_rows == []
+    assert m.ci is None and m.edge_rows == [] and m.reason == ""
+    # The default (log-domain) refinement is exact for Gaussian peaks, close on a parabola.
+    m_log = metrics.ridge_slope(a, LRS, WDS, delta=10.0)
+    np.testing.assert_allclose(m_log.ridge, true.ravel()[m_log.rows], atol=0.01)
+    assert m_log.slope == pytest.approx(-0.5, abs=0.01)
     argmax_only = np.polyfit(np.log10(LRS), np.log10(WDS)[np.argmax(a, 1)], 1)[0]
     assert abs(argmax_only + 0.5) > 1e-3  # the grid alone cannot resolve it
 
@@ -180,7 +184,8 @@ def test_ridge_slope_reports_too_few_rows_and_edges():
     a = np.full((4, 4), 0.1)
     a[1, 0] = 0.9  # one good row, argmax on the edge
     m = metrics.ridge_slope(a, [1, 2, 3, 4], [1, 2, 3, 4])
-    assert math.isnan(m.slope) and m.rows == [1] and m.edge_rows == [1]
+    assert math.isnan(m.slope) and m.rows == [] and m.edge_rows == [1]
+    assert "inside the grid" in m.reason and "min_rows=3" in m.reason
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -194,6 +199,7 @@ def test_ridge_slope_reports_too_few_rows_and_edges():
     (dict(n_boot=-1), "n_boot"),
     (dict(ci=1.5), "ci"),
     (dict(scores=np.full((3, 3), np.nan)), "finite"),
+    (dict(refine="cubic"), "refine"),
 ])
 def test_ridge_slope_validates_arguments(kwargs, match):
     args = dict(scores=np.random.default_rng(0).random((3, 3, 2)), learning_rates=[1, 2, 3],

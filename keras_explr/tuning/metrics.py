@@ -175,15 +175,17 @@ def _valid(replicates):
 
 @dataclasses.dataclass
 class Estimate:
-    """A point estimate, its bootstrap interval (None without seeds) and the
-    number of replicates in which it was defined."""
+    """A point estimate, its bootstrap interval (None without seeds), the
+    number of replicates in which it was defined, and `reason`: why the value
+    is undefined (NaN), '' otherwise."""
     value: float
     ci: tuple = None
     n_valid_boot: int = 0
+    reason: str = ""
 
     def as_dict(self):
         return {"value": self.value, "ci": None if self.ci is None else list(self.ci),
-                "n_valid_boot": self.n_valid_boot}
+                "n_valid_boot": self.n_valid_boot, "reason": self.reason}
 
 
 def _with_ci(statistic, scores, n_boot, seed, ci):
@@ -196,12 +198,19 @@ def _with_ci(statistic, scores, n_boot, seed, ci):
 
 
 # ------------------------------------------------------------------- M1: slope
+REFINEMENTS = ("log", "parabola")
+_LOG_FLOOR = 0.02  # ε of the "log" refinement, a fraction of the row's range
+
+
 @dataclasses.dataclass
 class RidgeSlope:
-    """M1. `slope` of the ridge log10 λ*(η) against log10 η, its bootstrap `ci`
-    (None with one seed), the grid `rows` used, the refined ridge `ridge`
-    (log10 λ* of each used row), `edge_rows` (used rows whose best λ is on the
-    grid's edge: no refinement possible), `intercept`."""
+    """M1. `slope` of the ridge log10 λ*(η) against log10 η and its bootstrap
+    `ci` (None with one seed); `rows`: the grid rows fitted, `ridge`: the
+    refined log10 λ* of each; `edge_rows`: rows within δ of the best whose best
+    λ is on the grid's edge (left out of the fit: they bound λ* only);
+    `delta_used`: the score band the fitted rows span (≥ δ when the band was
+    widened to reach `min_rows`); `reason`: why the slope is NaN, or what was
+    done to get it (widened band), '' when nothing needs saying."""
     slope: float
     intercept: float
     rows: list
@@ -209,63 +218,107 @@ class RidgeSlope:
     edge_rows: list
     ci: tuple = None
     n_valid_boot: int = 0
+    delta_used: float = math.nan
+    reason: str = ""
 
     def as_dict(self):
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _parabolic_vertex(y0, y1, y2, f0, f1, f2):
-    """Vertex of the parabola through (y0,f0), (y1,f1), (y2,f2), clipped to the
-    half-intervals around y1. For equal spacing h it is
-    y1 + h·clip(½(f0 − f2)/(f0 − 2f1 + f2), −½, ½)."""
+def _vertex(y0, y1, y2, f0, f1, f2):
+    """(vertex, value there) of the parabola through (y0,f0), (y1,f1), (y2,f2),
+    the vertex clipped to the half-intervals around y1. For equal spacing h
+    the vertex is y1 + h·clip(½(f0 − f2)/(f0 − 2f1 + f2), −½, ½)."""
     a, b = y1 - y0, y1 - y2
     den = a * (f1 - f2) - b * (f1 - f0)
     if den == 0 or not math.isfinite(den):
-        return y1
+        return y1, f1
     v = y1 - 0.5 * (a * a * (f1 - f2) - b * b * (f1 - f0)) / den
-    return float(min(max(v, y1 - a / 2), y1 + (y2 - y1) / 2))
+    v = float(min(max(v, y1 - a / 2), y1 + (y2 - y1) / 2))
+    value = (f0 * (v - y1) * (v - y2) / ((y0 - y1) * (y0 - y2)) + f1 * (v - y0) * (v - y2) / ((y1 - y0) * (y1 - y2))
+             + f2 * (v - y0) * (v - y1) / ((y2 - y0) * (y2 - y1)))
+    return v, float(max(f1, value))
 
 
-def _ridge(A, x, y, delta, min_rows):
-    best = A.max()
-    rows = [i for i in range(A.shape[0]) if A[i].max() >= best - delta]
-    ridge, edges = [], []
-    for i in rows:
-        j = int(np.argmax(A[i]))
-        if 0 < j < A.shape[1] - 1:
-            ridge.append(_parabolic_vertex(y[i, j - 1], y[i, j], y[i, j + 1],
-                                           A[i, j - 1], A[i, j], A[i, j + 1]))
-        else:
-            ridge.append(float(y[i, j]))
-            edges.append(i)
+def _parabolic_vertex(y0, y1, y2, f0, f1, f2):
+    """The clipped vertex of `_vertex` (the plain three-point refinement)."""
+    return _vertex(y0, y1, y2, f0, f1, f2)[0]
+
+
+def _row_peak(row, yrow, refine):
+    """(j*, refined log10 λ*, refined peak score, on_edge) of one grid row."""
+    j = int(np.argmax(row))
+    if j == 0 or j == row.size - 1 or row.max() == row.min():
+        return j, float(yrow[j]), float(row[j]), True
+    ys, fs = yrow[j - 1:j + 2], row[j - 1:j + 2]
+    v, peak = _vertex(*ys, *fs)
+    if refine == "log":
+        lo, rg = row.min(), row.max() - row.min()
+        v = _vertex(*ys, *np.log(fs - lo + _LOG_FLOOR * rg))[0]
+    return j, v, peak, False
+
+
+def _ridge(A, x, y, delta, min_rows, refine="log"):
+    """(slope, intercept, rows, ridge, edge_rows, delta_used, reason) of a mean grid."""
+    best = float(A.max())
+    peaks = [_row_peak(A[i], y[i], refine) for i in range(A.shape[0])]
+    edges = [i for i, p in enumerate(peaks) if p[3] and A[i].max() >= best - delta]
+    inner = sorted((i for i, p in enumerate(peaks) if not p[3]), key=lambda i: -peaks[i][2])
+    rows = [i for i in inner if peaks[i][2] >= best - delta]
+    reason = ""
     if len(rows) < min_rows:
-        return math.nan, math.nan, rows, ridge, edges
-    xr = x[rows]
-    slope, intercept = np.polyfit(xr, ridge, 1)
-    return float(slope), float(intercept), rows, ridge, edges
+        if len(inner) < min_rows:
+            on_edge = [i for i, p in enumerate(peaks) if p[3]]
+            reason = (f"only {len(inner)} of {A.shape[0]} rows have their best weight decay inside the grid "
+                      f"(rows {on_edge} peak on its edge or are flat) and the fit needs min_rows={min_rows}: "
+                      "widen the weight-decay range or add learning rates")
+            ridge = [peaks[i][1] for i in inner]
+            return math.nan, math.nan, sorted(inner), ridge, edges, math.nan, reason
+        rows = inner[:min_rows]
+        reason = (f"only {len([i for i in inner if peaks[i][2] >= best - delta])} row(s) peak within "
+                  f"delta={delta:g} of the best; the band was widened to the {min_rows} best rows")
+    rows = sorted(rows)
+    ridge = [peaks[i][1] for i in rows]
+    delta_used = best - min(peaks[i][2] for i in rows)
+    slope, intercept = np.polyfit(x[rows], ridge, 1)
+    return float(slope), float(intercept), rows, ridge, edges, float(max(delta_used, 0.0)), reason
 
 
 def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
-                n_boot=2000, ci=0.95, seed=0):
-    """M1, the ridge slope with parabolic refinement (docs/math.md#entanglement-metrics).
+                n_boot=2000, ci=0.95, seed=0, refine="log"):
+    """M1, the ridge slope with a three-point refinement (docs/math.md#entanglement-metrics).
 
-    Rows used: every row i with max_j A_ij ≥ max A − δ. In each, j* = argmax_j A_ij
-    and the ridge point is the vertex of the parabola through the three cells
-    around j*, clipped to ±half a grid step (for spacing h in decades:
-    y*_i = y_j* + h·clip(½(A_{i,j*−1} − A_{i,j*+1})/(A_{i,j*−1} − 2A_ij* + A_{i,j*+1}), −½, ½));
-    a row whose argmax is on the edge keeps y_j* and is listed in `edge_rows`.
-    The slope s is the least-squares slope of y*_i on x_i. s = −1: the best λ
-    follows ηλ = const (fully entangled); s = 0: the best λ does not depend on η.
-    The transposed slope (η* against λ) is ridge_slope(scores.swapaxes(0, 1),
+    In each row i, j* = argmax_j A_ij; the ridge point y*_i is the vertex of a
+    parabola through the three cells around j* and the row's peak score p_i
+    the value of the plain parabola there. ``refine="log"`` (default) fits the
+    parabola to log(A_ij − min_j A_ij + ε·range_i), ε = 0.02, instead of A_ij:
+    exact for a Gaussian peak, within a few hundredths of a decade for
+    Lorentzian, sech and parabolic ones, and it keeps its accuracy on ridges
+    narrower than the grid step, where the plain parabola (``"parabola"``;
+    y*_i = y_j* + h·clip(½(A_{i,j*−1} − A_{i,j*+1})/(A_{i,j*−1} − 2A_ij* + A_{i,j*+1}), −½, ½)
+    for spacing h) pulls y*_i towards the grid point. Either vertex is clipped
+    to ±half a grid step.
+
+    Rows fitted: every row with its best λ inside the grid and p_i ≥ max A − δ.
+    When fewer than `min_rows` qualify (a narrow ridge falling between cells
+    leaves few rows near the best), the band widens to the `min_rows` rows
+    with the highest p_i; `delta_used` and `reason` say so. Rows whose best λ
+    is on the grid's edge only bound λ*: they are left out of the fit and
+    listed in `edge_rows`. The slope s is the least-squares slope of y*_i on
+    x_i: s = −1 when the best λ follows ηλ = const (fully entangled), s = 0
+    when it does not depend on η. It is NaN, with the `reason`, only when
+    fewer than `min_rows` rows have their best λ inside the grid. The
+    transposed slope (η* against λ) is ridge_slope(scores.swapaxes(0, 1),
     weight_decays, learning_rates).
 
     Args:
       scores, learning_rates, weight_decays: see the module docstring.
       delta: δ ≥ 0 in score units (e.g. 0.05 = 5 accuracy points).
-      min_rows: rows needed (≥ 2); with fewer the slope is NaN.
+      min_rows: rows needed (≥ 2).
       n_boot: bootstrap replicates B (0: no interval); needs ≥ 2 seeds.
       ci: the interval's coverage in (0, 1).
       seed: the bootstrap's seed.
+      refine: "log" or "parabola".
 
     Returns:
       `RidgeSlope`; the interval's replicates re-select their rows.
@@ -276,25 +329,33 @@ def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
     delta = _check_delta(delta)
     min_rows = _check_int("min_rows", min_rows, 2)
     n_boot = _check_int("n_boot", n_boot, 0)
-    slope, icpt, rows, ridge, edges = _ridge(s.mean(-1), x, y, delta, min_rows)
-    out = RidgeSlope(slope, icpt, rows, ridge, edges)
+    refine = _check_refine(refine)
+    slope, icpt, rows, ridge, edges, used, reason = _ridge(s.mean(-1), x, y, delta, min_rows, refine)
+    out = RidgeSlope(slope, icpt, rows, ridge, edges, delta_used=used, reason=reason)
     if s.shape[2] >= 2 and n_boot > 0:
-        reps = cellwise_bootstrap(lambda A: _ridge(A, x, y, delta, min_rows)[0], s,
+        reps = cellwise_bootstrap(lambda A: _ridge(A, x, y, delta, min_rows, refine)[0], s,
                                   n_boot=n_boot, seed=seed)
         out.ci = _interval(reps, _check_fraction("ci", ci))
         out.n_valid_boot = _valid(reps)
     return out
 
 
-def slope_statistic(learning_rates, weight_decays, delta=0.05, min_rows=3):
+def _check_refine(refine):
+    if refine not in REFINEMENTS:
+        raise ValueError(f"`refine` must be one of {REFINEMENTS}. Received: refine={refine!r}")
+    return refine
+
+
+def slope_statistic(learning_rates, weight_decays, delta=0.05, min_rows=3, refine="log"):
     """M1 as a function of a mean grid, for `paired_difference`."""
     x = _check_rates("learning_rates", learning_rates, len(learning_rates))
     wd = np.asarray(weight_decays, dtype="float64")
     n_wd = wd.shape[-1]
+    refine = _check_refine(refine)
 
     def statistic(A):
         y = _check_wd(wd, (len(x), n_wd))
-        return _ridge(A, x, y, delta, min_rows)[0]
+        return _ridge(A, x, y, delta, min_rows, refine)[0]
 
     return statistic
 
@@ -327,7 +388,11 @@ def good_region_correlation(scores, learning_rates, weight_decays, quantile=0.75
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
     y = _check_wd(weight_decays, s.shape)
     q = _check_fraction("quantile", quantile)
-    return _with_ci(lambda A: _rho(A, x, y, q), s, _check_int("n_boot", n_boot, 0), seed, ci)
+    out = _with_ci(lambda A: _rho(A, x, y, q), s, _check_int("n_boot", n_boot, 0), seed, ci)
+    if not math.isfinite(out.value):
+        out.reason = (f"fewer than two learning rates or weight decays score above the grid's {q:g}-quantile: "
+                      "the good region is a single row or column (lower `quantile` or widen the grid)")
+    return out
 
 
 # ---------------------------------------------------------- M3: transfer regret

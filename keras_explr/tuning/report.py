@@ -278,7 +278,7 @@ def _slope_reading(name, m1, predicted):
     ci = m1.get("ci")
     s = m1["slope"]
     if s is None or not math.isfinite(s):
-        return f"- {name}: the slope is undefined (fewer than 3 rows within δ of the best)."
+        return f"- {name}: the slope is undefined: {m1.get('reason') or 'too few rows'}."
     if ci is None:
         return f"- {name}: s = {s:.2f} (one seed: no interval); prediction {predicted:g}."
     verdict = "contains" if _contains(ci, predicted) else "excludes"
