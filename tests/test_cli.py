@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ENV = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -67,22 +68,36 @@ def test_demo_without_scikit_learn_names_the_extra(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_require_names_the_extra():
-    from keras_explr import _optional
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_plots_are_written_with_ordinary_permissions(tmp_path, umask, mode):
+    """The plots go through a private temporary file (0600) and end with a new file's mode: 0666 less the umask."""
+    from keras_explr import plots
 
-    assert _optional.require("json", "demo").__name__ == "json"
-    with pytest.raises(ImportError, match=r"pip install 'keras-explr\[tuner\]'") as e:
-        _optional.require("keras_tuner_not_installed_xyz.oracles", "tuner")
-    assert e.value.name == "keras_tuner_not_installed_xyz"
-    with pytest.raises(ImportError, match=r"`keras-explr demo` needs scikit-learn \(module 'sklearn'\)"):
-        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "sklearn" or k.startswith("sklearn.")}
-        sys.modules["sklearn"] = None
-        try:
-            _optional.require("sklearn.datasets", "demo", purpose="`keras-explr demo`")
-        finally:
-            del sys.modules["sklearn"]
-            sys.modules.update(saved)
-    assert "pip install 'keras-explr[mnist]'" in _optional.install_hint("mlxtend")
+    old = os.umask(umask)
+    try:
+        path = plots.log_panels(tmp_path / "p.png", [("lr", {"a": [1.0, 2.0, np.nan, 4.0]}),
+                                                     ("norm", {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]})])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    assert os.listdir(tmp_path) == ["p.png"]
+    width, height = _png_size(path)
+    assert width > 1.5 * height  # two panels side by side
+
+
+@pytest.mark.parametrize("panels, msg", [
+    ([], "`panels` must be a non-empty list"),
+    ({"lr": [1.0]}, "`panels` must be a non-empty list"),
+    ([("lr", [1.0, 2.0])], r"`panels\[0\]` must be a non-empty dict"),
+    ([(1, {"a": [1.0]})], r"`panels`\[0\] must be a \(y_label, \{label: values\}\) pair"),
+    ([("lr", {"a": [1.0]}), ("norm", {"a": []})], r"`panels\[1\]`\['a'\]: each series must be a non-empty"),
+])
+def test_log_panels_bad_input(tmp_path, panels, msg):
+    from keras_explr import plots
+
+    with pytest.raises(ValueError, match=msg):
+        plots.log_panels(tmp_path / "p.png", panels)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("args,msg", [
