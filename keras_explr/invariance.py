@@ -774,6 +774,19 @@ def _checked_x(model, x, name="sample_batch"):
         ) from e
 
 
+def _joint_structure(model, group):
+    """The analysis of `model` with every variable of `group` scaled jointly
+    (multiplicity 1 each), and the bit mask of the structural constraints that
+    scaling violates."""
+    group = list(group)
+    a = _Analysis(model, [v for v in model.trainable_variables if any(v is g for g in group)])
+    m = {i: 1 for i in range(len(a.cand))}
+    bad = 0
+    for c in a.violated(m, kinds=("structure",)):
+        bad |= c.bit
+    return a, m, bad
+
+
 # ------------------------------------------------------------------ public API
 def output_degree(model, group):
     """The homogeneity degree of each model output in the variables `group`
@@ -789,12 +802,7 @@ def output_degree(model, group):
     [2]
     """
     _check_model(model)
-    group = list(group)
-    a = _Analysis(model, [v for v in model.trainable_variables if any(v is g for g in group)])
-    m = {i: 1 for i in range(len(a.cand))}
-    bad = 0
-    for c in a.violated(m, kinds=("structure",)):
-        bad |= c.bit
+    a, m, bad = _joint_structure(model, group)
     return [None if mask & bad else _eval(f, m) for f, mask in a.outputs]
 
 
@@ -803,13 +811,8 @@ def tensor_degree(tensor, group, model=None):
     (None where not homogeneous). `model` defaults to the graph the tensor ends."""
     if model is None:
         model = keras.Model(_graph_inputs(tensor), tensor)
-    group = list(group)
-    a = _Analysis(model, [v for v in model.trainable_variables if any(v is g for g in group)])
-    m = {i: 1 for i in range(len(a.cand))}
+    a, m, bad = _joint_structure(model, group)
     f, mask = a._form(tensor)
-    bad = 0
-    for c in a.violated(m, kinds=("structure",)):
-        bad |= c.bit
     return None if mask & bad else _eval(f, m)
 
 
@@ -846,12 +849,7 @@ def normalization_input_degrees(model, group):
     {'bn': 1}
     """
     _check_model(model)
-    group = list(group)
-    a = _Analysis(model, [v for v in model.trainable_variables if any(v is g for g in group)])
-    m = {i: 1 for i in range(len(a.cand))}
-    bad = 0
-    for c in a.violated(m, kinds=("structure",)):
-        bad |= c.bit
+    a, m, bad = _joint_structure(model, group)
     out = {}
     for layer in _all_layers(model):
         if not isinstance(layer, NORMALIZATION):
