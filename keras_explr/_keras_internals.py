@@ -34,6 +34,12 @@ Keras 3.10–3.15, and both are *read-only*:
   Were Keras to rename that hook, `SGD` would silently decay twice: `check()`
   refuses to import instead.
 
+* **Walking a functional model's graph.** `keras_explr.invariance` follows
+  each symbolic tensor to the layer call that produced it and each layer to
+  its calls and consumers. Keras keeps that graph in `KerasTensor._keras_history`
+  and `Operation._inbound_nodes` / `_outbound_nodes` (its own `plot_model`
+  and `clone_model` read them); `Node` itself is public in shape only. Read-only.
+
 Apart from the untracking (which changes only what the wrapper's own wrapped
 layer reports), nothing here assigns to a Keras object: a Keras upgrade that renames these
 attributes makes `check()` raise at import with this explanation (and
@@ -122,3 +128,19 @@ def untrack(layer, variable):
 
 def is_functional(model):
     return bool(getattr(model, "_is_graph_network", False)) or type(model).__name__ == "Functional"
+
+
+# -- the functional graph (keras_explr.invariance) ------------------------------------
+def history(tensor):
+    """(operation, node_index, tensor_index) that produced a symbolic tensor, or None."""
+    return getattr(tensor, "_keras_history", None)
+
+
+def inbound_nodes(operation):
+    """The calls of a layer/operation in the graph (each with `.input_tensors`, `.outputs`)."""
+    return list(operation._inbound_nodes)
+
+
+def outbound_nodes(operation):
+    """The calls that consume the layer's outputs (each with `.operation`)."""
+    return list(operation._outbound_nodes)

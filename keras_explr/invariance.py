@@ -79,6 +79,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_explr import _keras_internals
+
 # ------------------------------------------------------------------ layer classes
 NORMALIZATION = tuple(c for c in (layers.BatchNormalization, layers.LayerNormalization,
                                   layers.GroupNormalization, getattr(layers, "UnitNormalization", None),
@@ -211,7 +213,7 @@ class _Analysis:
         for c in self._pending:
             self._constrain(c)
         for t, (f, _) in zip(_flat_outputs(model), self.outputs):
-            self._constrain(_Constraint(f, {}, _name(t._keras_history.operation),
+            self._constrain(_Constraint(f, {}, _name(_keras_internals.history(t).operation),
                                         f"the model output {t.name!r} scales as c^{{lhs}}: no normalization "
                                         "between the group and it", "output"))
 
@@ -233,12 +235,12 @@ class _Analysis:
             return inner[key]
         if key in self.forms:
             return self.forms[key]
-        hist = getattr(tensor, "_keras_history", None)
+        hist = _keras_internals.history(tensor)
         if hist is None or isinstance(hist.operation, layers.InputLayer):
             self.forms[key] = ({}, 0)
             return self.forms[key]
         op = hist.operation
-        node = op._inbound_nodes[hist.node_index]
+        node = _keras_internals.inbound_nodes(op)[hist.node_index]
         ins = [self._form(t, inner) for t in node.input_tensors]
         n0 = len(self.constraints)
         outs = self._node(op, node, [f for f, _ in ins], inner)
@@ -820,14 +822,14 @@ def _graph_inputs(tensor):
     seen, out, stack = set(), [], [tensor]
     while stack:
         t = stack.pop()
-        hist = getattr(t, "_keras_history", None)
+        hist = _keras_internals.history(t)
         if hist is None or id(t) in seen:
             continue
         seen.add(id(t))
         if isinstance(hist.operation, layers.InputLayer):
             out.append(t)
             continue
-        stack.extend(hist.operation._inbound_nodes[hist.node_index].input_tensors)
+        stack.extend(_keras_internals.inbound_nodes(hist.operation)[hist.node_index].input_tensors)
     return out[0] if len(out) == 1 else out
 
 
@@ -855,7 +857,7 @@ def normalization_input_degrees(model, group):
         if not isinstance(layer, NORMALIZATION):
             continue
         degs = set()
-        for node in layer._inbound_nodes:
+        for node in _keras_internals.inbound_nodes(layer):
             if not node.input_tensors:
                 continue
             f, mask = a.forms.get(id(node.input_tensors[0]), ({}, 0))
@@ -1172,7 +1174,7 @@ def _reaches_norm(layer, seen):
     if isinstance(layer, keras.Model):
         if any(isinstance(sub, NORMALIZATION) for sub in _all_layers(layer)):
             return True
-    for node in layer._outbound_nodes:
+    for node in _keras_internals.outbound_nodes(layer):
         op = node.operation
         if isinstance(op, NORMALIZATION) or _reaches_norm(op, seen):
             return True

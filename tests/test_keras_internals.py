@@ -85,3 +85,16 @@ def jax_effects_barrier():
     import jax
 
     jax.effects_barrier()
+
+
+def test_functional_graph_is_walked():
+    inp = keras.Input((3,))
+    dense = keras.layers.Dense(2)
+    out = keras.layers.ReLU()(dense(inp))
+    keras.Model(inp, out)
+    hist = _keras_internals.history(out)
+    assert isinstance(hist.operation, keras.layers.ReLU) and hist.node_index == 0
+    (node,) = _keras_internals.inbound_nodes(dense)
+    assert node.input_tensors[0] is inp
+    assert [n.operation for n in _keras_internals.outbound_nodes(dense)] == [hist.operation]
+    assert _keras_internals.history(np.ones(2)) is None
