@@ -4,7 +4,8 @@
 `hypermodels` the BN-convnet HyperModels in three weight-decay
 parameterizations; `study` the KerasTuner runner that records every seed;
 `report` the JSON / PNG / Markdown outputs; `cli` the `keras-explr study`
-command. The metrics import without Keras or KerasTuner; the rest load lazily.
+command; `search.hp_optimizer` the LR/WD search space of a user's own
+``build_model(hp)``. The metrics import without Keras or KerasTuner; the rest load lazily.
 """
 
 from keras_explr.tuning.metrics import (  # noqa: F401
@@ -13,7 +14,7 @@ from keras_explr.tuning.metrics import (  # noqa: F401
     transfer_regret, trials_to_within, within_fraction,
 )
 
-_LAZY = {"hypermodels", "study", "report", "cli"}
+_LAZY = {"hypermodels", "study", "report", "cli", "search"}
 
 
 def __getattr__(name):
@@ -21,6 +22,10 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f"keras_explr.tuning.{name}")
+    if name in ("hp_optimizer",):
+        from keras_explr.tuning import search
+
+        return search.hp_optimizer
     if name in ("EntanglementHyperModel", "PARAMETERIZATIONS"):
         from keras_explr.tuning import hypermodels
 

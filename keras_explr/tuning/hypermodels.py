@@ -23,10 +23,12 @@ scale-invariant kernels (docs/math.md#study-design).
 """
 
 import keras
-import keras_tuner
 import numpy as np
 
 from keras_explr import models, optimizers, theory
+from keras_explr._optional import require
+
+keras_tuner = require("keras_tuner", "tuner", "keras_explr.tuning")
 
 PARAMETERIZATIONS = ("old", "keras", "new")
 SCHEDULES = ("constant", "step")

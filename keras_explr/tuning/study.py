@@ -30,11 +30,13 @@ import sys
 import time
 
 import keras
-import keras_tuner
 import numpy as np
 
 from keras_explr import theory
 from keras_explr.tuning import hypermodels
+from keras_explr._optional import require
+
+keras_tuner = require("keras_tuner", "tuner", "keras_explr.tuning")
 
 OBJECTIVE = "score"
 
