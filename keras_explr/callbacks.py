@@ -19,6 +19,8 @@ class FunctionRecorder(keras.callbacks.Callback):
       x: the probe batch.
       every_n_steps: also record every n optimizer steps (None: only at the
         start and at the end of every epoch).
+
+    Outside `fit`, call `record` whenever a record is due.
     """
 
     def __init__(self, x, every_n_steps=None):
@@ -27,6 +29,17 @@ class FunctionRecorder(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.steps, self.outputs = [], []
         self._step = 0
+
+    def record(self, model=None):
+        """Records the outputs now, e.g. in a training loop outside `fit`
+        (`train_on_batch`, a custom loop with `optimizer.apply`) or after `fit`
+        (whose end may replace the weights: ``use_ema`` puts the moving average
+        in). `model`: the model to record (default: the one `fit` set)."""
+        if model is not None:
+            self.set_model(model)
+        if self.model is None:
+            raise ValueError("`model` is required outside `fit` (the recorder has no model yet).")
+        self._record()
 
     def _record(self):
         m = self.model

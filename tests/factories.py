@@ -54,3 +54,24 @@ def variables(seed=0, dtype="float32"):
 def gradients(seed=1, dtype="float32"):
     rng = np.random.default_rng(seed)
     return [rng.normal(size=(4, 3)).astype(dtype), rng.normal(size=(3,)).astype(dtype)]
+
+
+def invariant_mlp(trainable_rest=False, widths=(32,), inputs=64, classes=10, seed=7):
+    """A small float-exact model: [Dense (no bias) → BatchNorm (ε = 1e-30) → ReLU] per width → Dense head.
+
+    With ``trainable_rest=False`` BatchNorm has no γ/β and the head is frozen, so the loss is
+    scale-invariant in each hidden kernel (every trainable variable: the paper's setting).
+    Otherwise BatchNorm's γ/β and the head train too, and only the kernels form the invariant
+    group (`Partitioned`'s setting). Built in the current floatx from a fixed seed.
+    """
+    keras.utils.set_random_seed(seed)
+    x = inp = keras.Input((inputs,))
+    for i, width in enumerate(widths):
+        x = keras.layers.Dense(width, use_bias=False, name=f"hidden{i}")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-30, center=trainable_rest, scale=trainable_rest,
+                                            name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+    head = keras.layers.Dense(classes, name="head")
+    out = head(x)
+    head.trainable = trainable_rest
+    return keras.Model(inp, out)

@@ -3,8 +3,9 @@
 import types
 
 import keras
+from keras import ops
 
-from keras_explr.optimizers._wrapper import built_on
+from keras_explr.optimizers._wrapper import built_on, leaf, value
 from keras_explr.optimizers.renormalize import invariant_group
 from keras_explr.optimizers.sgd import SGD
 
@@ -56,6 +57,12 @@ class Partitioned(keras.optimizers.Optimizer):
                 raise ValueError(f"`{arg}` must be a keras.optimizers.Optimizer. Received: {opt!r}")
         if group_optimizer is rest_optimizer:
             raise ValueError("`group_optimizer` and `rest_optimizer` must be two different optimizers.")
+        steps = [leaf(o).gradient_accumulation_steps or None for o in (group_optimizer, rest_optimizer)]
+        if steps[0] != steps[1]:
+            raise ValueError(
+                "`group_optimizer` and `rest_optimizer` must accumulate the same number of micro-batches "
+                f"(gradient_accumulation_steps={steps[0]!r} and {steps[1]!r}): a real update of the "
+                "partitioned optimizer is one in which both update. Give both the same value.")
         if group is None and model is not None:
             group = invariant_group(model)
         elif group is not None and model is not None:
@@ -122,7 +129,9 @@ class Partitioned(keras.optimizers.Optimizer):
         for opt, pairs in ((self.group_optimizer, inside), (self.rest_optimizer, outside)):
             if pairs:
                 opt.apply(*map(list, zip(*pairs)))
-        self.iterations.assign_add(1)
+        # `iterations` counts real updates, as Keras's own (with gradient_accumulation_steps=n
+        # only every n-th call is one): the group optimizer's count.
+        self.iterations.assign(ops.cast(value(self.group_optimizer.iterations), self.iterations.dtype))
 
     def scale_loss(self, loss):
         return self.group_optimizer.scale_loss(loss)

@@ -1,0 +1,279 @@
+"""Every twin exact in every training mode (issue 12), float64 on TensorFlow.
+
+Twins (base run → its twin; the same model from the same initial weights):
+
+* ``explr``: `keras_explr.optimizers.SGD(η, γ, weight_decay=λ)` → SGD(`ExpLR.from_weight_decay`);
+* ``texp``: SGD(`PiecewiseConstantDecay`, γ, λ) → SGD(`TEXP(..., exact=True)`);
+* ``equivalent_warmup``: SGD(`CosineDecay` warming up *from zero*, γ, λ) → SGD(`EquivalentSchedule`);
+* ``reparam_coupled``: `ReparamWeightDecay(SGD(η, γ), λ_new=ηλ, mode="coupled")` vs the paper
+  optimizer SGD(η, γ, weight_decay=λ) (η a power of 2: λ_new/η == λ exactly);
+* ``reparam_decoupled``: `ReparamWeightDecay(keras.optimizers.SGD(η, γ), λ_new)` vs the stock
+  `keras.optimizers.SGD(η, γ, weight_decay=λ)` (Keras's own decoupled decay, ηλ = λ_new);
+* ``renormalize``: SGD(ExpLR) → `Renormalize(SGD(ExpLR), every_n_steps=5, model=m)` (the same run);
+* ``partitioned``: SGD(η, γ, λ) on a model whose head and BN γ/β train → `Partitioned` (ExpLR on
+  the invariant group, the original η, λ on the rest).
+
+Training modes: plain ``fit``, ``jit_compile=True``, ``steps_per_execution=3``, a ``tf.data``
+dataset, ``train_on_batch``, a custom loop (`tf.GradientTape` + ``optimizer.apply`` in a
+`tf.function`), ``gradient_accumulation_steps=2`` (both runs, 30 *real* updates; schedules count
+real updates and every optimizer's ``iterations`` ends at 30), ``use_ema`` (and the moving
+averages compared after fit, which puts them into the weights), and a
+`keras.optimizers.LossScaleOptimizer` around the optimizer (dynamic scale 2^15: it never skips
+in float64, so loss scaling is exact). Each case compares the network function on a probe batch
+(training-mode BN) every 5 real updates: worst relative distance ≤ 1e-12.
+
+Worst twin distance per training mode, measured (TF 2.21 / Keras 3.15.1, CPU):
+WORST_TABLE
+
+Where the twin is not the same function:
+
+* the *moving average* (``use_ema``) of a twin that rescales the weights (explr, texp,
+  equivalent_warmup, partitioned): the twin's weights are θ̃_t = c_t θ_t with c_t changing every
+  step, so Keras's average Σ w_i c_i θ_i is not a multiple of Σ w_i θ_i. The runs themselves
+  stay exact; the averages differ by 5e-4 to 4e-3 (`test_moving_average`, skipped with the
+  reason after checking it);
+* Renormalize's moving average would be exact, but Renormalize does not rescale it yet, and
+  ReparamWeightDecay's decoupled decay under gradient accumulation rounds 1 − λ through float32:
+  both are marked xfail(strict) with the fix in their reason (those modules are not this one's).
+
+Keras's built-in schedules compute in the dtype of their arguments: given Python floats they
+run in float32, and XLA (``jit_compile``) rounds a float32 `CosineDecay` differently from
+TensorFlow's kernels (the twin read it without XLA: 4.7e-9). The warm-up base therefore gets
+``np.float64`` arguments, as the step decay does.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_explr import callbacks, data, optimizers, schedules
+from tests.conftest import precision
+from tests.factories import invariant_mlp
+
+pytestmark = [
+    pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="float64 fit runs on TensorFlow"),
+    pytest.mark.slow,
+]
+
+TOL = 1e-12
+N_TRAIN, BATCH = 960, 32                # one epoch of 30 real updates
+STEPS = N_TRAIN // BATCH
+ACC = 2                                  # gradient_accumulation_steps (with BATCH // ACC: still 30 updates)
+LR, WD, GAMMA = 0.125, 1e-2, 0.9         # LR a power of 2: λ_new = LR·WD, and λ_new / LR == WD exactly
+LAM_NEW = LR * WD
+TEXP_B, TEXP_V = [9, 19], [0.125, 0.05, 0.02]
+RENORM_EVERY = 5
+
+MODES = ["fit", "jit_compile", "steps_per_execution", "tf_data", "train_on_batch", "custom_loop",
+         "accumulation", "ema", "loss_scale"]
+# twin -> (base run, twin run, whether BN γ/β and the head train)
+TWINS = {
+    "explr": ("sgd_wd", "sgd_explr", False),
+    "texp": ("sgd_step_wd", "sgd_texp", False),
+    "equivalent_warmup": ("sgd_warmup_wd", "sgd_warmup_twin", False),
+    "reparam_coupled": ("sgd_wd", "reparam_coupled", False),
+    "reparam_decoupled": ("keras_sgd_wd", "reparam_decoupled", False),
+    "renormalize": ("sgd_explr", "renormalize", False),
+    "partitioned": ("sgd_wd_all", "partitioned", True),
+}
+
+REPARAM_CAST = (
+    "keras_explr/optimizers/reparam_weight_decay.py, ReparamWeightDecay._decay: on a call that may "
+    "not be an update (gradient accumulation, or a LossScaleOptimizer inside), the factor is "
+    "`ops.cast(f, v.dtype)` of the Python float f = 1 - λ, which TensorFlow rounds through float32 "
+    "(1 - 1.25e-3 off by 2.9e-8): use `ops.convert_to_tensor(f, v.dtype)` (measured with it: "
+    "4.6e-16 instead of 1.6e-7)")
+RENORM_EMA = (
+    "keras_explr/optimizers/renormalize.py, Renormalize._state: the inner optimizer's moving "
+    "averages (use_ema) of the group's variables are not rescaled with the weights, so after a "
+    "renormalization the average mixes θ and θ/s; add (average of v, power p['weights']) for each "
+    "group variable v, the averages read through a _keras_internals helper "
+    "(`optimizer._model_variables_moving_average`, in build order: index self._index[id(v)]); "
+    "measured with it: 3.5e-16 instead of 4.4e-3")
+XFAIL = {("reparam_decoupled", "accumulation"): REPARAM_CAST}
+
+WORST = {}                               # mode -> {"distance": worst, "twin": which}
+_CACHE = {}                              # (run, mode) -> (records, moving-average record or None)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    with precision("float64"):
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _worst_per_mode(tmp_path_factory):
+    yield
+    if WORST:
+        path = tmp_path_factory.mktemp("twins") / "worst_twin_distance_per_mode.json"
+        path.write_text(json.dumps(WORST, indent=1))
+        print(f"\nworst twin distance per training mode ({path}):")
+        for mode in MODES:
+            if mode in WORST:
+                print(f"  {mode:20s} {WORST[mode]['distance']:.1e}  ({WORST[mode]['twin']})")
+
+
+def _digits():
+    if "digits" not in _CACHE:
+        (x, y), _ = data.load_digits(num_train=N_TRAIN)
+        _CACHE["digits"] = x.reshape(len(x), -1).astype("float64"), y
+    return _CACHE["digits"]
+
+
+# ---------------------------------------------------------------- the optimizer of each run
+def _warmup_from_zero():
+    # np.float64 arguments: with Python floats Keras computes the schedule in float32 (see above).
+    return keras.optimizers.schedules.CosineDecay(np.float64(0.0), 25, warmup_target=np.float64(0.2),
+                                                  warmup_steps=5, alpha=np.float64(0.05))
+
+
+def _optimizer(run, mode, model):
+    kw = {"accumulation": {"gradient_accumulation_steps": ACC},
+          "ema": {"use_ema": True, "ema_momentum": 0.8}}.get(mode, {})
+    sgd = optimizers.SGD  # the paper's (PyTorch's) convention, coupled λ
+
+    def explr():
+        s = schedules.ExpLR.from_weight_decay(LR, WD, GAMMA)
+        return sgd(s, momentum=s.momentum, **kw)
+
+    if run in ("sgd_wd", "sgd_wd_all"):
+        return sgd(LR, momentum=GAMMA, weight_decay=WD, **kw)
+    if run == "sgd_explr":
+        return explr()
+    if run == "sgd_step_wd":
+        steps = keras.optimizers.schedules.PiecewiseConstantDecay(TEXP_B, [np.float64(v) for v in TEXP_V])
+        return sgd(steps, momentum=GAMMA, weight_decay=WD, **kw)
+    if run == "sgd_texp":
+        s = schedules.TEXP(TEXP_B, TEXP_V, WD, GAMMA, exact=True)
+        return sgd(s, momentum=s.momentum, **kw)
+    if run == "sgd_warmup_wd":
+        return sgd(_warmup_from_zero(), momentum=GAMMA, weight_decay=WD, **kw)
+    if run == "sgd_warmup_twin":
+        s = schedules.EquivalentSchedule(_warmup_from_zero(), WD, GAMMA, total_steps=STEPS)
+        assert float(s.learning_rates(0)) == 0.0  # it stands still at step 0, as the base does
+        return sgd(s, momentum=s.momentum, **kw)
+    if run == "reparam_coupled":
+        return optimizers.ReparamWeightDecay(sgd(LR, momentum=GAMMA, **kw), LAM_NEW, mode="coupled")
+    # np.float64: Keras's TensorFlow cast of a Python float to float64 goes through float32.
+    if run == "keras_sgd_wd":
+        return keras.optimizers.SGD(LR, momentum=np.float64(GAMMA), weight_decay=np.float64(WD), **kw)
+    if run == "reparam_decoupled":
+        return optimizers.ReparamWeightDecay(keras.optimizers.SGD(LR, momentum=np.float64(GAMMA), **kw),
+                                             LAM_NEW)
+    if run == "renormalize":
+        return optimizers.Renormalize(explr(), every_n_steps=RENORM_EVERY, model=model)
+    if run == "partitioned":
+        s = schedules.ExpLR.from_weight_decay(LR, WD, GAMMA)
+        return optimizers.Partitioned(sgd(s, momentum=s.momentum, **kw),
+                                      sgd(LR, momentum=GAMMA, weight_decay=WD, **kw), model=model)
+    raise KeyError(run)
+
+
+# ---------------------------------------------------------------- one run in one mode
+def _custom_step(model, opt, loss_fn):
+    import tensorflow as tf
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+    return step
+
+
+def _train(run, mode, trainable_rest):
+    """The network function on a probe batch every 5 real updates (and, with use_ema, once
+    more after fit, whose end puts the moving averages into the weights)."""
+    key = (run, mode)
+    if key in _CACHE:
+        return _CACHE[key]
+    x, y = _digits()
+    model = invariant_mlp(trainable_rest)
+    opt = _optimizer(run, mode, model)
+    if mode == "loss_scale":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(opt, loss, jit_compile=mode == "jit_compile",
+                  steps_per_execution=3 if mode == "steps_per_execution" else 1)
+    batch = BATCH // ACC if mode == "accumulation" else BATCH
+    # Callbacks see one batch per execution (3 steps) and one per micro-batch (accumulation).
+    every = {"steps_per_execution": 2, "accumulation": 5 * ACC}.get(mode, 5)
+    rec = callbacks.FunctionRecorder(x[:64], every_n_steps=every)
+    if mode in ("train_on_batch", "custom_loop"):
+        rec.record(model)
+        step = _custom_step(model, opt, loss) if mode == "custom_loop" else model.train_on_batch
+        for k, i in enumerate(range(0, N_TRAIN, batch)):
+            step(x[i:i + batch], y[i:i + batch])
+            if (k + 1) % every == 0:
+                rec.record()
+    elif mode == "tf_data":
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+        model.fit(ds, epochs=1, shuffle=False, verbose=0, callbacks=[rec])
+    else:
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[rec])
+    assert len(rec.outputs) >= 6
+    # Real updates only, for every optimizer (Partitioned and the wrappers included).
+    assert int(opt.iterations) == STEPS, (run, mode, int(opt.iterations))
+    if mode == "loss_scale":  # it never skipped a step
+        assert float(opt.dynamic_scale) == 2.0 ** 15
+    average = None
+    if mode == "ema":
+        average = callbacks.FunctionRecorder(x[:64])
+        average.record(model)
+        average = average.outputs
+    _CACHE[key] = rec.outputs, average
+    return _CACHE[key]
+
+
+def _distance(twin, mode):
+    base, other, trainable_rest = TWINS[twin]
+    a, avg_a = _train(base, mode, trainable_rest)
+    b, avg_b = _train(other, mode, trainable_rest)
+    return callbacks.max_relative_difference(a, b), avg_a, avg_b
+
+
+CASES = [pytest.param(t, m, marks=pytest.mark.xfail(strict=True, reason=XFAIL[t, m])) if (t, m) in XFAIL
+         else (t, m) for t in TWINS for m in MODES]
+
+
+@pytest.mark.parametrize("twin,mode", CASES)
+def test_twin_is_exact(twin, mode):
+    d, _, _ = _distance(twin, mode)
+    print(f"{twin} {mode}: {d:.2e}")
+    if (twin, mode) not in XFAIL and d > WORST.get(mode, {}).get("distance", -1.0):
+        WORST[mode] = {"distance": d, "twin": twin}
+    assert d <= TOL
+
+
+# Twins whose weights are a rescaling c_t·θ_t of the base run's (c_t changing every step).
+RESCALED = ("explr", "texp", "equivalent_warmup", "partitioned")
+
+
+@pytest.mark.parametrize("twin", [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=RENORM_EMA))
+                                  if t == "renormalize" else t for t in TWINS])
+def test_moving_average(twin):
+    """use_ema: after fit the weights are the moving averages; the same function where the twin
+    has the base run's weights (or would, rescaled by the same s for every term)."""
+    _, avg_a, avg_b = _distance(twin, "ema")
+    d = callbacks.max_relative_difference(avg_a, avg_b)
+    print(f"{twin} moving average: {d:.2e}")
+    if twin in RESCALED:
+        # Mathematically not the same function: Keras averages the raw weights, Σ w_i c_i θ_i,
+        # which is no multiple of Σ w_i θ_i when c_i varies. The check below keeps this reason honest.
+        assert d > 1e-6
+        pytest.skip(f"{twin}: the twin's weights are c_t·θ_t with c_t changing every step, so the "
+                    f"moving average of the raw weights is not the same function (measured {d:.1e}); "
+                    "the runs themselves are exact (test_twin_is_exact[...-ema])")
+    assert d <= TOL
+
+
+def test_partitioned_refuses_different_accumulation():
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps=2 and None"):
+        optimizers.Partitioned(optimizers.SGD(0.1, gradient_accumulation_steps=2), optimizers.SGD(0.1),
+                               group=["hidden0/kernel"])
