@@ -145,3 +145,76 @@ def test_site_has_the_pages_and_plots(site):
     with open(os.path.join(site, "math", "index.html"), encoding="utf-8") as f:
         ids = _anchor_ids(f.read())
     assert _math_anchors() <= ids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The code in the README and the guides runs, as written.
+#
+# Each page is run top to bottom like a notebook, in one namespace: a ```python block is executed, a ```pycon
+# block is a doctest (its outputs are checked), and a ```console block whose command is `keras-explr convert` is
+# run and its output compared line by line. Pages that change Keras's global dtype get it restored afterwards.
+RUNNABLE_PAGES = ["README.md", "docs/getting-started.md", "docs/guides/schedules.md", "docs/guides/weight-decay.md",
+                  "docs/guides/renormalize.md", "docs/guides/invariance.md", "docs/guides/probe.md",
+                  "docs/guides/monitor.md"]
+_BLOCK = re.compile(r"^```(python|pycon|console)[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+def code_blocks(path):
+    """[(kind, code, line)] of the page's top-level fenced blocks, in order."""
+    text = _read(os.path.join(ROOT, path))
+    return [(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1) for m in _BLOCK.finditer(text)]
+
+
+def test_every_guide_is_run():
+    """Each guide (except tuning, which has its own tests) and the README are in RUNNABLE_PAGES and have code."""
+    guides = {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(DOCS, "guides", "*.md"))}
+    assert guides - {"docs/guides/tuning.md"} <= set(RUNNABLE_PAGES)
+    for page in RUNNABLE_PAGES:
+        assert any(kind != "console" for kind, _, _ in code_blocks(page)), page
+
+
+def _run_console(block, page, line):
+    import shlex
+
+    text = block.replace("\\\n", " ")
+    commands = [(i, ln[2:]) for i, ln in enumerate(text.splitlines()) if ln.startswith("$ ")]
+    assert len(commands) == 1, f"{page}:{line}: one `$ command` per console block"
+    argv = shlex.split(commands[0][1])
+    assert argv[:2] == ["keras-explr", "convert"], f"{page}:{line}: only `keras-explr convert` is run"
+    expected = text.splitlines()[commands[0][0] + 1:]
+    import contextlib
+    import io
+
+    from keras_explr import cli
+
+    out = io.StringIO()  # in process: the command's own entry point, without a second TensorFlow import
+    with contextlib.redirect_stdout(out):
+        assert cli.main(argv[1:]) == 0
+    got = [ln.rstrip() for ln in out.getvalue().splitlines()]
+    assert got == [ln.rstrip() for ln in expected], f"{page}:{line}: the output shown is not the output"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_page_code_runs(page, tmp_path, monkeypatch):
+    import doctest
+
+    import keras
+
+    from tests.conftest import precision
+
+    monkeypatch.chdir(tmp_path)  # files a page writes land here
+    namespace = {"__name__": "__docs__"}
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    with precision(keras.config.floatx()):  # restores floatx and the dtype policy a page may set
+        for kind, code, line in code_blocks(page):
+            if kind == "python":
+                exec(compile(code, f"{page}:{line}", "exec"), namespace)
+            elif kind == "pycon":
+                test = parser.get_doctest(code, namespace, f"{page}:{line}", page, line)
+                result = runner.run(test, clear_globs=False)
+                assert result.failed == 0, f"{page}:{line}: a ```pycon example's output differs (above)"
+            else:
+                _run_console(code, page, line)
+    keras.backend.clear_session()
