@@ -30,13 +30,17 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import theory
+from keras_explr import _float32, theory
 
 _SERIALIZABLE = "keras_explr"
 
 
 def _compute_dtype():
-    """float64 where the backend can compute in it, else float32."""
+    """"float64" where the model is float64 and the device computes in it, else
+    "float32": double-float arithmetic (`keras_explr._float32`), float64-grade
+    values without a 64-bit float in the compiled step (TPUs have none)."""
+    if keras.config.floatx() != "float64":
+        return "float32"
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -48,6 +52,14 @@ def _compute_dtype():
         if "TPU" in type(tf.distribute.get_strategy()).__name__:
             return "float32"  # TPUs have no float64.
     return "float64"
+
+
+def _int_step(step):
+    """The step as an integer tensor (a float step is floored), exactly."""
+    t = ops.convert_to_tensor(step)
+    if "int" not in str(t.dtype):
+        t = ops.cast(ops.floor(t), "int32")
+    return t
 
 
 def _horizon_for_floatx(pieces):
@@ -76,6 +88,17 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
             "flat": flat,
         }
         self._single = len(pieces.starts) == 1 and len(pieces.tables[0]) == 0
+        # The float32 (double-float) path: pairs for the logs, 12-bit splits of the slopes.
+        flat_hi, flat_lo = _float32.split_pair(flat)
+        icpt_hi, icpt_lo = _float32.split_pair(pieces.intercepts)
+        slope_a, slope_b, slope_c = _float32.split_constant(pieces.slopes)
+        lens = np.asarray([len(x) for x in pieces.tables], dtype=np.int64)
+        self._arrays32 = {
+            "flat_hi": flat_hi, "flat_lo": flat_lo, "icpt_hi": icpt_hi, "icpt_lo": icpt_lo,
+            "slope_a": slope_a, "slope_b": slope_b, "slope_c": slope_c,
+            "starts": np.asarray(pieces.starts, dtype=np.int64), "lens": lens,
+            "offsets": np.asarray(offsets, dtype=np.int64),
+        }
         self._constants = {}
         self.float32_horizon = pieces.horizon()
         self.total_steps = None
@@ -103,12 +126,13 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         return self._pieces.learning_rate(
             theory.accumulated_step(np.asarray(steps), self.gradient_accumulation_steps))
 
-    def _const(self, key, dtype):
+    def _const(self, key, dtype, table=None):
+        table = self._arrays if table is None else table
         if keras.backend.backend() != "torch":  # graph/jit constants; torch: avoid a copy per step
-            return ops.convert_to_tensor(self._arrays[key], dtype=dtype)
-        cache_key = (key, dtype)
+            return ops.convert_to_tensor(table[key], dtype=dtype)
+        cache_key = (key, dtype, id(table))
         if cache_key not in self._constants:
-            self._constants[cache_key] = ops.convert_to_tensor(self._arrays[key], dtype=dtype)
+            self._constants[cache_key] = ops.convert_to_tensor(table[key], dtype=dtype)
         return self._constants[cache_key]
 
     def __call__(self, step):
@@ -124,6 +148,9 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         dtype = _compute_dtype()
         out_dtype = keras.config.floatx()
         with keras.name_scope(self.name or "schedule"):
+            if dtype == "float32":
+                lr = _float32.exp_pair(*self._log_pair(step, log_scale))
+                return lr if out_dtype == "float32" else _saturating_cast(lr, out_dtype)
             t = ops.cast(step, dtype)
             if self.gradient_accumulation_steps is not None:  # count real updates
                 t = ops.floor(ops.divide(t, ops.convert_to_tensor(
@@ -147,6 +174,8 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                     self._const("slopes", dtype), seg) * (k - n)
                 log_lr = ops.where(ops.less(k, n), in_table, tail)
             if log_scale is not None:
+                if isinstance(log_scale, (tuple, list)):  # a (hi, lo) pair
+                    log_scale = ops.cast(log_scale[0], dtype) + ops.cast(log_scale[1], dtype)
                 log_lr = log_lr + ops.cast(log_scale, dtype)
             # Saturate: an overflowing exp() becomes the largest finite value.
             # (ops.where: Keras's torch `minimum` returns float32 for two float64 tensors.)
@@ -154,6 +183,54 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                 min(float(np.finfo(out_dtype).max), float(np.finfo(dtype).max)), dtype)
             lr = ops.exp(log_lr)
             return ops.cast(ops.where(ops.less(lr, cap), lr, cap), out_dtype)
+
+    def _log_pair(self, step, log_scale=None):
+        """log η̃_t (+ log_scale) as a float32 (hi, lo) pair, from integer step
+        arithmetic and exact float32 products only (`keras_explr._float32`)."""
+        t = _int_step(step)
+        idt = t.dtype
+        if self.gradient_accumulation_steps is not None:  # count real updates
+            t = ops.floor_divide(t, self.gradient_accumulation_steps)
+        a = self._arrays32
+        if self._single:
+            m = t
+            hi0 = ops.convert_to_tensor(a["icpt_hi"][0])
+            lo0 = ops.convert_to_tensor(a["icpt_lo"][0])
+            parts = tuple(ops.convert_to_tensor(a[k][0]) for k in ("slope_a", "slope_b", "slope_c"))
+        else:
+            c = lambda key: self._const(key, None, a)  # noqa: E731
+            ic = lambda key: self._const(key, idt, a)  # noqa: E731
+            if len(a["starts"]) == 1:
+                seg = 0
+                k = t
+            else:
+                # (a vector of steps works too: one row of comparisons per step)
+                seg = ops.sum(ops.cast(ops.less_equal(ic("starts"), ops.expand_dims(t, -1)),
+                                       "int32"), axis=-1) - 1
+                k = t - ops.take(ic("starts"), seg)
+            n = ops.take(ic("lens"), seg)
+            idx = ops.clip(ops.take(ic("offsets"), seg) + k, 0, a["flat_hi"].size - 1)
+            in_table = ops.less(k, n)
+            m = ops.maximum(k - n, 0)
+            hi0 = ops.where(in_table, ops.take(c("flat_hi"), idx), ops.take(c("icpt_hi"), seg))
+            lo0 = ops.where(in_table, ops.take(c("flat_lo"), idx), ops.take(c("icpt_lo"), seg))
+            zero = ops.zeros((), "float32")
+            parts = tuple(ops.where(in_table, zero, ops.take(c(key), seg))
+                          for key in ("slope_a", "slope_b", "slope_c"))
+        terms = [hi0] + _float32.product_with_step(parts, _float32.split_step(m))
+        if log_scale is not None:
+            s_hi, s_lo = _float32.pair_of(log_scale)
+            terms = [s_hi, hi0] + terms[1:] + [s_lo]
+        hi, lo = _float32.accumulate(terms + [lo0])
+        return ops.where(ops.isfinite(hi0), hi, hi0), lo  # log 0 = −inf stays −inf
+
+
+def _saturating_cast(lr, dtype):
+    """float32 → a narrower float (float16, bfloat16) without inf."""
+    import ml_dtypes
+
+    cap = ops.convert_to_tensor(float(ml_dtypes.finfo(dtype).max), "float32")
+    return ops.cast(ops.where(ops.less(lr, cap), lr, cap), dtype)
 
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)

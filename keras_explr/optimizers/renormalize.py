@@ -5,7 +5,7 @@ import types
 import keras
 from keras import ops
 
-from keras_explr import theory
+from keras_explr import _float32, theory
 from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, value
 from keras_explr.optimizers.sgd import SGD
 
@@ -155,16 +155,27 @@ class Renormalize(Wrapper):
     def build(self, var_list):
         if self.built:
             return
-        dtype = "float64" if keras.backend.backend() != "jax" else keras.config.floatx()
+        from keras_explr.schedules import _compute_dtype
+
+        # float64 for a float64 model where the device has it; otherwise float32 with
+        # the log-scale kept as a double-float pair (log_scale + log_scale_residual),
+        # so that no 64-bit float enters the compiled step (TPUs have none).
+        dtype = _compute_dtype()
+        self._pair = dtype == "float32"
         self.log_scale = self.add_variable((), initializer="zeros", dtype=dtype, name="log_scale")
         self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
         if not isinstance(self._base, keras.optimizers.schedules.LearningRateSchedule):
             base = self._base
             self._base = self.add_variable((), initializer="zeros", dtype=dtype, name="base_learning_rate")
             self._base.assign(base)
+        self.log_scale_residual = None
+        if self._pair:
+            self.log_scale_residual = self.add_variable(
+                (), initializer="zeros", dtype=dtype, name="log_scale_residual")
         super().build(var_list)
         self._untracked.own_state += [self.log_scale, self.reference_norm] + (
-            [self._base] if isinstance(self._base, keras.Variable) else [])
+            [self._base] if isinstance(self._base, keras.Variable) else []) + (
+            [self.log_scale_residual] if self._pair else [])
         refs = self._refs
         if refs.group is None and refs.group_paths is not None:
             by_path = {v.path: v for v in var_list}
@@ -175,6 +186,26 @@ class Renormalize(Wrapper):
         self._rest_ids = {id(v) for v in var_list} - ids
         self._index = {id(v): i for i, v in enumerate(var_list)}
         self._untracked.variables = tuple(var_list)
+
+    def load_own_variables(self, store):
+        # A save from before the double-float log-scale has no residual (the last variable).
+        if self.built and self._pair and len(store.keys()) == len(self.variables) - 1:
+            for i, variable in enumerate(self.variables[:-1]):
+                variable.assign(ops.cast(store[str(i)], variable.dtype))
+            self.log_scale_residual.assign(0.0)
+            return
+        super().load_own_variables(store)
+
+    def _log_scale_pair(self, power=1):
+        """power × the cumulative log-scale: a float32 (hi, lo) pair, or a float64 tensor."""
+        hi = value(self.log_scale)
+        if not self._pair:
+            return hi * power if power != 1 else hi
+        lo = value(self.log_scale_residual)
+        if power == 1:
+            return hi, lo
+        p = ops.convert_to_tensor(float(power), "float32")  # ±2: exact
+        return hi * p, lo * p
 
     @property
     def learning_rate(self):
@@ -207,7 +238,8 @@ class Renormalize(Wrapper):
         trainable_variables = built_on(self, trainable_variables)
         grads = list(grads)
         if self._rest_ids:  # their update at the group's LR η_t·e^(−2L): gradient × e^(2L)
-            factor = ops.exp(-self._powers["learning_rate"] * value(self.log_scale))
+            factor = self._log_scale_pair(-self._powers["learning_rate"])
+            factor = _float32.exp_pair(*factor) if self._pair else ops.exp(factor)
             grads = [g if g is None or id(v) not in self._rest_ids else g * ops.cast(factor, g.dtype)
                      for g, v in zip(grads, trainable_variables)]
         before = ops.copy(value(self._target.iterations))
@@ -245,21 +277,27 @@ class Renormalize(Wrapper):
 
         if keras.backend.backend() == "jax":
             # Assignments inside lax.cond would leak tracers: the branches return values.
-            current = [value(v) for v, _ in targets] + [value(self.log_scale), ref]
+            current = [value(v) for v, _ in targets] + self._log_scale_values() + [ref]
             new = ops.cond(need, renormalized, lambda: current)
-            for (v, _), x in zip(targets, new[:len(targets)]):
-                v.assign(x)
-            self.log_scale.assign(new[-2])
-            self.reference_norm.assign(new[-1])
+            self._assign(targets, new)
         else:  # the passes over weights and buffers run only on the (few) renormalizing steps
             def assign():
-                new = renormalized()
-                for (v, _), x in zip(targets, new[:len(targets)]):
-                    v.assign(x)
-                self.log_scale.assign(new[-2])
-                self.reference_norm.assign(new[-1])
+                self._assign(targets, renormalized())
 
             ops.cond(need, assign, lambda: None)
+
+    def _log_scale_values(self):
+        return [value(self.log_scale)] + ([value(self.log_scale_residual)] if self._pair else [])
+
+    def _assign(self, targets, new):
+        """Writes what `renormalized` computed: the rescaled state, the log-scale, the reference."""
+        for (v, _), x in zip(targets, new[:len(targets)]):
+            v.assign(x)
+        k = len(targets)
+        self.log_scale.assign(new[k])
+        if self._pair:
+            self.log_scale_residual.assign(new[k + 1])
+        self.reference_norm.assign(new[-1])
 
     def _buffer(self, variable):
         if self.convention == "paper":
@@ -289,7 +327,12 @@ class Renormalize(Wrapper):
     def _rescaled(self, targets, s):
         """Lemma 2 at a step boundary: every quantity × s**p (theory.equivalent_rescaling)."""
         out = [value(v) * ops.cast(s ** p, v.dtype) for v, p in targets]
-        return out + [value(self.log_scale) + ops.cast(ops.log(s), self.log_scale.dtype)]
+        log_s = ops.cast(ops.log(s), self.log_scale.dtype)
+        if not self._pair:
+            return out + [value(self.log_scale) + log_s]
+        # double-float: (hi, lo) + log s, so that the offset keeps ~48 bits however large
+        hi, e = _float32.two_sum(value(self.log_scale), log_s)
+        return out + list(_float32.two_sum(hi, value(self.log_scale_residual) + e))
 
     def get_config(self):
         inner = keras.saving.serialize_keras_object(self.inner_optimizer)
@@ -332,10 +375,12 @@ class _RenormalizedLearningRate(keras.optimizers.schedules.LearningRateSchedule)
         base = owner._base
         if not owner.built:
             return base(step) if callable(base) else base
-        log_factor = owner._powers["learning_rate"] * value(owner.log_scale)
+        log_factor = owner._log_scale_pair(owner._powers["learning_rate"])
         if hasattr(base, "scaled"):  # this package's schedules
             return base.scaled(step, log_factor)
         lr = base(step) if callable(base) else value(base)
+        if owner._pair:
+            return ops.cast(lr, "float32") * _float32.exp_pair(*log_factor)
         return ops.cast(lr, log_factor.dtype) * ops.exp(log_factor)
 
     def get_config(self):
