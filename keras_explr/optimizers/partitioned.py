@@ -26,6 +26,9 @@ class Partitioned(keras.optimizers.Optimizer):
     rate), ``learning_rate`` reads the group optimizer's, and *setting*
     ``learning_rate`` raises an error that says what to do: the two rates of
     an ExpLR twin are tied by the theorem, so no single number can be set.
+    With ``gradient_accumulation_steps`` both inner optimizers must accumulate
+    the same number of micro-batches, and ``iterations`` counts real updates,
+    as it does for Keras's own optimizers.
 
     Args:
       group_optimizer: updates the variables in the group.
@@ -85,14 +88,28 @@ class Partitioned(keras.optimizers.Optimizer):
         self._untracked = types.SimpleNamespace(variables=())
 
     @classmethod
-    def explr_twin(cls, model, learning_rate, weight_decay, momentum, exact=True, name=None):
+    def explr_twin(cls, model, learning_rate, weight_decay, momentum, exact=True, name=None,
+                   **optimizer_kwargs):
         """The WD-free twin of `keras_explr.optimizers.SGD(learning_rate, momentum,
-        weight_decay)` on `model`: ExpLR on the invariant group, the rest unchanged."""
+        weight_decay, **optimizer_kwargs)` on `model`: ExpLR on the invariant group,
+        the rest unchanged.
+
+        `optimizer_kwargs` (e.g. ``gradient_accumulation_steps``, ``use_ema``) go to
+        both inner optimizers, as they went to the weight-decay run. Gradient clipping
+        is refused: a threshold does not transform with the group's scale, so the
+        clipped twin would not be the same run.
+        """
         from keras_explr import schedules
 
+        clipping = sorted(k for k in ("clipnorm", "global_clipnorm", "clipvalue") if optimizer_kwargs.get(k))
+        if clipping:
+            raise ValueError(
+                f"Partitioned.explr_twin cannot clip gradients ({', '.join(clipping)}): the group's "
+                "gradients scale as 1/c_t in the twin, so a clipping threshold would clip the two runs "
+                "differently. Remove the clipping.")
         sched = schedules.ExpLR.from_weight_decay(learning_rate, weight_decay, momentum, exact=exact)
-        return cls(SGD(sched, momentum=sched.momentum),
-                   SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
+        return cls(SGD(sched, momentum=sched.momentum, **optimizer_kwargs),
+                   SGD(learning_rate, momentum=momentum, weight_decay=weight_decay, **optimizer_kwargs),
                    model=model, name=name)
 
     @property
