@@ -217,7 +217,7 @@ def test_resume_after_the_process_is_killed(tmp_path):
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "keras_explr", "study", "--smoke", "--arms", "constant", "--out", str(out)]
+    cmd = [sys.executable, "-m", "keras_explr", "study", "--v1", "--smoke", "--arms", "constant", "--out", str(out)]
     res = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "[study] 12/12 trials (100%)" in res.stderr
@@ -241,7 +241,7 @@ def test_study_command_end_to_end(tmp_path):
     assert res2.returncode == 0 and "12 trials (12 already finished)" in res2.stdout
     assert "[study]" not in res2.stderr
     # Another plan in the same folder is refused rather than mixed in.
-    res3 = subprocess.run(cmd[:4] + ["--quick"] + cmd[5:], env=_env(), cwd=ROOT, capture_output=True, text=True,
+    res3 = subprocess.run(cmd[:5] + ["--quick"] + cmd[6:], env=_env(), cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert res3.returncode != 0 and "another plan" in res3.stderr
 

@@ -14,7 +14,7 @@ from keras_explr.tuning.metrics import (  # noqa: F401
     transfer_regret, trials_to_within, within_fraction,
 )
 
-_LAZY = {"hypermodels", "study", "report", "cli", "search"}
+_LAZY = {"hypermodels", "study", "study_v2", "report", "cli", "search"}
 
 
 def __getattr__(name):

@@ -77,24 +77,37 @@ PLANS = {
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "study", help="KerasTuner study of LR/WD entanglement in the old and new WD parameterizations",
-        description=__doc__)
+        description="Study v2 (default): keras_explr.tuning.study_v2 -- six arms on 14x14 MNIST-5k, every cell "
+                    "past 3 equilibration times. --v1: the first three-arm study on digits (this module).")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small grids, short runs (default; about 5-10 minutes on 2 CPU cores)")
+                      help="3x3 grids, 3 seeds, arms constant/step/adam (about 10 minutes on 2 CPU cores)")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="6x6 grids, 3 seeds, longer runs (about 40 minutes on 2 CPU cores)")
+                      help="every arm, 5x5 grids, 3 seeds (about 2 hours on 2 CPU cores; see the quick report)")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help=argparse.SUPPRESS)  # the smallest complete study, for tests
     p.set_defaults(mode="quick")
-    p.add_argument("--data", choices=("digits", "mnist5k"), default=None,
-                   help="offline data set (default: digits)")
-    p.add_argument("--arms", default="constant,scheduled,search",
-                   help="comma-separated arms to run: constant, scheduled, search")
+    p.add_argument("--v1", action="store_true", help="the first study (digits, three arms)")
+    p.add_argument("--data", choices=("mnist14", "digits", "mnist5k"), default=None,
+                   help="offline data set (default: mnist14 for v2, digits for --v1)")
+    p.add_argument("--arms", default=None,
+                   help="comma-separated arms: v2 constant, step, cosine, adam, user, transfer; "
+                        "--v1 constant, scheduled, search")
     p.add_argument("--out", default="keras-explr-study", help="output folder (the KerasTuner projects live in it)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (default 2000)")
-    p.set_defaults(func=run)
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates")
+    p.set_defaults(func=_dispatch)
     return p
+
+
+def _dispatch(args):
+    if args.v1:
+        if args.data == "mnist14":
+            raise ValueError("`--data mnist14` is a study v2 data set; --v1 takes digits or mnist5k")
+        return run(args)
+    from keras_explr.tuning import study_v2
+
+    return study_v2.run(args)
 
 
 ARMS = ("constant", "scheduled", "search")
@@ -152,7 +165,7 @@ def run(args):
         if args.n_boot < 0:
             raise ValueError(f"`--n-boot` must be an integer >= 0. Received: {args.n_boot}")
         plan.n_boot = args.n_boot
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    arms = [a.strip() for a in (args.arms or "constant,scheduled,search").split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
     if bad or not arms:
         raise ValueError(f"`--arms` must be a comma-separated subset of {ARMS}. Received: {args.arms!r}")

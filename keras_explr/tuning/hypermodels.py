@@ -230,3 +230,160 @@ def evaluate_logits(model, x):
                                      [v.value for v in model.non_trainable_variables],
                                      x, training=True)
     return keras.ops.convert_to_numpy(logits).astype("float64")
+
+
+# ---------------------------------------------------------------- study v2
+OPTIMIZERS = ("sgd", "adam")
+RULES = ("old", "new")
+SCHEDULES_V2 = ("constant", "step", "cosine")
+MODELS = ("invariant", "user")
+
+
+class StudyHyperModel(keras_tuner.HyperModel):
+    """Study v2: one grid in (η_0, λ_new), every seed trained side by side in one model.
+
+    Hyperparameters ``learning_rate`` (η_0) and ``weight_decay_new`` (λ_new,
+    the fraction removed per step at η_0), explicit grid values. The grid is
+    rectangular in λ_new so that every cell's equilibration clock
+    (`equilibration_clock`) can be set by design; the standard rule runs as
+    itself with λ = λ_new/η_0:
+
+    * optimizer "sgd", rule "old": `keras_explr.optimizers.SGD(η_t, γ,
+      weight_decay=λ_new/η_0)` (coupled, decay η_t·λ per step, the paper's);
+    * "sgd", "new": `ReparamWeightDecay(SGD(η_t, γ), λ_new, mode="coupled")`
+      (λ_new per step whatever η_t is);
+    * "adam", "old": `keras.optimizers.AdamW(η_t, weight_decay=λ_new/η_0)`
+      (decay η_t·λ, biases and BN γ/β excluded);
+    * "adam", "new": `ReparamWeightDecay(Adam(η_t), λ_new)` (decoupled).
+
+    At a constant LR "old" and "new" are the same runs (λ_new = η·λ). Schedules
+    over the run's T steps: "step" (η_0, η_0/10 after T/2, η_0/100 after 3T/4)
+    and "cosine" (η_0·½(1 + cos(πt/T))). Models: "invariant" (BN without
+    affine parameters, frozen head: weight decay acts on scale-invariant kernels
+    only) and "user" (trainable head, BN γ/β, Keras's default ε).
+
+    The seeds live in one Keras model as independent towers: tower s is built
+    right after `keras.utils.set_random_seed(s)` (the initialization of a
+    single run with seed s), all towers see the same batches (data order from
+    the trial's first seed), and the loss is the sum of the towers' losses,
+    so each tower's gradient, optimizer state and decay are its own.
+    """
+
+    def __init__(self, optimizer="sgd", rule="new", schedule="constant", model="invariant",
+                 learning_rates=(0.1,), weight_decays=(1e-3,), momentum=0.9, epochs=8, steps_per_epoch=32,
+                 batch_size=128, input_shape=(14, 14, 1), num_classes=10, filters=(8, 16, 32), name=None):
+        super().__init__(name=name, tunable=True)
+        for arg, value, allowed in (("optimizer", optimizer, OPTIMIZERS), ("rule", rule, RULES),
+                                    ("schedule", schedule, SCHEDULES_V2), ("model", model, MODELS)):
+            if value not in allowed:
+                raise ValueError(f"`{arg}` must be one of {allowed}. Received: {arg}={value!r}")
+        self.optimizer_name, self.rule, self.schedule, self.model = optimizer, rule, schedule, model
+        self.learning_rates = _check_values("learning_rates", learning_rates)
+        self.weight_decays = _check_values("weight_decays", weight_decays)
+        if max(self.weight_decays) >= 1:
+            raise ValueError(f"`weight_decays` are λ_new, fractions per step < 1. Received: {weight_decays!r}")
+        self.momentum = theory.check_momentum(momentum)
+        self.epochs = theory.check_steps("epochs", epochs)
+        self.steps_per_epoch = theory.check_steps("steps_per_epoch", steps_per_epoch)
+        self.batch_size = theory.check_steps("batch_size", batch_size)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = theory.check_steps("num_classes", num_classes, minimum=2)
+        self.filters = tuple(theory.check_steps("filters", f) for f in filters)
+        self.diagonal = None  # (the grid loader's interface)
+        self.seeds = (0,)
+
+    @property
+    def total_steps(self):
+        return self.epochs * self.steps_per_epoch
+
+    def config(self):
+        return {"optimizer": self.optimizer_name, "rule": self.rule, "schedule": self.schedule,
+                "model": self.model, "learning_rates": self.learning_rates, "weight_decays": self.weight_decays,
+                "momentum": self.momentum, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
+                "batch_size": self.batch_size, "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes, "filters": list(self.filters), "diagonal": None}
+
+    # -- the LR, the decay per step and the clock ----------------------------------
+    def schedule_factors(self):
+        """η_t/η_0 for t = 0..T−1 (float64)."""
+        t = np.arange(self.total_steps, dtype="float64")
+        T = self.total_steps
+        if self.schedule == "constant":
+            return np.ones(T)
+        if self.schedule == "step":
+            return np.where(t < T // 2, 1.0, np.where(t < (3 * T) // 4, 0.1, 0.01))
+        return 0.5 * (1.0 + np.cos(np.pi * t / T))
+
+    def learning_rate(self, lr):
+        if self.schedule == "constant":
+            return lr
+        T = self.total_steps
+        if self.schedule == "step":
+            return keras.optimizers.schedules.PiecewiseConstantDecay(
+                [T // 2 - 1, (3 * T) // 4 - 1], [lr, lr / 10, lr / 100])
+        return keras.optimizers.schedules.CosineDecay(lr, T, alpha=0.0)
+
+    def decay_per_step(self, lr, wd_new):
+        """d_t, the steady-state fraction of a decayed kernel removed at each step t
+        (`keras_explr.theory.decay_per_step` in the convention this optimizer follows)."""
+        lrs = lr * self.schedule_factors()
+        if self.optimizer_name == "sgd":
+            if self.rule == "old":  # coupled λ_old = λ_new/η_0 in the momentum buffer
+                return theory.decay_per_step(wd_new / lr, lrs, "torch_sgd", self.momentum)
+            # coupled (λ_new/η_t)θ at LR η_t: torch_sgd's λ_new/η_t, i.e. λ_new/(1 − γ) every step
+            return theory.decay_per_step(wd_new, np.ones_like(lrs), "torch_sgd", self.momentum)
+        if self.rule == "old":
+            return theory.decay_per_step(wd_new / lr, lrs, "keras")
+        return theory.decay_per_step(wd_new, lrs, "independent")
+
+    def equilibration_clock(self, lr, wd_new):
+        """Σ_t d_t: the run's length in equilibration times 1/d (`theory.equilibration_clock`
+        for a constant d; the sum for a schedule)."""
+        d = self.decay_per_step(lr, wd_new)
+        if np.all(d == d[0]):
+            return float(theory.equilibration_clock(self.total_steps, float(d[0])))
+        return float(np.sum(d))
+
+    # -- the model ---------------------------------------------------------------------
+    def optimizer(self, lr, wd_new):
+        sched = self.learning_rate(lr)
+        if self.optimizer_name == "sgd":
+            if self.rule == "old":
+                return optimizers.SGD(sched, momentum=self.momentum, weight_decay=wd_new / lr)
+            return optimizers.ReparamWeightDecay(optimizers.SGD(sched, momentum=self.momentum), weight_decay=wd_new,
+                                                 mode="coupled")
+        if self.rule == "old":
+            opt = keras.optimizers.AdamW(sched, weight_decay=wd_new / lr)
+            opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+            return opt
+        return optimizers.ReparamWeightDecay(keras.optimizers.Adam(sched), weight_decay=wd_new)
+
+    def tower(self, seed):
+        keras.utils.set_random_seed(seed)
+        return models.bn_convnet(input_shape=self.input_shape, num_classes=self.num_classes, filters=self.filters,
+                                 scale_invariant=self.model == "invariant", name=f"seed{seed}")
+
+    def build(self, hp, seeds=None):
+        """A model whose output stacks the logits of one tower per seed: shape (batch, S, classes)."""
+        seeds = list(self.seeds if seeds is None else seeds)
+        lr = float(hp.Choice("learning_rate", self.learning_rates, ordered=True))
+        wd = float(hp.Choice("weight_decay_new", self.weight_decays, ordered=True))
+        inputs = keras.Input(self.input_shape)
+        towers = [self.tower(s) for s in seeds]
+        outputs = keras.layers.Concatenate(axis=1)(
+            [keras.layers.Reshape((1, self.num_classes))(t(inputs)) for t in towers])
+        model = keras.Model(inputs, outputs, name="towers")
+        model.compile(optimizer=self.optimizer(lr, wd), loss=summed_tower_loss)
+        return model
+
+    def fit(self, hp, model, x, y, verbose=0, **kwargs):
+        return model.fit(x, y, batch_size=self.batch_size, epochs=self.epochs, shuffle=True, verbose=verbose,
+                         **kwargs)
+
+
+def summed_tower_loss(y_true, logits):
+    """Σ over towers of each tower's cross-entropy (from logits): each tower's gradient is its own."""
+    n = keras.ops.shape(logits)[1]
+    y = keras.ops.repeat(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1, 1)), n, axis=1)
+    ce = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    return keras.ops.sum(ce, axis=1)

@@ -119,6 +119,22 @@ class SeedTuner(keras_tuner.Tuner):
         hp = trial.hyperparameters
         out, accs = {}, []
         t0 = time.perf_counter()
+        if isinstance(self.hypermodel, hypermodels.StudyHyperModel):  # every seed in one model
+            keras.backend.clear_session()
+            model = self.hypermodel.build(hp, seeds=self.seeds)
+            keras.utils.set_random_seed(self.seeds[0])  # the data order
+            self.hypermodel.fit(hp, model, x, y)
+            for seed in self.seeds:
+                acc, loss = hypermodels.evaluate(model.get_layer(f"seed{seed}"), x_val, y_val)
+                out[f"accuracy_seed{seed}"] = acc
+                out[f"loss_seed{seed}"] = loss
+                accs.append(acc)
+            lr, wd = float(hp.get("learning_rate")), float(hp.get("weight_decay_new"))
+            out["clock"] = self.hypermodel.equilibration_clock(lr, wd)
+            out[OBJECTIVE] = float(np.mean(accs))
+            out["seconds"] = time.perf_counter() - t0
+            self._log("end", trial, metrics=out)
+            return out
         for seed in self.seeds:
             keras.backend.clear_session()
             keras.utils.set_random_seed(seed)
@@ -137,8 +153,13 @@ class SeedTuner(keras_tuner.Tuner):
         super().on_trial_end(trial)
         if self.progress is not None:
             v = trial.hyperparameters.values
-            self.progress.advance(f"η={v.get('learning_rate', float('nan')):.3g} "
-                                  f"λ={v.get('weight_decay', float('nan')):.3g}")
+            if "weight_decay_new" in v:
+                clock = self.hypermodel.equilibration_clock(v["learning_rate"], v["weight_decay_new"])
+                self.progress.advance(f"{os.path.basename(self.project_dir)}: η={v['learning_rate']:.3g} "
+                                      f"λ_new={v['weight_decay_new']:.3g} clock={clock:.1f}")
+            else:
+                self.progress.advance(f"η={v.get('learning_rate', float('nan')):.3g} "
+                                      f"λ={v.get('weight_decay', float('nan')):.3g}")
 
 
 # ------------------------------------------------------------------ results
@@ -223,7 +244,8 @@ def load_grid(project_dir, hypermodel, seeds, name="grid", kind="grid", seconds=
         acc, loss = np.full(shape, np.nan), np.full(shape, np.nan)
         for t in trials:
             i = lrs.index(float(t["values"]["learning_rate"]))
-            j = 0 if diagonal else wds.index(float(t["values"]["weight_decay"]))
+            wd_key = "weight_decay_new" if "weight_decay_new" in t["values"] else "weight_decay"
+            j = 0 if diagonal else wds.index(float(t["values"][wd_key]))
             acc[i, j], loss[i, j] = per_seed(t, "accuracy"), per_seed(t, "loss")
         values = []
     else:

