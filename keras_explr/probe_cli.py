@@ -52,6 +52,11 @@ def _optimizer(name, lr, decay, momentum):
 
 
 def run(args):
+    from keras_explr import _optional
+
+    # Optional dependencies first: a missing one names its extra before any training or file.
+    for module in ("sklearn", "matplotlib"):
+        _optional.require(module, "demo", purpose="`keras-explr probe`")
     import keras
     import numpy as np
 

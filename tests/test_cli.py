@@ -68,6 +68,17 @@ def test_demo_without_scikit_learn_names_the_extra(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("command", ["demo", "probe"])
+def test_commands_without_matplotlib_name_the_extra_before_training(tmp_path, command):
+    code = ("import sys; sys.modules['matplotlib'] = None; from keras_explr.cli import main; "
+            f"sys.exit(main([{command!r}, '--out', {str(tmp_path / 'x')!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert f"keras-explr {command}: `keras-explr {command}` needs 'matplotlib'" in out.stderr
+    assert "pip install 'keras-explr[demo]'" in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == "" and not (tmp_path / "x").exists()  # nothing trained, nothing written
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_plots_are_written_with_ordinary_permissions(tmp_path, umask, mode):
     """The plots go through a private temporary file (0600) and end with a new file's mode: 0666 less the umask."""
