@@ -31,15 +31,16 @@ def _hp(lr, wd):
     return hp
 
 
-@pytest.mark.parametrize("optimizer, rule", [("sgd", "new"), ("adam", "old")])
-def test_each_tower_trains_as_its_own_run(optimizer, rule):
+@pytest.mark.parametrize("optimizer, rule, model", [("sgd", "new", "invariant"), ("adam", "old", "invariant"),
+                                                    ("sgd", "old", "user")])
+def test_each_tower_trains_as_its_own_run(optimizer, rule, model):
     """Tower s of the multi-seed model ends where a single model built after set_random_seed(s) ends,
     trained on the same batches (the towers share nothing but the data)."""
     rng = np.random.default_rng(0)
     x = rng.random((64, 14, 14, 1)).astype("float32")
     y = rng.integers(0, 10, 64)
     lr = 0.1 if optimizer == "sgd" else 3e-3
-    hm = shm(optimizer=optimizer, rule=rule, schedule="cosine", learning_rates=[lr], weight_decays=[1e-2])
+    hm = shm(optimizer=optimizer, rule=rule, schedule="cosine", learning_rates=[lr], weight_decays=[1e-2], model=model)
     keras.backend.clear_session()
     multi = hm.build(_hp(lr, 1e-2), seeds=[3, 5])
     keras.utils.set_random_seed(3)
@@ -47,7 +48,8 @@ def test_each_tower_trains_as_its_own_run(optimizer, rule):
     for seed in (3, 5):
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
-        single = models.bn_convnet(input_shape=(14, 14, 1), filters=(4, 8), name=f"seed{seed}")
+        single = models.bn_convnet(input_shape=(14, 14, 1), filters=(4, 8), name=f"seed{seed}",
+                                   scale_invariant=model == "invariant")
         single.compile(hm.optimizer(lr, 1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         keras.utils.set_random_seed(3)  # the data order of the multi-seed run
         single.fit(x, y, batch_size=16, epochs=2, shuffle=True, verbose=0)

@@ -3,8 +3,9 @@
 `keras_explr.tuning.metrics` (pure numpy) holds the metrics of a results grid;
 `hypermodels` the BN-convnet HyperModels in three weight-decay
 parameterizations; `study` the KerasTuner runner that records every seed;
-`report` the JSON / PNG / Markdown outputs; `cli` the `keras-explr study`
-command; `search.hp_optimizer` the LR/WD search space of a user's own
+`report` the JSON / PNG / Markdown outputs; `study_v2` the equilibrated
+six-arm study (`StudyHyperModel`: grids in (η_0, λ_new), seeds as towers);
+`cli` the `keras-explr study` command; `search.hp_optimizer` the LR/WD search space of a user's own
 ``build_model(hp)``. The metrics import without Keras or KerasTuner; the rest load lazily.
 """
 

@@ -16,6 +16,19 @@ from keras_explr.tuning import metrics
 SCORES = ("neg_loss", "accuracy")
 
 
+def clean_json(o):
+    """JSON without NaN/inf (null instead), numpy scalars as Python numbers."""
+    if isinstance(o, dict):
+        return {k: clean_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [clean_json(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
 def score_of(result, score):
     """The score array of a `GridResult`: accuracy, or minus the cross-entropy."""
     if score == "accuracy":

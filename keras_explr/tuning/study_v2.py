@@ -65,9 +65,10 @@ PLANS = {
     # 27 cells × 3 seeds, 128 steps each: ≈ 8 minutes on 2 shared CPU cores (Adam, cosine, the users' net
     # and transfer run in --full only: with 3 equilibration times in 128 steps Adam would need λ_new ≥ 0.05).
     "quick": Plan("quick", epochs=4, arms=("constant", "step")),
-    # 160 cells × 3 seeds (4×4 grids: constant 1, step 2, cosine 2, Adam 2, users' net 1, widths ×2 and ×4),
-    # 384 steps each: ≈ 1.5–2 h on 2 shared CPU cores by the quick run's per-cell costs (see its report).
-    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), sgd_wd_cols=4, adam_lr=(-3.5, 4), adam_wd_cols=4,
+    # 120 cells × 3 seeds (4 learning rates × 3 λ_new: constant 1 grid, step 2, cosine 2, Adam 2, users' net 1,
+    # widths ×2 and ×4), 384 steps each: ≈ 1.45 h on 2 shared CPU cores by benchmarks/study_v2_cost.py
+    # (≈ 1.55 h scaled to the per-cell cost the quick run saw).
+    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), sgd_wd_cols=3, adam_lr=(-3.5, 4), adam_wd_cols=3,
                  arms=ARMS, n_boot=2000),
     # The whole pipeline at its smallest (tests): 3×3 grids, 2 seeds, 2 epochs on 512 images (8 steps:
     # too short for equilibrium, so its clock floor is 0.02).
@@ -601,10 +602,10 @@ def run(args):
     print("Analysing (bootstrap) ...", flush=True)
     analyses = [analyze(results, record, score=s, n_boot=plan.n_boot) for s in ("neg_loss", "accuracy")]
     pngs = [os.path.basename(p) for p in heatmaps(args.out, results, analyses[0], plan.mode)]
-    from keras_explr.tuning.cli import _clean
+    from keras_explr.tuning.report import clean_json
 
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(_clean({"plan": record, "results": {k: r.as_dict() for k, r in results.items()},
+        json.dump(clean_json({"plan": record, "results": {k: r.as_dict() for k, r in results.items()},
                           "analysis": analyses, "failed_cells": failed}), f, indent=1)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(markdown(analyses, results, record, pngs))
