@@ -681,8 +681,17 @@ def test_cli_failure_changes_no_global_state(tmp_path, capsys):
 
 
 def test_the_number_of_cases():
-    """The README reports this count; print it (pytest -s) and keep it honest."""
+    """docs/results/reliability.md and the README report this count: they must match the table."""
+    import os
+    import re
+
     total = len(CASES) + len(MODEL_CASES) + len(FILE_CASES)
     print(f"\nbad-input cases: {len(CASES)} argument checks + {len(MODEL_CASES)} model-untouched "
           f"+ {len(FILE_CASES)} no-half-written-file = {total}")
-    assert len(CASES) > 100 and MODEL_CASES and FILE_CASES
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "results", "reliability.md"), encoding="utf-8") as f:
+        page = f.read()
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert re.search(r"table of \*\*(\d+)\*\* bad-input cases", page).group(1) == str(total)
+    assert re.search(r"(\d+) bad-input cases", readme).group(1) == str(total)
