@@ -158,16 +158,17 @@ def demo(args):
                                  activation="tanh", pooling="average")
 
     runs = {}
-    for label, opt in (
-        ("WD", optimizers.SGD(args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)),
-        ("ExpLR", optimizers.SGD(twin_lr, momentum=twin_lr.momentum)),
+    for label, lr, opt in (
+        ("WD", args.learning_rate,
+         optimizers.SGD(args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)),
+        ("ExpLR", twin_lr, optimizers.SGD(twin_lr, momentum=twin_lr.momentum)),
     ):
         print(f"== {label}: {_describe(label, args)}", flush=True)
         model = build()
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         rec = callbacks.FunctionRecorder(x[:256], every_n_steps=1)  # the outputs after every step
-        trace = _StepTrace()
+        trace = _StepTrace(lr)
         test_acc = _TestAccuracy(x_test, y_test)
         start = time.perf_counter()
         hist = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=False,
@@ -233,10 +234,12 @@ def _callback_base():
 
 
 class _StepTrace(_callback_base()):
-    """The LR used by each step and the norm of the trainable weights after it."""
+    """The LR used by each step (`learning_rate`: the float or schedule the
+    optimizer was given) and the norm of the trainable weights after it."""
 
-    def __init__(self):
+    def __init__(self, learning_rate):
         super().__init__()
+        self.learning_rate = learning_rate
         self.lr, self.norm = [], []
 
     def on_train_batch_end(self, batch, logs=None):
@@ -246,7 +249,7 @@ class _StepTrace(_callback_base()):
         opt = self.model.optimizer
         # iterations has already advanced: the step just taken used iterations − 1.
         it = int(keras.ops.convert_to_numpy(opt.iterations)) - 1
-        lr = opt._learning_rate
+        lr = self.learning_rate
         self.lr.append(float(keras.ops.convert_to_numpy(lr(it) if callable(lr) else lr)))
         self.norm.append(float(np.sqrt(sum(np.sum(keras.ops.convert_to_numpy(v) ** 2)
                                            for v in self.model.trainable_variables))))
