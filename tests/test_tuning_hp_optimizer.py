@@ -65,7 +65,7 @@ def test_exclude_vectors_leaves_biases_undecayed_in_both_parameterizations():
         opt = hp_optimizer(keras_tuner.HyperParameters(), "sgd", learning_rate=0.5, weight_decay=0.01,
                            parameterization=parameterization)
         before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
-        opt.apply([keras.ops.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+        opt.apply([keras.ops.zeros(v.shape) for v in model.trainable_variables], model.trainable_variables)
         after = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
         for v, b, a in zip(model.trainable_variables, before, after):
             if len(v.shape) < 2:
