@@ -56,13 +56,14 @@ def gradients(seed=1, dtype="float32"):
     return [rng.normal(size=(4, 3)).astype(dtype), rng.normal(size=(3,)).astype(dtype)]
 
 
-def invariant_mlp(trainable_rest=False, widths=(32,), inputs=64, classes=10, seed=7):
-    """A small float-exact model: [Dense (no bias) → BatchNorm (ε = 1e-30) → ReLU] per width → Dense head.
+def invariant_mlp(trainable_rest=False, widths=(32,), inputs=64, classes=10, seed=7, activation="relu"):
+    """A small float-exact model: [Dense (no bias) → BatchNorm (ε = 1e-30) → activation] per width → Dense head.
 
     With ``trainable_rest=False`` BatchNorm has no γ/β and the head is frozen, so the loss is
     scale-invariant in each hidden kernel (every trainable variable: the paper's setting).
     Otherwise BatchNorm's γ/β and the head train too, and only the kernels form the invariant
-    group (`Partitioned`'s setting). Built in the current floatx from a fixed seed.
+    group (`Partitioned`'s setting). Built in the current floatx from a fixed seed. ReLU's
+    derivative jumps at 0; "tanh" is smooth, which float32 comparisons need.
     """
     keras.utils.set_random_seed(seed)
     x = inp = keras.Input((inputs,))
@@ -70,7 +71,7 @@ def invariant_mlp(trainable_rest=False, widths=(32,), inputs=64, classes=10, see
         x = keras.layers.Dense(width, use_bias=False, name=f"hidden{i}")(x)
         x = keras.layers.BatchNormalization(epsilon=1e-30, center=trainable_rest, scale=trainable_rest,
                                             name=f"bn{i}")(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        x = keras.layers.Activation(activation, name=f"act{i}")(x)
     head = keras.layers.Dense(classes, name="head")
     out = head(x)
     head.trainable = trainable_rest
