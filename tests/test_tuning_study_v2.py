@@ -166,6 +166,15 @@ def test_optimum_and_transfer_shift():
     assert t["log10_eta_shift"]["value"] == pytest.approx(0.0, abs=0.02)
     assert t["log10_lambda_old_shift"]["value"] == pytest.approx(0.5, abs=0.03)
     assert study_v2.verdict_value(t["log10_lambda_new_shift"], 0) == "fails"
+    verdicts = {(arm, p): v for arm, p, _, v in study_v2.predictions(a)}
+    assert verdicts[("transfer ×2 (arm 5)", "the best λ_new stays put (shift 0 decades)")] == "fails"
+    # Both optima pinned at the smallest λ_new (the clock floor): no shift can be measured, and it says so.
+    edge = np.exp(-((y + 3.5) ** 2) / 0.5 - (x + 1.2) ** 2 / 0.5)
+    res = {"constant_sgd": _result("constant_sgd", edge, lrs, wds, noise=0.0005),
+           "width4_sgd": _result("width4_sgd", edge, lrs, wds, noise=0.0005, rng=1, arm="transfer")}
+    a = study_v2.analyze(res, {"delta": {"neg_loss": 0.05}}, n_boot=50)
+    v = {(arm, p): v for arm, p, _, v in study_v2.predictions(a)}
+    assert v[("transfer ×4 (arm 5)", "the best λ_new stays put (shift 0 decades)")].startswith("undefined")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -219,3 +228,29 @@ def test_lr_shortfall_with_the_best_cell_in_a_corner():
     assert study_v2.sweep_decades(A, "old") == 0.5 and study_v2.sweep_decades(A, "new") == 1.0
     # Over the same learning rates (rows 1, 2): the column of the best λ_new vs that diagonal.
     assert study_v2.sensitivity_pair(A, A) == pytest.approx((0.5 * 0.4, 0.5 * 0.1))
+
+
+def test_full_plan_report_on_synthetic_results(tmp_path):
+    """Every grid of the full plan (synthetic scores): analysis, verdict table, report and plots run through."""
+    plan = study_v2.PLANS["full"]
+    gs = study_v2.grids(plan, 32, (14, 14, 1))
+    res = {}
+    for k, (name, arm, hm) in enumerate(gs):
+        x = np.log10(hm.learning_rates)[:, None]
+        y = np.log10(hm.weight_decays)[None, :]
+        A = -0.3 * (y - y.mean() - 0.1 * k) ** 2 - 0.05 * (x - x.mean()) ** 2 - 0.8
+        r = _result(name, A, hm.learning_rates, hm.weight_decays, arm=arm, rng=k)
+        r.config.update(hm.config())
+        r.config["clocks"] = [[hm.equilibration_clock(lr, w) for w in hm.weight_decays] for lr in hm.learning_rates]
+        res[name] = r
+    a = study_v2.analyze(res, {"delta": {"neg_loss": 0.05}}, n_boot=30)
+    assert set(a["comparisons"]) == {"step", "cosine", "adam"}
+    assert {"width2_sgd", "width4_sgd"} <= set(a["transfer"])
+    arms = {arm for arm, *_ in study_v2.predictions(a)}
+    assert any("arm 3" in s for s in arms) and any("arm 4" in s for s in arms) and any("arm 5" in s for s in arms)
+    md = study_v2.markdown([a], res, {"mode": "full", "data": "synthetic", "n_train": 0, "n_val": 0, "filters": [8],
+                                      "batch_size": 1, "epochs": 12, "total_steps": 384, "momentum": 0.9,
+                                      "seeds": [0, 1, 2], "backend": "none", "n_boot": 30, "min_clock": 3.0}, [])
+    assert md.count("| transfer ×") == 4 and "adam_adam_new" in md
+    pngs = study_v2.heatmaps(str(tmp_path), res, a, "full")
+    assert len(pngs) == 6 and all(os.path.getsize(p) > 5000 for p in pngs)

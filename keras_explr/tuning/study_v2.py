@@ -326,7 +326,7 @@ def analyze(results, plan, score="neg_loss", n_boot=1000):
             tr[name] = {"log10_eta_shift": d_eta, "log10_lambda_new_shift": d_new, "log10_lambda_old_shift": d_old,
                         "optimum": optimum(metrics.mean_grid(sr), x0, y0)}
         if tr:
-            tr["width1_optimum"] = optimum(metrics.mean_grid(score_of(base, score)), x0, y0)
+            tr["base_optimum_width1"] = optimum(metrics.mean_grid(score_of(base, score)), x0, y0)
             out["transfer"] = tr
     return out
 
@@ -430,10 +430,13 @@ def predictions(a):
     for name, t in a.get("transfer", {}).items():
         if not name.startswith("width"):
             continue
-        P.append((f"transfer ×{name[5:-4]} (arm 5)", "the best λ_new stays put (shift 0 decades)",
-                  fmt(t["log10_lambda_new_shift"]), verdict_value(t["log10_lambda_new_shift"], 0)))
-        P.append((f"transfer ×{name[5:-4]} (arm 5)", "the best standard λ stays put (shift 0 decades)",
-                  fmt(t["log10_lambda_old_shift"]), verdict_value(t["log10_lambda_old_shift"], 0)))
+        floor = _floor_note(("constant_sgd", g["constant_sgd"]), (name, g[name]))
+        for what, key in (("λ_new", "log10_lambda_new_shift"), ("standard λ", "log10_lambda_old_shift")):
+            # A best λ_new pinned at the clock floor in both grids gives a shift of 0 by construction.
+            v = (f"undefined{floor}" if floor and key == "log10_lambda_new_shift"
+                 else verdict_value(t[key], 0) + floor)
+            P.append((f"transfer ×{name[5:-4]} (arm 5)", f"the best {what} stays put (shift 0 decades)",
+                      fmt(t[key]), v))
     return P
 
 
