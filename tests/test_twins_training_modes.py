@@ -112,7 +112,7 @@ RENORM_EMA = (
 XFAIL = {("reparam_decoupled", "accumulation"): REPARAM_CAST}
 
 WORST = {}                               # mode -> {"distance": worst, "twin": which}
-_CACHE = {}                              # (run, mode) -> (records, moving-average record or None)
+_CACHE = {}                              # (run, mode, floatx) -> (records, moving-average record or None)
 
 
 @pytest.fixture(autouse=True)
@@ -317,6 +317,19 @@ def test_moving_average(twin):
                     f"moving average of the raw weights is not the same function (measured {d:.1e}); "
                     "the runs themselves are exact (test_twin_is_exact[...-ema])")
     assert d <= TOL
+
+
+@pytest.mark.backends
+def test_function_recorder_outside_fit():
+    x, _ = _digits()
+    rec = callbacks.FunctionRecorder(x[:8])
+    with pytest.raises(ValueError, match="`model` is required outside `fit`"):
+        rec.record()
+    model = _fresh_model(False)
+    rec.record(model)
+    rec.record()
+    assert len(rec.outputs) == 2 and rec.outputs[0].shape == (8, 10)
+    np.testing.assert_array_equal(rec.outputs[0], rec.outputs[1])  # training-mode BN, no state change
 
 
 @pytest.mark.backends
