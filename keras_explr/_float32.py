@@ -28,7 +28,7 @@ _J = 32  # table entries per octave
 _TABLE = np.array([2.0 ** (j / _J) for j in range(_J)], dtype=np.float64)
 _TABLE_HI = _TABLE.astype(np.float32)
 _TABLE_LO = (_TABLE - _TABLE_HI.astype(np.float64)).astype(np.float32)
-_POW2_MIN, _POW2_MAX = -80, 66  # 2^k for half of any exponent that can matter, all normal floats
+_POW2_MIN, _POW2_MAX = -80, 80  # 2^±k for half of any exponent that can matter, all normal floats
 _POW2 = np.array([2.0 ** k for k in range(_POW2_MIN, _POW2_MAX + 1)], dtype=np.float32)
 
 
@@ -141,10 +141,15 @@ def exp_pair(hi, lo):
     y = t_hi - w
     n1 = ops.floor_divide(n, 2)
     pow2 = ops.convert_to_tensor(_POW2)
-    y = y * ops.take(pow2, n1 - _POW2_MIN) * ops.take(pow2, (n - n1) - _POW2_MIN)
+    y = y * ops.take(pow2, n1 - _POW2_MIN)
+    y = ops.where(ops.less(hi, -105.0), ops.zeros_like(y), y)
+    # The last step is a division by 2^−(n − n1) (exact): XLA treats a float division
+    # as expensive and does not duplicate it, nor the ~100 cheap scalar ops before it,
+    # into every loop that uses the result (a 16M-element update recomputed the LR
+    # per element with a multiplication here).
+    y = y / ops.take(pow2, (n1 - n) - _POW2_MIN)
     cap = ops.convert_to_tensor(FLOAT32_MAX, "float32")
-    y = ops.where(ops.less(y, cap), y, cap)               # overflow (inf) saturates
-    return ops.where(ops.less(hi, -105.0), ops.zeros_like(y), y)
+    return ops.where(ops.less(y, cap), y, cap)            # overflow (inf) saturates
 
 
 def pair_of(x):
