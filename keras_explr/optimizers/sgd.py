@@ -111,6 +111,8 @@ class SGD(keras.optimizers.Optimizer):
         return
 
     def update_step(self, gradient, variable, learning_rate):
+        if keras.backend.backend() == "torch":
+            return self._torch_update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         d = ops.cast(gradient, dtype)
@@ -125,6 +127,34 @@ class SGD(keras.optimizers.Optimizer):
         self.assign(v, new_v)
         step = ops.add(d, ops.multiply(gamma, new_v)) if self.nesterov else new_v
         self.assign_sub(variable, ops.multiply(lr, step))
+
+    def _torch_update_step(self, gradient, variable, learning_rate):
+        """The same rule with in-place torch ops, as Keras's own torch SGD does: the generic
+        path allocates a weight-sized tensor per operation (4.7x Keras's SGD at 16.8M
+        parameters, mostly fresh-page faults). Rounding differs from the generic path only
+        in the order of the sums (float32 round-off)."""
+        import torch
+
+        with torch.no_grad():
+            p = variable.value
+            lr = ops.cast(learning_rate, p.dtype)
+            g = ops.cast(gradient, p.dtype)
+            lam = self.weight_decay if (
+                self.weight_decay and _keras_internals.uses_weight_decay(self, variable)) else 0.0
+            if self.momentum == 0.0:  # θ − η(g + λθ) (not (1 − ηλ)θ − ηg: 1 − ηλ rounds λ away)
+                p.addcmul_(torch.add(g, p, alpha=lam) if lam else g, lr, value=-1)
+                return
+            v = self.momentum_buffer(variable).value
+            v.mul_(self.momentum).add_(g)  # v ← γv + g + λθ, without a weight-sized temporary
+            if lam:
+                v.add_(p, alpha=lam)
+            if self.nesterov:  # θ − η(g + λθ + γv)
+                step = torch.add(g, v, alpha=self.momentum)
+                if lam:
+                    step.add_(p, alpha=lam)
+                p.addcmul_(step, lr, value=-1)
+            else:
+                p.addcmul_(v, lr, value=-1)
 
     def get_config(self):
         config = super().get_config()
