@@ -40,6 +40,11 @@ Keras 3.10–3.15, and both are *read-only*:
   and `Operation._inbound_nodes` / `_outbound_nodes` (its own `plot_model`
   and `clone_model` read them); `Node` itself is public in shape only. Read-only.
 
+* **An optimizer's moving averages (`use_ema`).** `Renormalize` rescales the
+  group's weights by 1/s and must rescale their moving averages with them, or
+  the averages mix θ and θ/s. Keras keeps them in the instance attribute
+  `_model_variables_moving_average` (in build order) with no public getter.
+
 Apart from the untracking (which changes only what the wrapper's own wrapped
 layer reports), nothing here assigns to a Keras object: a Keras upgrade that renames these
 attributes makes `check()` raise at import with this explanation (and
@@ -144,3 +149,17 @@ def inbound_nodes(operation):
 def outbound_nodes(operation):
     """The calls that consume the layer's outputs (each with `.operation`)."""
     return list(operation._outbound_nodes)
+
+
+# -- Renormalize -------------------------------------------------------------------------
+def moving_averages(optimizer):
+    """The moving averages of `use_ema`, one per variable in build order ([] without EMA)."""
+    if not getattr(optimizer, "use_ema", False):
+        return []
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if averages is None and optimizer.built:
+        raise RuntimeError(
+            f"keras_explr reads Keras's private `_model_variables_moving_average` (see "
+            f"keras_explr/_keras_internals.py for why) and Keras {keras.__version__} no longer has it. "
+            "Please report this with your Keras version.")
+    return list(averages or [])

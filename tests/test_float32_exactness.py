@@ -143,7 +143,8 @@ def test_property_random_schedules_against_theory():
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
 
-    @hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+    # (25 examples on TensorFlow; 8 elsewhere: eager JAX dispatch makes each ~2 s)
+    @hypothesis.settings(max_examples=25 if BACKEND == "tensorflow" else 8, deadline=None, derandomize=True)
     @hypothesis.given(eta=st.floats(1e-3, 1.0), frac=st.floats(1e-4, 0.9), gamma=st.floats(0.0, 0.99),
                       exact=st.booleans(), texp=st.booleans(), seed=st.integers(0, 2**31 - 1))
     def check(eta, frac, gamma, exact, texp, seed):

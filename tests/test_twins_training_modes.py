@@ -26,7 +26,7 @@ accumulation, whose BatchNorm sees the micro-batches, and use_ema, whose average
 the twin in the mode is compared with the base run under plain ``fit``: a stronger check than
 both in the mode (the mode must not change the twin either), at about half the runs.
 
-Worst twin distance per training mode (63 cases, one of them xfail), measured on TF 2.21 /
+Worst twin distance per training mode (63 cases), measured on TF 2.21 /
 Keras 3.15.1, CPU; the module prints them with ``-s`` and writes them to a JSON file in pytest's
 temporary directory:
 
@@ -48,9 +48,9 @@ Where the twin is not the same function:
   step, so Keras's average Σ w_i c_i θ_i is not a multiple of Σ w_i θ_i. The runs themselves
   stay exact; the averages differ by 5e-4 to 4e-3 (`test_moving_average`, skipped with the
   reason after checking it);
-* Renormalize's moving average would be exact, but Renormalize does not rescale it yet, and
-  ReparamWeightDecay's decoupled decay under gradient accumulation rounds 1 − λ through float32:
-  both are marked xfail(strict) with the fix in their reason (those modules are not this one's).
+* (fixed) Renormalize's moving averages were not rescaled with the weights (4.4e-3; now rescaled:
+  exact), and ReparamWeightDecay's decoupled decay under gradient accumulation rounded 1 − λ
+  through float32 (1.6e-7; now converted at the variable's dtype: exact).
 
 Keras's built-in schedules compute in the dtype of their arguments: given Python floats they
 run in float32, and XLA (``jit_compile``) rounds a float32 `CosineDecay` differently from
@@ -96,20 +96,7 @@ TWINS = {
     "partitioned": ("sgd_wd_all", "partitioned", True),
 }
 
-REPARAM_CAST = (
-    "keras_explr/optimizers/reparam_weight_decay.py, ReparamWeightDecay._decay: on a call that may "
-    "not be an update (gradient accumulation, or a LossScaleOptimizer inside), the factor is "
-    "`ops.cast(f, v.dtype)` of the Python float f = 1 - λ, which TensorFlow rounds through float32 "
-    "(1 - 1.25e-3 off by 2.9e-8): use `ops.convert_to_tensor(f, v.dtype)` (measured with it: "
-    "4.6e-16 instead of 1.6e-7)")
-RENORM_EMA = (
-    "keras_explr/optimizers/renormalize.py, Renormalize._state: the inner optimizer's moving "
-    "averages (use_ema) of the group's variables are not rescaled with the weights, so after a "
-    "renormalization the average mixes θ and θ/s; add (average of v, power p['weights']) for each "
-    "group variable v, the averages read through a _keras_internals helper "
-    "(`optimizer._model_variables_moving_average`, in build order: index self._index[id(v)]); "
-    "measured with it: 3.5e-16 instead of 4.4e-3")
-XFAIL = {("reparam_decoupled", "accumulation"): REPARAM_CAST}
+XFAIL = {}
 
 WORST = {}                               # mode -> {"distance": worst, "twin": which}
 _CACHE = {}                              # (run, mode, floatx) -> (records, moving-average record or None)
@@ -301,8 +288,7 @@ RESCALED = ("explr", "texp", "equivalent_warmup", "partitioned")
 
 
 @tf_float64
-@pytest.mark.parametrize("twin", [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=RENORM_EMA))
-                                  if t == "renormalize" else t for t in TWINS])
+@pytest.mark.parametrize("twin", TWINS)
 def test_moving_average(twin):
     """use_ema: after fit the weights are the moving averages; the same function where the twin
     has the base run's weights (or would, rescaled by the same s for every term)."""

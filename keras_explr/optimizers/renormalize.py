@@ -5,7 +5,7 @@ import types
 import keras
 from keras import ops
 
-from keras_explr import _float32, theory
+from keras_explr import _float32, _keras_internals, theory
 from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, value
 from keras_explr.optimizers.sgd import SGD
 
@@ -338,8 +338,11 @@ class Renormalize(Wrapper):
         """(variable, power of s it is multiplied by) for everything a renormalization rescales."""
         p = self._powers
         out = []
+        averages = _keras_internals.moving_averages(self._target)  # use_ema: rescaled with the weights
         for v in self._refs.group:
             out.append((v, p["weights"]))
+            if averages:
+                out.append((averages[self._index[id(v)]], p["weights"]))
             b = self._buffer(v)
             if b is not None:
                 out.append((b, p["momentum_buffer"]))
