@@ -3,7 +3,7 @@
 Store every trainable weight at k times its size (keras_explr.layers.ScaleProbe,
 which computes with w'/k) and Adam's step, relative to the weight, shrinks k
 times. Multiply the learning rate by k and divide epsilon by k and the run is
-the same run (PROBE_AND_STUDY.md §A.3):
+the same run (docs/math.md#scale-probe):
 
     (scale 1,  lr 1e-3, eps)  ==  (scale 10, lr 1e-2, eps/10)
     (scale 10, lr 1e-3, eps)  ==  (scale 1,  lr 1e-4, 10 eps)

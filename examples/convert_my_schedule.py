@@ -4,7 +4,7 @@ You train with `keras_explr.optimizers.SGD(CosineDecay(...), momentum=γ,
 weight_decay=λ)` (the paper's / PyTorch's coupled decay). On a network whose
 loss is scale-invariant in its normalized kernels, the same networks come out
 of SGD with momentum γ, **no weight decay**, and the learning rate printed
-here (MATH.md §3.4). The script prints the twin, the momentum to use, where it
+here (docs/math.md#exact-twin-of-any-schedule). The script prints the twin, the momentum to use, where it
 would pass float32's range, and writes a PNG of both schedules.
 
     python examples/convert_my_schedule.py                 # a 100-epoch CIFAR-style setup

@@ -2,7 +2,7 @@
 
 Li & Arora's new parameterization of weight decay takes a fixed fraction
 λ_new of the weights per step, whatever the learning rate, so that LR and WD
-stop being entangled (MATH.md §4). Each trial here trains a scale-invariant BN
+stop being entangled (docs/math.md#new-parameterization). Each trial here trains a scale-invariant BN
 convnet (BN without γ/β, head frozen) with step decay η → η/10 → η/100 at
 50 % and 75 % of the epochs, in one of two forms:
 

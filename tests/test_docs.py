@@ -102,8 +102,16 @@ def test_links_into_the_math_page_resolve():
 
 
 def test_docs_are_self_contained():
-    """The docs cite papers and the repository's own pages, never the project's private spec folder."""
-    for path in glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True):
+    """The docs, README, examples, tests and package cite papers and the repository's own pages,
+    never the project's private spec folder."""
+    files = (glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True)
+             + glob.glob(os.path.join(ROOT, "examples", "*.py"))
+             + glob.glob(os.path.join(ROOT, "tests", "*.py"))
+             + glob.glob(os.path.join(ROOT, "keras_explr", "**", "*.py"), recursive=True)
+             + [os.path.join(ROOT, "README.md")])
+    for path in files:
+        if os.path.samefile(path, __file__):
+            continue
         text = _read(path)
         assert "../shared" not in text and "shared/spec" not in text, path
         assert not re.search(r"(MATH|PROBE_AND_STUDY)\.md", text), path

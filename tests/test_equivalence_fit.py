@@ -81,7 +81,7 @@ def test_constant_lr_with_wd_equals_explr(digits, case):
 
 def test_negative_control_keras_sgd_with_unchanged_momentum(digits):
     # keras.optimizers.SGD folds the LR into its buffer: under ExpLR with the
-    # same momentum it is a different algorithm (MATH.md §1). The test can fail.
+    # same momentum it is a different algorithm (docs/math.md#update-rules). The test can fail.
     lr, wd, momentum = _p()["lr"], _p()["wd"], 0.9
     wd_run = run(optimizers.SGD(lr, momentum=momentum, weight_decay=wd), digits)
     sched = schedules.ExpLR.from_weight_decay(lr, wd, momentum)
@@ -129,7 +129,7 @@ def test_keras_sgd_with_decoupled_wd_equals_keras_explr(digits):
 
 @pytest.mark.parametrize("mode", ["decoupled", "coupled"])
 def test_reparam_wrapper_equals_its_twin(digits, mode):
-    # λ_new = λ_old·η; the twin of the wrapper is the ExpLR of λ_old (MATH.md §4.1).
+    # λ_new = λ_old·η; the twin of the wrapper is the ExpLR of λ_old (docs/math.md#new-parameterization).
     lr, momentum = _p()["lr"], 0.9
     lam = _p()["wd"] * lr
     base = run(optimizers.ReparamWeightDecay(optimizers.SGD(lr, momentum=momentum), lam, mode=mode), digits)

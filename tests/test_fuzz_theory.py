@@ -1,7 +1,7 @@
 """Property-based tests: `keras_explr.theory` (and the schedules) against an
 independent step-by-step simulation, over random valid (η, λ, γ, schedule).
 
-The oracle below is written from MATH.md alone and shares no code with
+The oracle below is written from docs/math.md alone and shares no code with
 `keras_explr`: a toy loss that is exactly scale-invariant, SGD in the paper
 (torch) and Keras conventions run step by step in float64, and the growth
 roots solved with 50-digit `decimal` arithmetic. A conversion is correct when
@@ -55,7 +55,7 @@ class Toy:
 
 
 def run_paper(toy, lrs, momentum, weight_decay=0.0, v0=None, kicks=None):
-    """Paper / torch SGD: v ← μ_t v + g + λθ, θ ← θ − η_t v (MATH.md §1).
+    """Paper / torch SGD: v ← μ_t v + g + λθ, θ ← θ − η_t v (docs/math.md#update-rules).
 
     `kicks`: {t: κ} adds −κθ/η_t to the new buffer at step t (TEXP's correction, §3.3).
     Returns θ_0..θ_T as a (T+1, DIM) array.

@@ -74,7 +74,7 @@ def test_skipped_steps_neither_decay_nor_advance_the_schedule(policy, arm):
 
 def test_renormalize_keeps_float16_activations_in_range(policy):
     """λη = 2.5e-3 makes ExpLR's weights grow ~e^(0.025 t): pre-BN activations
-    pass float16's 65504 after a few hundred steps (MATH.md §6.1 at the paper's
+    pass float16's 65504 after a few hundred steps (docs/math.md#numerical-range at the paper's
     settings: around epoch 56). Measured: without Renormalize inf activations and a
     NaN loss by 600 steps; with it (every 25 steps) max |pre-BN| ≈ 10, finite loss."""
     policy("mixed_float16")

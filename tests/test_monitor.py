@@ -1,4 +1,4 @@
-"""ScaleMonitor: statistics through the optimizer, checked against theory (PROBE_AND_STUDY.md §A.4)."""
+"""ScaleMonitor: statistics through the optimizer, checked against theory (docs/math.md#monitor-quantities)."""
 
 import os
 

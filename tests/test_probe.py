@@ -1,4 +1,4 @@
-"""ScaleProbe, scale_model and equivalent_optimizer (PROBE_AND_STUDY.md §A.3).
+"""ScaleProbe, scale_model and equivalent_optimizer (docs/math.md#scale-probe).
 
 Bit-identity: two real `model.fit` runs, one at scale 1 and one at scale k with
 `equivalent_optimizer`, compared with ``np.array_equal`` on the effective

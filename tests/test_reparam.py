@@ -194,7 +194,7 @@ def test_wrapper_with_constant_lr_equals_its_explr_twin(float64, digits, mode, l
 
 @pytest.mark.parametrize("mode", ["decoupled", "coupled"])
 def test_collapse_theorem(float64, digits, mode):
-    # (θ_0, η) and (kθ_0, k²η) with the same λ_new give the same function (MATH.md §4.2).
+    # (θ_0, η) and (kθ_0, k²η) with the same λ_new give the same function (docs/math.md#collapse).
     lr, lam = 0.05, 5e-4
     ref = _run(optimizers.ReparamWeightDecay(optimizers.SGD(lr, momentum=0.9), lam, mode=mode), digits, epochs=20)
     for k in (0.5, 3.0):

@@ -57,7 +57,7 @@ def test_float64_values_are_float64_exact(float64):
 
 
 def test_log_space_beats_float32_pow():
-    # MATH.md §6.1: pow(float32(α), −2t−1) is off by 2.6e-3 at t = 78 199; we are not.
+    # docs/math.md#numerical-range: pow(float32(α), −2t−1) is off by 2.6e-3 at t = 78 199; we are not.
     s = schedules.ExpLR.from_weight_decay(*PAPER, exact=False)
     t = 78199
     truth = theory.explr_closed_form(*PAPER, [t])[0]

@@ -1,4 +1,4 @@
-"""Warm-up from zero: the exact WD-free twin exists (MATH.md §3.4 in state form).
+"""Warm-up from zero: the exact WD-free twin exists (docs/math.md#exact-twin-of-any-schedule, in state form).
 
 A zero-LR step of the paper's SGD (v ← γv + g + λθ, θ ← θ − η_t v) moves
 nothing but puts g_t + λθ_t into the buffer. `theory.paper_state_step` carries
@@ -103,7 +103,7 @@ def test_state_form_is_the_rho_recurrence_when_no_lr_is_zero():
     rng = np.random.default_rng(3)
     lrs, lam, gam = rng.uniform(0.01, 0.2, 300), 3e-3, 0.9
     q_rho, q_prev = [], 1.0
-    for t, eta in enumerate(lrs):  # MATH.md §3.4 as written: ρ_t = η_t/η_{t−1}
+    for t, eta in enumerate(lrs):  # docs/math.md#exact-twin-of-any-schedule as written: ρ_t = η_t/η_{t−1}
         rho = 1.0 if t == 0 else eta / lrs[t - 1]
         q_prev = 1 + gam * rho - eta * lam - gam * rho / q_prev
         q_rho.append(q_prev)

@@ -62,7 +62,7 @@ def test_texp_corrections_paper():
 
 
 def test_texp_lr_curve_matches_the_blog():
-    # MATH.md §5.2: 4.46e12 at the end of epoch 80, then 4.47e11 after the drop.
+    # docs/math.md#texp: 4.46e12 at the end of epoch 80, then 4.47e11 after the drop.
     spe = 391
     p = th.texp_pieces([80 * spe - 1, 120 * spe - 1], [0.1, 0.01, 0.001], 5e-4, 0.9, exact=False)
     lr = p.learning_rate([80 * spe - 1, 80 * spe, 300 * spe - 1])
@@ -73,7 +73,7 @@ def test_texp_lr_curve_matches_the_blog():
 
 # ---------------------------------------------------------------- pieces vs the plain recurrence
 def _recurrence_longdouble(lrs, lam, gam):
-    """log η̃_t from the recurrence of MATH.md §3.4 in 80-bit floats (a reference)."""
+    """log η̃_t from the recurrence of docs/math.md#exact-twin-of-any-schedule in 80-bit floats (a reference)."""
     L = np.longdouble
     lam, gam = L(lam), L(gam)
     out, log_c, q_prev, eta_prev = [], L(0), L(1), None
@@ -126,7 +126,7 @@ def test_closed_texp_is_the_blog_construction():
 
 
 def test_paper_settings_deviation_of_the_closed_form():
-    # MATH.md §2.5/§3.4: exact/closed → 0.99093 after the transient (the +0.92 % effective LR).
+    # docs/math.md#zero-buffers: exact/closed → 0.99093 after the transient (the +0.92 % effective LR).
     exact = th.explr_pieces(*PAPER, exact=True).learning_rate(5000)
     closed = th.explr_pieces(*PAPER, exact=False).learning_rate(5000)
     assert exact / closed == pytest.approx(0.99093, abs=2e-5)
@@ -152,7 +152,7 @@ def test_explr_equivalence_in_plain_numpy(gam, eta, lam):
         # The paper's closed form from zero buffers is not exact ...
         closed = th.explr_closed_form(eta, lam, gam, np.arange(T))
         assert toy.discrepancy(wd_run, toy.train(closed, gam)) > 1e-3
-        # ... but is, with the initial buffer ṽ_0 = −(1−α)θ_0/(ηα) (MATH.md §2.2).
+        # ... but is, with the initial buffer ṽ_0 = −(1−α)θ_0/(ηα) (docs/math.md#zero-buffers).
         a = th.growth_root(eta, lam, gam)
         run = toy.train(closed, gam, buffer0=lambda w: -(1 - a) / (eta * a) * w)
         assert toy.discrepancy(wd_run, run) < 1e-11
