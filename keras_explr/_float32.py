@@ -122,7 +122,9 @@ def exp_pair(hi, lo):
     hi = ops.convert_to_tensor(hi, "float32")
     lo = ops.convert_to_tensor(lo, "float32")
     x = ops.clip(hi, -105.0, 90.0)  # finite; |N| < 2^13 and |n/2| < 80 below
-    lo_ok = ops.where(ops.isfinite(lo), lo, ops.zeros_like(lo))
+    # lo only matters inside the clip range (outside, exp saturates or is 0 whatever lo
+    # is; a huge hi carries a residual of several units that would push r off its range).
+    lo_ok = ops.where(ops.logical_and(ops.isfinite(lo), ops.equal(x, hi)), lo, ops.zeros_like(lo))
     n_total = ops.round(x * (_J / math.log(2.0)))        # N: x ≈ N·ln2/32
     # r = (x + lo) − N·ln2/32 from exact pieces: N·a and N·b are exact products and
     # x − N·a is exact (Sterbenz), so r keeps ~2^-24 of its own size.

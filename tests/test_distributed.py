@@ -29,13 +29,7 @@ def run(backend, mode, out):
         return {k: f[k] for k in f.files}
 
 
-DIST_REASON = ("KNOWN REGRESSION (session 5, issue 17): Renormalize keeps its log-scale as a float32 pair (log_scale + log_scale_residual) for non-float64 models only: renormalize/opt5 (the residual, a round-off term) is compared relative to its own "
-               "max (1.0); compare log_scale + residual instead; to fix next session")
-
-
-@pytest.mark.parametrize("backend, mode", [pytest.param("tensorflow", "mirrored", marks=pytest.mark.xfail(strict=True, reason=DIST_REASON)),
-                                           pytest.param("jax", "data_parallel", marks=pytest.mark.xfail(strict=True, reason=DIST_REASON))])
-
+@pytest.mark.parametrize("backend, mode", [("tensorflow", "mirrored"), ("jax", "data_parallel")])
 def test_distributed_matches_single_device(tmp_path, backend, mode):
     single = run(backend, "single", tmp_path / "single.npz")
     dist = run(backend, mode, tmp_path / "dist.npz")

@@ -3,6 +3,7 @@
 import types
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_explr import _float32, _keras_internals, theory
@@ -168,14 +169,12 @@ class Renormalize(Wrapper):
             base = self._base
             self._base = self.add_variable((), initializer="zeros", dtype=dtype, name="base_learning_rate")
             self._base.assign(base)
-        self.log_scale_residual = None
-        if self._pair:
-            self.log_scale_residual = self.add_variable(
-                (), initializer="zeros", dtype=dtype, name="log_scale_residual")
+        # (a float64 model keeps it too, at zero, so that checkpoints cross precisions)
+        self.log_scale_residual = self.add_variable(
+            (), initializer="zeros", dtype=dtype, name="log_scale_residual")
         super().build(var_list)
         self._untracked.own_state += [self.log_scale, self.reference_norm] + (
-            [self._base] if isinstance(self._base, keras.Variable) else []) + (
-            [self.log_scale_residual] if self._pair else [])
+            [self._base] if isinstance(self._base, keras.Variable) else []) + [self.log_scale_residual]
         refs = self._refs
         if refs.group is None and refs.group_paths is not None:
             by_path = {v.path: v for v in var_list}
@@ -188,20 +187,29 @@ class Renormalize(Wrapper):
         self._untracked.variables = tuple(var_list)
 
     def load_own_variables(self, store):
-        # A save from before the double-float log-scale has no residual (the last variable).
-        if self.built and self._pair and len(store.keys()) == len(self.variables) - 1:
-            for i, variable in enumerate(self.variables[:-1]):
-                variable.assign(ops.cast(store[str(i)], variable.dtype))
-            self.log_scale_residual.assign(0.0)
-            return
-        super().load_own_variables(store)
+        if not self.built:
+            return super().load_own_variables(store)
+        n = len(self.variables)
+        values = [np.asarray(store[str(i)]) for i in range(len(store.keys()))]
+        if len(values) == n - 1:  # a save from before the log-scale residual (the last variable)
+            values.append(np.zeros((), values[-1].dtype))
+        if len(values) != n:
+            return super().load_own_variables(store)  # (Keras's own error)
+        ids = [id(v) for v in self.variables]
+        hi, lo = ids.index(id(self.log_scale)), ids.index(id(self.log_scale_residual))
+        if self._pair and values[hi].dtype == np.float64:
+            # A float64 log-scale into a float32 pair: split it, keeping ~48 bits of it.
+            total = values[hi] + values[lo].astype(np.float64)
+            values[hi] = total.astype(np.float32)
+            values[lo] = (total - values[hi].astype(np.float64)).astype(np.float32)
+        for variable, x in zip(self.variables, values):
+            variable.assign(ops.cast(x, variable.dtype))
 
     def _log_scale_pair(self, power=1):
         """power × the cumulative log-scale: a float32 (hi, lo) pair, or a float64 tensor."""
-        hi = value(self.log_scale)
-        if not self._pair:
-            return hi * power if power != 1 else hi
-        lo = value(self.log_scale_residual)
+        hi, lo = value(self.log_scale), value(self.log_scale_residual)
+        if not self._pair:  # (the residual is zero unless a float32 checkpoint was loaded)
+            return (hi + lo) * power if power != 1 else hi + lo
         if power == 1:
             return hi, lo
         p = ops.convert_to_tensor(float(power), "float32")  # ±2: exact
@@ -316,7 +324,7 @@ class Renormalize(Wrapper):
         return out + self._next_log_scale(state[k:-1], s) + [r]
 
     def _log_scale_values(self):
-        return [value(self.log_scale)] + ([value(self.log_scale_residual)] if self._pair else [])
+        return [value(self.log_scale), value(self.log_scale_residual)]
 
     def _assign(self, targets, new):
         """Writes what `renormalized` computed: the rescaled state, the log-scale, the reference."""
@@ -324,8 +332,7 @@ class Renormalize(Wrapper):
             v.assign(x)
         k = len(targets)
         self.log_scale.assign(new[k])
-        if self._pair:
-            self.log_scale_residual.assign(new[k + 1])
+        self.log_scale_residual.assign(new[k + 1])
         self.reference_norm.assign(new[-1])
 
     def _buffer(self, variable):
@@ -360,7 +367,7 @@ class Renormalize(Wrapper):
         """The log-scale after rescaling by s: [L + log s], or a (hi, lo) pair."""
         log_s = ops.cast(ops.log(s), self.log_scale.dtype)
         if not self._pair:
-            return [current[0] + log_s]
+            return [current[0] + current[1] + log_s, ops.zeros_like(log_s)]
         # double-float: (hi, lo) + log s, so that the offset keeps ~48 bits however large
         hi, e = _float32.two_sum(current[0], log_s)
         return list(_float32.two_sum(hi, current[1] + e))
