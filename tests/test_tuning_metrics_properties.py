@@ -138,3 +138,83 @@ st = hypothesis.strategies
 def test_ridge_slope_recovers_slopes_hypothesis(slope, profile, width, off_x, off_y, noise, seed):
     lo = _min_width(profile)
     check_recovers(slope, lo + (1.0 - lo) * width, off_x, off_y, noise, seed, profile)
+
+
+# ------------------------------------------------------------------ contour slope
+CONTOUR_PROFILES = {
+    "ramp": np.tanh,                       # monotone along λ (an optimum outside the grid)
+    "gauss": lambda u: np.exp(-u ** 2 / 2),
+    "sech": lambda u: 1 / np.cosh(u),
+    "neg_loss": lambda u: -u ** 2 / 4,
+}
+
+
+def contour_surface(slope, width, off_x, off_y, noise, seed, profile, n_lr=5, n_wd=5, shift=0.0):
+    """f = g((log10 λ − s·log10 η − c)/w) + noise on a coarse grid (HX, HY decades): contours of slope s."""
+    x = -2.0 + off_x + HX * np.arange(n_lr)
+    y = -4.5 + off_y + HY * np.arange(n_wd)
+    u = (y[None, :] - (y.mean() + shift + slope * (x[:, None] - x.mean()))) / width
+    a = 0.55 + 0.37 * CONTOUR_PROFILES[profile](u)
+    gen = np.random.default_rng(seed)
+    return a[..., None] + noise * gen.standard_normal(a.shape + (3,)), 10.0 ** x, 10.0 ** y
+
+
+def check_contour(slope, width, off_x, off_y, noise, seed, profile, n_lr, n_wd, shift):
+    s, lrs, wds = contour_surface(slope, width, off_x, off_y, noise, seed, profile, n_lr, n_wd, shift)
+    m = metrics.contour_slope(s, lrs, wds, n_boot=0)
+    assert math.isfinite(m.slope) and m.reason == "" and m.n_segments >= 1, m
+    assert abs(m.slope - slope) < 0.1, (slope, width, off_x, off_y, noise, profile, n_lr, n_wd, shift, m)
+    # The same runs in λ_new = η·λ: every crossing moves by log10 η of its row, the slope by exactly one.
+    new = metrics.contour_slope(s, lrs, lrs[:, None] * wds[None, :], n_boot=0)
+    assert new.slope == pytest.approx(m.slope + 1, abs=1e-9)
+    return m
+
+
+def test_contour_slope_recovers_slopes_over_a_seeded_sweep():
+    """300 surfaces, 3–6 learning rates × 3–7 weight decays, ridges and ramps at least one grid step wide."""
+    rng = np.random.default_rng(6)
+    for k in range(300):
+        check_contour((-1.0, -0.5, 0.0)[k % 3], rng.uniform(HY, 1.5), rng.uniform(0, HX), rng.uniform(0, HY),
+                      (0.0, 0.002, 0.004)[(k // 12) % 3], k, tuple(CONTOUR_PROFILES)[(k // 3) % 4],
+                      int(rng.integers(3, 7)), int(rng.integers(3, 8)), rng.uniform(-0.5, 0.5))
+
+
+def test_contour_slope_is_defined_where_the_ridge_slope_is_not():
+    """A ramp along λ (the optimum below the grid's smallest λ, as at a clock floor): no ridge, but contours."""
+    s, lrs, wds = contour_surface(-1.0, 1.0, 0.1, 0.2, 0.002, 0, "ramp", 4, 3, shift=1.5)
+    assert math.isnan(metrics.ridge_slope(s, lrs, wds, n_boot=0).slope)
+    m = metrics.contour_slope(s, lrs, wds, n_boot=300)
+    assert abs(m.slope + 1) < 0.1 and m.ci[0] <= m.slope <= m.ci[1] and m.n_valid_boot == 300
+    # Two columns suffice (the equilibrated part of a quick-study grid).
+    assert abs(metrics.contour_slope(s[:, 1:], lrs, wds[1:], n_boot=0).slope + 1) < 0.1
+
+
+def test_contour_slope_says_why_when_it_cannot():
+    one_row = metrics.contour_slope(np.ones((1, 4, 2)), [0.1], [1, 2, 3, 4], n_boot=10)
+    assert math.isnan(one_row.slope) and "at least 2 learning rates" in one_row.reason
+    # Rows whose score ranges do not overlap: no level is crossed by two adjacent rows.
+    apart = np.array([[0.1, 0.2, 0.3], [0.5, 0.6, 0.7], [0.9, 1.0, 1.1]])
+    m = metrics.contour_slope(apart, [1, 2, 3], [1, 2, 3], n_boot=0)
+    assert math.isnan(m.slope) and "do not overlap" in m.reason
+    with pytest.raises(ValueError, match="levels"):
+        metrics.contour_slope(apart, [1, 2, 3], [1, 2, 3], levels=[math.nan])
+    with pytest.raises(ValueError, match="n_levels"):
+        metrics.contour_slope(apart, [1, 2, 3], [1, 2, 3], n_levels=0)
+
+
+def test_contour_slope_by_hand():
+    """2×3 grid, one level: row 0 crosses 0.5 at y = 0.5, row 1 at y = 1.25 (linear interpolation), x 1 apart."""
+    A = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    m = metrics.contour_slope(A, [1.0, 10.0], [1.0, 10.0, 100.0], levels=[0.5], n_boot=0)
+    # rising flanks: 0.5 → 1.5 (slope 1); falling flanks: row 0 at 1.5, row 1 has none
+    assert m.slope == pytest.approx(1.0) and m.n_segments == 1
+
+
+@hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+@hypothesis.given(slope=st.sampled_from([-1.0, -0.5, 0.0]), profile=st.sampled_from(sorted(CONTOUR_PROFILES)),
+                  width=st.floats(HY, 1.5), off_x=st.floats(0.0, HX), off_y=st.floats(0.0, HY),
+                  noise=st.sampled_from([0.0, 0.001, 0.004]), seed=st.integers(0, 2 ** 16),
+                  n_lr=st.integers(3, 6), n_wd=st.integers(3, 7), shift=st.floats(-0.5, 0.5))
+def test_contour_slope_recovers_slopes_hypothesis(slope, profile, width, off_x, off_y, noise, seed, n_lr, n_wd,
+                                                  shift):
+    check_contour(slope, width, off_x, off_y, noise, seed, profile, n_lr, n_wd, shift)

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "RidgeSlope", "Estimate", "SearchCost",
-    "mean_grid", "ridge_slope", "slope_statistic", "good_region_correlation", "transfer_regret",
+    "ContourSlope", "mean_grid", "ridge_slope", "slope_statistic", "contour_slope", "good_region_correlation", "transfer_regret",
     "cellwise_bootstrap", "paired_difference", "diagonal_flatness",
     "within_fraction", "expected_best_of_n", "trials_to_within", "search_cost",
 ]
@@ -358,6 +358,119 @@ def slope_statistic(learning_rates, weight_decays, delta=0.05, min_rows=3, refin
         return _ridge(A, x, y, delta, min_rows, refine)[0]
 
     return statistic
+
+
+# ------------------------------------------------------- M1b: contour slope
+@dataclasses.dataclass
+class ContourSlope:
+    """M1b. `slope` d log10 λ / d log10 η of the iso-score contours (the median over
+    every adjacent row pair, score level and flank where both rows cross the
+    level), its bootstrap `ci` (None with one seed), `n_segments` (how many
+    (row pair, level, flank) slopes the median is over), `levels` (the score
+    levels given, None: per row pair, inside the overlap of their ranges) and `reason`: why the slope is NaN, '' otherwise."""
+    slope: float
+    ci: tuple = None
+    n_valid_boot: int = 0
+    n_segments: int = 0
+    levels: list = None
+    reason: str = ""
+
+    def as_dict(self):
+        return {"slope": self.slope, "value": self.slope, "ci": None if self.ci is None else list(self.ci),
+                "n_valid_boot": self.n_valid_boot, "n_segments": self.n_segments,
+                "levels": None if self.levels is None else list(self.levels), "reason": self.reason}
+
+
+def _crossings(row, yrow, level):
+    """{+1: [...], -1: [...]}: the log10 λ where one row crosses `level`, by linear interpolation
+    between adjacent columns, split by flank (+1: the score rises with λ there, −1: it falls)."""
+    out = {1: [], -1: []}
+    d = row - level
+    for j in range(row.size - 1):
+        a, b = d[j], d[j + 1]
+        if (a < 0 <= b) or (b < 0 <= a):
+            out[1 if b > a else -1].append(float(yrow[j] + a / (a - b) * (yrow[j + 1] - yrow[j])))
+    return out
+
+
+def _contour_segments(A, x, y, levels, n_levels):
+    """Every defined slope (y_c(i+1) − y_c(i))/(x_{i+1} − x_i): per adjacent row pair, level and flank,
+    where each of the two rows crosses the level exactly once on that flank. `levels` None: per pair,
+    `n_levels` levels evenly spaced inside the overlap of the two rows' score ranges."""
+    out = []
+    for i in range(A.shape[0] - 1):
+        if levels is None:
+            lo, hi = max(A[i].min(), A[i + 1].min()), min(A[i].max(), A[i + 1].max())
+            pair_levels = [lo + (hi - lo) * (k + 1) / (n_levels + 1) for k in range(n_levels)] if hi > lo else []
+        else:
+            pair_levels = levels
+        for level in pair_levels:
+            c0, c1 = _crossings(A[i], y[i], level), _crossings(A[i + 1], y[i + 1], level)
+            for flank in (1, -1):
+                if len(c0[flank]) == 1 and len(c1[flank]) == 1:
+                    out.append((c1[flank][0] - c0[flank][0]) / (x[i + 1] - x[i]))
+    return out
+
+
+def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9, n_boot=2000, ci=0.95, seed=0):
+    """M1b, the slope of the iso-score contours, d log10 λ / d log10 η (docs/math.md#entanglement-metrics).
+
+    For each pair of adjacent rows (η_i, η_{i+1}) and each score level L, the
+    log10 λ where each row crosses L is found by linear interpolation in
+    log10 λ between the two columns that bracket it, separately on the rising
+    and the falling flank of the row; where both rows cross L exactly once on
+    a flank, that gives one slope (y_c,i+1 − y_c,i)/(x_{i+1} − x_i). The
+    contour slope is the median of every such slope. Unlike the ridge slope it
+    needs no optimum inside the grid: a surface that only rises or falls
+    along λ in the region measured still has contours. For a surface
+    f = g(log10 λ − s·log10 η) the contours are the lines log10 λ = c + s·log10 η,
+    slope s; at equilibrium with a constant LR the state depends on ηλ only, so
+    s = −1 in (η, λ) and 0 in (η, λ_new).
+
+    Args:
+      scores, learning_rates, weight_decays: see the module docstring (per-cell
+        `weight_decays` allowed: the same runs in other coordinates; the slope
+        in λ_new = η·λ is then exactly the slope in λ plus 1).
+      levels: the score levels, the same for every row pair; default (None):
+        for each row pair, `n_levels` levels evenly spaced inside the overlap
+        of the two rows' score ranges (recomputed in every bootstrap replicate),
+        so every pair whose ranges overlap contributes.
+      n_levels: number of levels per row pair when `levels` is None (≥ 1).
+      n_boot, ci, seed: the cell-wise bootstrap (as `ridge_slope`).
+
+    Returns:
+      `ContourSlope`; NaN with the `reason` when no level crosses two adjacent
+      rows (one row, one column, or rows whose score ranges do not overlap).
+    """
+    s = _check_scores(scores)
+    x = _check_rates("learning_rates", learning_rates, s.shape[0])
+    y = _check_wd(weight_decays, s.shape)
+    n_levels = _check_int("n_levels", n_levels, 1)
+    n_boot = _check_int("n_boot", n_boot, 0)
+    A = s.mean(-1)
+    if levels is not None:
+        levels = [float(v) for v in np.atleast_1d(np.asarray(levels, dtype="float64"))]
+        if not levels or not all(math.isfinite(v) for v in levels):
+            raise ValueError(f"`levels` must be finite score values. Received: levels={levels!r}")
+
+    def statistic(G):
+        seg = _contour_segments(G, x, y, levels, n_levels)
+        return float(np.median(seg)) if seg else math.nan
+
+    seg = _contour_segments(A, x, y, levels, n_levels)
+    out = ContourSlope(float(np.median(seg)) if seg else math.nan, n_segments=len(seg), levels=levels)
+    if not seg:
+        if s.shape[0] < 2 or s.shape[1] < 2:
+            out.reason = (f"the grid has {s.shape[0]} row(s) and {s.shape[1]} column(s): a contour slope needs "
+                          "at least 2 learning rates and 2 weight decays")
+        else:
+            out.reason = ("no score level is crossed once on the same flank by two adjacent rows: the rows' "
+                          "score ranges do not overlap (or the grid is flat); add weight decays or learning rates")
+    if s.shape[2] >= 2 and n_boot > 0:
+        reps = cellwise_bootstrap(statistic, s, n_boot=n_boot, seed=seed)
+        out.ci = _interval(reps, _check_fraction("ci", ci))
+        out.n_valid_boot = _valid(reps)
+    return out
 
 
 # ----------------------------------------------------------- M2: correlation
