@@ -4,9 +4,12 @@
 Each arm builds the cell's model (every seed a tower), trains it for `--steps` steps and evaluates it, as
 `SeedTuner.run_trial` does; arms run round-robin, `--repeats` times, and the median is taken. A cell costs
 overhead + steps × seconds-per-step; the two are separated by timing each arm at `--steps` and at
-`--steps`/4. The estimate applies them to every cell of the full plan (384 steps per run).
+`--steps`/4. The estimate applies them to every cell of the quick and the full plans (transient columns
+included: 128 and 384 steps per run).
 
     python benchmarks/study_v2_cost.py                 # writes benchmarks/results/study_v2_cost_cpu_tf.json
+    python benchmarks/study_v2_cost.py --reuse benchmarks/results/study_v2_cost_cpu_tf.json
+        # the plans' estimates again from the per-arm costs measured before (no training)
 """
 
 import argparse
@@ -50,11 +53,56 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "study_v2_cost_cpu_tf.json"))
+    p.add_argument("--reuse", default=None, help="a JSON this script wrote: reuse its per-arm costs, train nothing")
     args = p.parse_args(argv)
     if args.steps < 32 or args.repeats < 1:
         p.error("--steps must be >= 32 and --repeats >= 1")
+    data = study_v2.load_data(study_v2.PLANS["full"].data)
+    if args.reuse:
+        with open(args.reuse) as f:
+            old = json.load(f)
+        per = old["per_arm"]
+        meta = {k: old[k] for k in ("backend", "cpu_count", "steps", "repeats", "load_average")}
+        meta["per_arm_measured"] = old.get("per_arm_measured", "an earlier run of this script (--reuse)")
+    else:
+        per = measure(args, data)
+        meta = {"backend": keras.backend.backend(), "cpu_count": os.cpu_count(), "steps": args.steps,
+                "repeats": args.repeats, "load_average": os.getloadavg(), "per_arm_measured": "this run"}
+    out = {**meta, "per_arm": per,
+           "ratios_seconds_per_step_vs_sgd_w1": {a: per[a]["seconds_per_step"] / per["sgd_w1"]["seconds_per_step"]
+                                                for a in per}}
+    for mode in ("quick", "full"):
+        out[f"{mode}_plan"] = estimate(study_v2.PLANS[mode], per, data)
+    quick = os.path.join(os.path.dirname(__file__), "results", "entanglement_study_v2_quick", "results.json")
+    if os.path.exists(quick):  # the committed quick run: its measured cost against this estimate of it
+        with open(quick) as f:
+            q = json.load(f)["plan"]
+        cells = sum(len(g["learning_rates"]) * len(g["weight_decays"]) for g in q["grids"].values())
+        ratio = q["training_seconds"] / out["quick_plan"]["estimated_seconds"]
+        out["quick_run_measured"] = {"cells": cells, "training_seconds": q["training_seconds"],
+                                     "seconds_per_cell": q["training_seconds"] / cells,
+                                     "measured_over_estimate": ratio,
+                                     "full_plan_hours_scaled": out["full_plan"]["estimated_hours"] * ratio}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    for a, v in per.items():
+        print(f"{a}: {v['seconds_per_step'] * 1e3:.1f} ms/step ({out['ratios_seconds_per_step_vs_sgd_w1'][a]:.2f}x sgd_w1), "
+              f"overhead {v['overhead_seconds']:.1f} s per cell")
+    for mode in ("quick", "full"):
+        e = out[f"{mode}_plan"]
+        print(f"{mode} plan: {e['cells']} cells ({e['transient_cells']} transient), estimated "
+              f"{e['estimated_hours']:.2f} h = {e['estimated_seconds'] / 60:.1f} min "
+              f"(per-arm costs at load average {out['load_average'][0]:.1f} on {out['cpu_count']} CPUs)")
+    if "quick_run_measured" in out:
+        m = out["quick_run_measured"]
+        print(f"committed quick run: {m['cells']} cells in {m['training_seconds'] / 60:.1f} min "
+              f"({m['measured_over_estimate']:.2f}x its estimate): full plan scaled {m['full_plan_hours_scaled']:.2f} h")
+
+
+def measure(args, data):
+    """Per-arm cost of one cell: overhead + steps × seconds-per-step (medians, arms round-robin)."""
     plan = study_v2.PLANS["full"]
-    data = study_v2.load_data(plan.data)
     times = {a: {"long": [], "short": []} for a in ARMS}
     steps = {}
     for _ in range(args.repeats):  # round-robin
@@ -68,6 +116,11 @@ def main(argv=None):
         sps = (tl - ts) / (steps[(arm, "long")] - steps[(arm, "short")])
         per[arm] = {"seconds_long": tl, "seconds_short": ts, "seconds_per_step": sps,
                     "overhead_seconds": tl - sps * steps[(arm, "long")]}
+    return per
+
+
+def estimate(plan, per, data):
+    """Every grid of `plan`: cells (transient ones too) × (overhead + steps × seconds-per-step of its arm)."""
     gs = study_v2.grids(plan, -(-len(data[0][0]) // plan.batch_size), data[0][0].shape[1:])
     total = 0.0
     cells = {}
@@ -76,23 +129,12 @@ def main(argv=None):
         arm = arm if arm in per else "sgd_w1"
         n = len(hm.learning_rates) * len(hm.weight_decays)
         c = per[arm]["overhead_seconds"] + per[arm]["seconds_per_step"] * hm.total_steps
-        cells[name] = {"cells": n, "seconds_per_cell": c}
+        cells[name] = {"cells": n, "transient_cells": len(hm.learning_rates) * plan.transient_cols,
+                       "steps": hm.total_steps, "seconds_per_cell": c}
         total += n * c
-    out = {"backend": keras.backend.backend(), "cpu_count": os.cpu_count(), "steps": args.steps,
-           "repeats": args.repeats, "per_arm": per,
-           "ratios_seconds_per_step_vs_sgd_w1": {a: per[a]["seconds_per_step"] / per["sgd_w1"]["seconds_per_step"]
-                                                for a in per},
-           "full_plan": {"grids": cells, "cells": sum(c["cells"] for c in cells.values()),
-                         "estimated_seconds": total, "estimated_hours": total / 3600},
-           "load_average": os.getloadavg()}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-    for a, v in per.items():
-        print(f"{a}: {v['seconds_per_step'] * 1e3:.1f} ms/step ({out['ratios_seconds_per_step_vs_sgd_w1'][a]:.2f}x sgd_w1), "
-              f"overhead {v['overhead_seconds']:.1f} s per cell")
-    print(f"full plan: {out['full_plan']['cells']} cells, estimated {out['full_plan']['estimated_hours']:.2f} h "
-          f"(load average {out['load_average'][0]:.1f} on {os.cpu_count()} CPUs)")
+    return {"grids": cells, "cells": sum(c["cells"] for c in cells.values()),
+            "transient_cells": sum(c["transient_cells"] for c in cells.values()),
+            "estimated_seconds": total, "estimated_hours": total / 3600}
 
 
 if __name__ == "__main__":

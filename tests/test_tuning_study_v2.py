@@ -87,7 +87,9 @@ def test_clock_matches_the_decay_the_optimizer_applies(optimizer, rule, schedule
         assert measured == pytest.approx(clock, rel=0.06), (measured, clock)
 
 
-def test_grid_design_puts_every_cell_past_the_clock_floor():
+def test_grid_design_puts_the_equilibrated_columns_past_the_clock_floor():
+    """Every grid: `transient_cols` columns below the floor (clock ≈ 0.3 and ≈ 1 by design), then
+    columns that all reach min_clock; the clock is one number per column (it does not depend on η_0)."""
     for mode in ("quick", "full"):
         plan = study_v2.PLANS[mode]
         gs = study_v2.grids(plan, 32, (14, 14, 1))
@@ -95,7 +97,15 @@ def test_grid_design_puts_every_cell_past_the_clock_floor():
         assert len(names) == len(set(names))
         for name, arm, hm in gs:
             clocks = np.array([[hm.equilibration_clock(lr, w) for w in hm.weight_decays] for lr in hm.learning_rates])
-            assert clocks.min() >= plan.min_clock, (mode, name, clocks.min())
+            k = plan.transient_cols
+            assert k == 2 and clocks.shape[1] == k + 2
+            assert np.allclose(clocks, clocks[0]), (mode, name)
+            assert clocks[:, k:].min() >= plan.min_clock, (mode, name, clocks.min())
+            assert (clocks[:, :k] < plan.min_clock).all()
+            assert 0.3 <= clocks[0, 0] < 0.8 and 0.95 < clocks[0, 1] < 2.5, (mode, name, clocks[0])
+            r = study.GridResult(name, "grid", hm.learning_rates, hm.weight_decays, [0], np.zeros(clocks.shape + (1,)),
+                                 np.zeros(clocks.shape + (1,)), [], {"clocks": clocks.tolist()}, 0.0)
+            assert study_v2.equilibrated_from(r, plan.min_clock) == k
             # the floor is the first quarter-decade value: a quarter decade lower falls short for some grid of the arm
             assert np.allclose(np.diff(np.log10(hm.learning_rates)), study_v2.H)
             assert np.allclose(np.diff(np.log10(hm.weight_decays)), study_v2.H)
@@ -181,6 +191,8 @@ def test_optimum_and_transfer_shift():
     (dict(optimizer="lion"), "optimizer"), (dict(rule="keras"), "rule"), (dict(schedule="linear"), "schedule"),
     (dict(model="resnet"), "model"), (dict(weight_decays=[0.5, 1.0]), "weight_decays"),
     (dict(learning_rates=[0.1, -1]), "learning_rates"), (dict(momentum=1.0), "momentum"),
+    (dict(filters=()), "at least one conv block"), (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"),
+    (dict(num_classes=1), "num_classes"), (dict(steps_per_epoch=1.5), "steps_per_epoch"),
 ])
 def test_study_hypermodel_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -201,13 +213,15 @@ def test_study_v2_command_end_to_end(tmp_path):
     acc = np.array(doc["results"]["constant_sgd"]["accuracy"], dtype=float)
     assert acc.shape == (3, 3, 2) and np.isfinite(acc).all()
     clocks = np.array(doc["results"]["constant_sgd"]["config"]["clocks"])
-    assert clocks.shape == (3, 3) and (clocks >= 0.02).all()
+    assert clocks.shape == (3, 3) and (clocks[:, 1:] >= 0.02).all() and (clocks[:, 0] < 0.02).all()  # 1 transient
     for a in doc["analysis"]:
         m = a["grids"]["constant_sgd"]
         assert m["lr_sensitivity"]["new"]["ci"] is not None
         assert m["new_coords"]["M1_ridge_slope"]["slope"] is not None or m["new_coords"]["M1_ridge_slope"]["reason"]
+        assert m["equilibrated_from"] == 1 and m["optimum"]["clock"]["value"] > 0
+        assert m["new_coords"]["M1b_contour_slope"]["value"] is not None or m["new_coords"]["M1b_contour_slope"]["reason"]
     md = (out / "report.md").read_text()
-    assert "which hold, which fail" in md and "Grids and clocks" in md
+    assert "which hold, which fail" in md and "Grids and clocks" in md and " †" in md
     res2 = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res2.returncode == 0 and "(9 cells already finished)" in res2.stdout and "[study]" not in res2.stderr
     res3 = subprocess.run(cmd[:4] + ["--quick"] + cmd[5:], env=env, cwd=ROOT, capture_output=True, text=True,
@@ -254,3 +268,60 @@ def test_full_plan_report_on_synthetic_results(tmp_path):
     assert md.count("| transfer ×") == 4 and "adam_adam_new" in md
     pngs = study_v2.heatmaps(str(tmp_path), res, a, "full")
     assert len(pngs) == 6 and all(os.path.getsize(p) > 5000 for p in pngs)
+
+
+def test_transient_columns_locate_an_optimum_below_the_floor(tmp_path):
+    """Columns at clock 0.4, 1.28 (transient) and 4, 12.8: a surface in λ_new only (the equilibrium prediction),
+    best at clock 1.2. The slopes and verdicts use the last two columns only; the report gives the optimum's
+    clock (1.2, its CI below 3) and says it lies below the floor."""
+    lrs = [0.0316, 0.1, 0.316]
+    wds = [10 ** (-3.5 + 0.5 * k) for k in range(4)]
+    per_unit = 1280.0  # clock per unit λ_new (128 steps, γ = 0.9)
+    x, y = np.log10(lrs)[:, None], np.log10(wds)[None, :]
+    A = -0.8 - 0.3 * (y - math.log10(1.2 / per_unit)) ** 2 + 0 * x
+    r = _result("constant_sgd", A, lrs, wds, noise=0.003)
+    r.config["clocks"] = [[per_unit * w for w in wds] for _ in lrs]
+    res = {"constant_sgd": r}
+    a = study_v2.analyze(res, {"delta": {"neg_loss": 0.05}, "min_clock": 3.0}, n_boot=200)
+    m = a["grids"]["constant_sgd"]
+    assert m["equilibrated_from"] == 2 and np.asarray(m["mean_scores"]).shape == (3, 4)
+    assert m["best"]["weight_decay_new"] == wds[2] and m["best"]["at_clock_floor"]
+    assert math.isnan(m["new_coords"]["M1_ridge_slope"]["slope"])  # the best at the floor: no ridge
+    cs = m["old_coords"]["M1b_contour_slope"]
+    assert cs["value"] == pytest.approx(-1.0, abs=0.05) and cs["ci"][0] <= -1.0 <= cs["ci"][1]
+    o = m["optimum"]
+    assert o["clock"]["value"] == pytest.approx(1.2, rel=0.1) and o["clock"]["ci"][1] < 3.0
+    assert o["cost_of_equilibrium"]["value"] > 0.05 and not o["at_smallest_lambda"]
+    v = {(arm, p): (meas, ver) for arm, p, meas, ver in study_v2.predictions(a)}
+    meas, ver = next(val for (arm, p), val in v.items() if arm == "constant_sgd (floor)")
+    assert ver.startswith("fails: the optimum lies below 3 equilibration times")
+    assert v[("constant LR (arm 1)", "ηλ is what matters: iso-score contours in (η, λ) have slope −1")][1] == "holds"
+    md = study_v2.markdown([a], res, {"mode": "test", "data": "synthetic", "n_train": 0, "n_val": 0,
+                                      "filters": [8], "batch_size": 1, "epochs": 1, "total_steps": 128,
+                                      "momentum": 0.9, "seeds": [0, 1, 2], "backend": "none", "n_boot": 200,
+                                      "min_clock": 3.0, "transient_cols": 2}, [])
+    assert "0.000316 †" in md and "contour s in (η, λ)" in md and "lies below 3 equilibration times" in md
+    assert len(study_v2.heatmaps(str(tmp_path), res, a, "test")) == 1
+
+
+def test_plan_from_args_is_shared_by_both_studies():
+    """One argument handler for `keras-explr study` v1 and v2: --data, --n-boot, --arms (errors name the flag)."""
+    import argparse
+
+    from keras_explr.tuning import cli
+
+    def args(**kw):
+        return argparse.Namespace(**{"mode": "quick", "data": None, "n_boot": None, "arms": None, **kw})
+
+    plan, arms = study.plan_from_args(study_v2.PLANS, args(data="digits", n_boot=7, arms="step, constant"),
+                                      study_v2.ARMS, study_v2.PLANS["quick"].arms)
+    assert (plan.data, plan.n_boot, arms) == ("digits", 7, ("step", "constant"))
+    assert study_v2.PLANS["quick"].n_boot == 1000  # a copy: the plan table is untouched
+    assert study.plan_from_args(cli.PLANS, args(), cli.ARMS, cli.ARMS)[1] == cli.ARMS
+    for plans, all_arms in ((study_v2.PLANS, study_v2.ARMS), (cli.PLANS, cli.ARMS)):
+        with pytest.raises(ValueError, match="`--n-boot` must be an integer >= 0"):
+            study.plan_from_args(plans, args(n_boot=-1), all_arms, all_arms)
+        with pytest.raises(ValueError, match="`--arms` must be a comma-separated subset"):
+            study.plan_from_args(plans, args(arms="constant,lion"), all_arms, all_arms)
+        with pytest.raises(ValueError, match="`--arms`"):
+            study.plan_from_args(plans, args(arms=" , "), all_arms, all_arms)

@@ -81,9 +81,11 @@ def add_parser(subparsers):
                     "past 3 equilibration times. --v1: the first three-arm study on digits (this module).")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="3x3 grids, 3 seeds, arms constant/step/adam (about 10 minutes on 2 CPU cores)")
+                      help="3x4 grids (2 transient + 2 equilibrated λ_new columns), 3 seeds, arms constant/step "
+                           "(about 8-11 minutes on 2 CPU cores)")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="every arm, 4x3 grids, 3 seeds, 384 steps (about 1.5 hours on 2 CPU cores)")
+                      help="every arm, 4x4 grids (2 transient + 2 equilibrated λ_new columns), 3 seeds, 384 steps "
+                           "(about 1.9 hours on 2 CPU cores)")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help=argparse.SUPPRESS)  # the smallest complete study, for tests
     p.set_defaults(mode="quick")
@@ -96,6 +98,8 @@ def add_parser(subparsers):
     p.add_argument("--out", default="keras-explr-study", help="output folder (the KerasTuner projects live in it)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates")
+    p.add_argument("--dry-run", action="store_true",
+                   help="v2: print the plan (grids, learning rates, λ_new and the clock of every column) and exit")
     p.set_defaults(func=_dispatch)
     return p
 
@@ -158,17 +162,8 @@ def run(args):
 
     from keras_explr.tuning import report, study
 
-    plan = dataclasses.replace(PLANS[args.mode])
-    if args.data:
-        plan.data = args.data
-    if args.n_boot is not None:
-        if args.n_boot < 0:
-            raise ValueError(f"`--n-boot` must be an integer >= 0. Received: {args.n_boot}")
-        plan.n_boot = args.n_boot
-    arms = [a.strip() for a in (args.arms or "constant,scheduled,search").split(",") if a.strip()]
-    bad = [a for a in arms if a not in ARMS]
-    if bad or not arms:
-        raise ValueError(f"`--arms` must be a comma-separated subset of {ARMS}. Received: {args.arms!r}")
+    plan, arms = study.plan_from_args(PLANS, args, ARMS, default_arms=ARMS)
+    arms = list(arms)
     from keras_explr.data import load
 
     data = load(plan.data, plan.num_train)

@@ -52,6 +52,18 @@ def _check_range(name, bounds):
     return lo, hi
 
 
+def _check_training_args(epochs, steps_per_epoch, batch_size, input_shape, num_classes, filters):
+    """The training budget and the network of a study HyperModel, checked: (epochs, steps_per_epoch,
+    batch_size, input_shape, num_classes, filters) with integers ≥ 1 (num_classes ≥ 2) and ≥ 1 conv block."""
+    checked = (theory.check_steps("epochs", epochs), theory.check_steps("steps_per_epoch", steps_per_epoch),
+               theory.check_steps("batch_size", batch_size), tuple(int(d) for d in input_shape),
+               theory.check_steps("num_classes", num_classes, minimum=2),
+               tuple(theory.check_steps("filters", f) for f in filters))
+    if not checked[-1]:
+        raise ValueError("`filters` must name at least one conv block")
+    return checked
+
+
 class EntanglementHyperModel(keras_tuner.HyperModel):
     """A BN convnet trained with momentum SGD; hyperparameters η and λ.
 
@@ -120,14 +132,8 @@ class EntanglementHyperModel(keras_tuner.HyperModel):
         self.momentum = theory.check_momentum(momentum)
         self.schedule = schedule
         self.decay_rule = decay_rule
-        self.epochs = theory.check_steps("epochs", epochs)
-        self.steps_per_epoch = theory.check_steps("steps_per_epoch", steps_per_epoch)
-        self.batch_size = theory.check_steps("batch_size", batch_size)
-        self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_classes = theory.check_steps("num_classes", num_classes, minimum=2)
-        self.filters = tuple(theory.check_steps("filters", f) for f in filters)
-        if not self.filters:
-            raise ValueError("`filters` must name at least one conv block")
+        (self.epochs, self.steps_per_epoch, self.batch_size, self.input_shape, self.num_classes,
+         self.filters) = _check_training_args(epochs, steps_per_epoch, batch_size, input_shape, num_classes, filters)
         self.new_mode = new_mode
 
     @property
@@ -283,12 +289,8 @@ class StudyHyperModel(keras_tuner.HyperModel):
         if max(self.weight_decays) >= 1:
             raise ValueError(f"`weight_decays` are λ_new, fractions per step < 1. Received: {weight_decays!r}")
         self.momentum = theory.check_momentum(momentum)
-        self.epochs = theory.check_steps("epochs", epochs)
-        self.steps_per_epoch = theory.check_steps("steps_per_epoch", steps_per_epoch)
-        self.batch_size = theory.check_steps("batch_size", batch_size)
-        self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_classes = theory.check_steps("num_classes", num_classes, minimum=2)
-        self.filters = tuple(theory.check_steps("filters", f) for f in filters)
+        (self.epochs, self.steps_per_epoch, self.batch_size, self.input_shape, self.num_classes,
+         self.filters) = _check_training_args(epochs, steps_per_epoch, batch_size, input_shape, num_classes, filters)
         self.diagonal = None  # (the grid loader's interface)
         self.seeds = (0,)
 

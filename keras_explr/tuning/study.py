@@ -347,6 +347,27 @@ def run_grid(hypermodel, data, seeds, directory, project_name, kind="grid", max_
                      seconds=time.perf_counter() - t0)
 
 
+# ------------------------------------------------ the command's arguments
+def plan_from_args(plans, args, arms, default_arms):
+    """(plan, arms) of `keras-explr study` (v1 and v2): a copy of ``plans[args.mode]`` with ``--data`` and
+    ``--n-boot`` applied, and the arms of ``--arms`` (comma-separated, each one of `arms`) or
+    `default_arms`; a ValueError naming the argument, before anything runs."""
+    plan = dataclasses.replace(plans[args.mode])
+    if args.data:
+        plan.data = args.data
+    if args.n_boot is not None:
+        if args.n_boot < 0:
+            raise ValueError(f"`--n-boot` must be an integer >= 0. Received: {args.n_boot}")
+        plan.n_boot = args.n_boot
+    chosen = tuple(default_arms)
+    if args.arms:
+        chosen = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    bad = [a for a in chosen if a not in arms]
+    if bad or not chosen:
+        raise ValueError(f"`--arms` must be a comma-separated subset of {tuple(arms)}. Received: {args.arms!r}")
+    return plan, chosen
+
+
 # ------------------------------------------------ one grid from a JSON spec
 def hypermodel_from_spec(spec):
     """An `EntanglementHyperModel` from a spec's "hypermodel" dict."""

@@ -4,8 +4,17 @@ Every grid is rectangular in (η_0, λ_new), λ_new the fraction of a kernel rem
 per step at η_0 (λ = λ_new/η_0 for the standard rule, which runs as itself), so
 that every cell's equilibration clock Σ_t d_t (`StudyHyperModel.equilibration_clock`,
 with `keras_explr.theory.decay_per_step` in the optimizer's convention) can be
-set by design: the smallest λ_new of each grid is the one whose clock reaches
-`Plan.min_clock` (3) equilibration times, and every larger one gets more.
+set by design: the *equilibrated part* of each grid starts at the λ_new whose
+clock reaches `Plan.min_clock` (3) equilibration times, and every larger one
+gets more. Below it, `Plan.transient_cols` *transient* columns (H decades
+apart: clocks ≈ 1 and ≈ 0.3) are run and shown but flagged: at a fixed budget
+the best λ_new lies near one equilibration time (the optimal timescale
+1/(ηλ) is a roughly fixed fraction of training, Wang & Aitchison 2024), so
+no budget puts the optimum inside clock ≥ 3, and the transient columns locate
+it (its clock, with an interval). The predictions that need equilibrium are
+measured on the equilibrated columns only; there the iso-score contours
+(`metrics.contour_slope`) are defined even when the best cell sits at the
+floor, where the ridge slope is not.
 
 Arms (docs/math.md#study-design):
 
@@ -50,9 +59,10 @@ class Plan:
     filters: tuple = (8, 16, 32)
     min_clock: float = 3.0
     sgd_lr: tuple = (-1.5, 3)        # log10 η_0 of the first row, rows
-    sgd_wd_cols: int = 3
+    sgd_wd_cols: int = 2             # equilibrated λ_new columns (clock ≥ min_clock)
     adam_lr: tuple = (-3.0, 3)
-    adam_wd_cols: int = 3
+    adam_wd_cols: int = 2
+    transient_cols: int = 2          # λ_new columns below the floor (clock ≈ min_clock/√10, /10, ...)
     arms: tuple = ("constant", "step", "adam")
     widths: tuple = (2, 4)
     n_boot: int = 1000
@@ -62,18 +72,18 @@ class Plan:
 
 ARMS = ("constant", "step", "cosine", "adam", "user", "transfer")
 PLANS = {
-    # 27 cells × 3 seeds, 128 steps each: ≈ 8 minutes on 2 shared CPU cores (Adam, cosine, the users' net
-    # and transfer run in --full only: with 3 equilibration times in 128 steps Adam would need λ_new ≥ 0.05).
+    # 36 cells × 3 seeds (3 learning rates × (2 transient + 2 equilibrated λ_new), grids constant, step old,
+    # step new), 128 steps each: ≈ 8 min on 2 quiet CPU cores, ≈ 11 min at load 7 (benchmarks/study_v2_cost.py).
+    # Adam, cosine, the users' net and transfer run in --full only.
     "quick": Plan("quick", epochs=4, arms=("constant", "step")),
-    # 120 cells × 3 seeds (4 learning rates × 3 λ_new: constant 1 grid, step 2, cosine 2, Adam 2, users' net 1,
-    # widths ×2 and ×4), 384 steps each: ≈ 1.45 h on 2 shared CPU cores by benchmarks/study_v2_cost.py
-    # (≈ 1.55 h scaled to the per-cell cost the quick run saw).
-    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), sgd_wd_cols=3, adam_lr=(-3.5, 4), adam_wd_cols=3,
-                 arms=ARMS, n_boot=2000),
-    # The whole pipeline at its smallest (tests): 3×3 grids, 2 seeds, 2 epochs on 512 images (8 steps:
+    # 160 cells × 3 seeds (4 learning rates × (2 transient + 2 equilibrated λ_new): constant 1 grid, step 2,
+    # cosine 2, Adam 2, users' net 1, widths ×2 and ×4), 384 steps each: ≈ 1.9 h on 2 shared CPU cores
+    # by benchmarks/study_v2_cost.py.
+    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), adam_lr=(-3.5, 4), arms=ARMS, n_boot=2000),
+    # The whole pipeline at its smallest (tests): 3×(1 + 2) grids, 2 seeds, 2 epochs on 512 images (8 steps:
     # too short for equilibrium, so its clock floor is 0.02).
     "smoke": Plan("smoke", epochs=2, seeds=(0, 1), filters=(4, 8), arms=("constant", "step"), n_boot=100,
-                  num_train=512, min_clock=0.02),
+                  num_train=512, min_clock=0.02, transient_cols=1),
 }
 
 
@@ -102,12 +112,13 @@ def _hm(plan, steps_per_epoch, input_shape, lrs, wds, **kw):
 
 
 def weight_decay_axis(plan, hms, n):
-    """λ_new values: H decades apart, the smallest the first quarter-decade value whose clock reaches
-    plan.min_clock in every hypermodel of `hms` (the clock is proportional to λ_new and does not
-    depend on η_0 in these coordinates)."""
+    """λ_new values H decades apart: `plan.transient_cols` transient ones, then `n` equilibrated ones, the
+    first of which is the first quarter-decade value whose clock reaches plan.min_clock in every
+    hypermodel of `hms` (the clock is proportional to λ_new and does not depend on η_0 in these
+    coordinates, so each column has one clock; the transient ones have about min_clock·10^(−H·k))."""
     need = max(plan.min_clock / (hm.equilibration_clock(hm.learning_rates[0], 1e-6) / 1e-6) for hm in hms)
     lo = math.ceil(math.log10(need) * 4 - 1e-9) / 4
-    return [float(10 ** (lo + H * k)) for k in range(n)]
+    return [float(10 ** (lo + H * k)) for k in range(-int(plan.transient_cols), n)]
 
 
 def lr_axis(spec):
@@ -252,6 +263,56 @@ def optimum(A, x, y):
     return float(xx), float(yy)
 
 
+def equilibrated_from(result, min_clock):
+    """The index of the first λ_new column from which every cell reaches `min_clock` (0 without clocks)."""
+    clocks = np.asarray(result.config.get("clocks", [[math.nan]]), dtype="float64")
+    if clocks.shape != (len(result.learning_rates), len(result.weight_decays)):
+        return 0
+    ok = (clocks >= min_clock * (1 - 1e-9)).all(axis=0)
+    k = ok.size
+    while k > 0 and ok[k - 1]:
+        k -= 1
+    return k
+
+
+def columns(result, k0):
+    """The grid restricted to its columns k0.. (its equilibrated part)."""
+    clocks = np.asarray(result.config.get("clocks", [[math.nan]]), dtype="float64")
+    cfg = dict(result.config)
+    if clocks.ndim == 2 and clocks.shape[1] == len(result.weight_decays):
+        cfg["clocks"] = clocks[:, k0:].tolist()
+    return dataclasses.replace(result, weight_decays=list(result.weight_decays[k0:]),
+                               accuracy=result.accuracy[:, k0:], loss=result.loss[:, k0:], config=cfg)
+
+
+def optimum_clock(result, score, n_boot, min_clock, k0):
+    """The unconstrained optimum of a whole grid (transient columns included): its (η*, λ*_new) by `optimum`,
+    the equilibration clock there (the clock is proportional to λ_new and the same in every row), with a
+    cell-wise bootstrap interval; and what keeping to the equilibrated columns costs (best of the grid −
+    best of its columns k0.., in score units, ≥ 0)."""
+    s = metrics._check_scores(score_of(result, score))
+    x, y = np.log10(result.learning_rates), np.log10(result.weight_decays)
+    clocks = np.asarray(result.config.get("clocks", [[math.nan]]), dtype="float64")
+    per_unit = float(np.mean(clocks[:, 0]) / result.weight_decays[0]) if clocks.ndim == 2 else math.nan
+    A = s.mean(-1)
+    i, j = np.unravel_index(np.argmax(A), A.shape)
+    log_clock = _estimate(lambda G: optimum(G, x, y)[1] + math.log10(per_unit), s, n_boot)
+    out = {"log10_clock": log_clock,
+           "clock": {"value": 10 ** log_clock["value"],
+                     "ci": None if log_clock.get("ci") is None else [10 ** c for c in log_clock["ci"]]},
+           "log10_eta": optimum(A, x, y)[0], "log10_lambda_new": optimum(A, x, y)[1],
+           "best_cell": {"learning_rate": result.learning_rates[i], "weight_decay_new": result.weight_decays[j],
+                         "score": float(A[i, j]), "clock": float(clocks[i, j]) if clocks.shape == A.shape else None},
+           "at_smallest_lambda": bool(j == 0), "at_largest_lambda": bool(j == A.shape[1] - 1),
+           "min_clock": min_clock, "equilibrated_from": int(k0)}
+    if 0 < k0 < A.shape[1]:
+        out["cost_of_equilibrium"] = _estimate(lambda G: float(G.max() - G[:, k0:].max()), s, n_boot)
+    if j == 0:
+        out["reason"] = ("the best cell is in the smallest λ_new column run: the optimum's clock is at most "
+                         f"{10 ** log_clock['value']:.2g} (add a smaller λ_new)")
+    return out
+
+
 def analyze_grid(result, score, delta, n_boot):
     s = score_of(result, score)
     lrs, wds = result.learning_rates, result.weight_decays
@@ -261,10 +322,12 @@ def analyze_grid(result, score, delta, n_boot):
     out = {
         "new_coords": {
             "M1_ridge_slope": metrics.ridge_slope(s, lrs, wds, delta=delta, n_boot=n_boot).as_dict(),
+            "M1b_contour_slope": metrics.contour_slope(s, lrs, wds, n_boot=n_boot).as_dict(),
             "M2_good_region_correlation": metrics.good_region_correlation(s, lrs, wds, n_boot=n_boot).as_dict(),
             "M3_transfer_regret": metrics.transfer_regret(s, lrs, wds, delta=delta, n_boot=n_boot).as_dict()},
         "old_coords": {
             "M1_ridge_slope": metrics.ridge_slope(s, lrs, _old_coords(result), delta=delta, n_boot=n_boot).as_dict(),
+            "M1b_contour_slope": metrics.contour_slope(s, lrs, _old_coords(result), n_boot=n_boot).as_dict(),
             "M2_good_region_correlation": metrics.good_region_correlation(
                 s, lrs, _old_coords(result), n_boot=n_boot).as_dict()},
         "lr_sensitivity": joint_sensitivity(s, s, n_boot),
@@ -290,9 +353,28 @@ def _paired(statistic_a, a, b, n_boot, statistic_b=None):
 def analyze(results, plan, score="neg_loss", n_boot=1000):
     """Per-grid metrics and the comparisons of every arm."""
     delta = plan["delta"][score]
-    out = {"score": score, "delta": delta, "grids": {}}
+    min_clock = float(plan.get("min_clock", 3.0))
+    out = {"score": score, "delta": delta, "min_clock": min_clock, "grids": {}}
+    k0 = {name: equilibrated_from(r, min_clock) for name, r in results.items()}
+    for pair in (("step_sgd_old", "step_sgd_new"), ("cosine_sgd_old", "cosine_sgd_new"),
+                 ("adam_adam_old", "adam_adam_new")):
+        if all(n in k0 for n in pair):  # compared cell by cell: the columns equilibrated in both
+            for n in pair:
+                k0[n] = max(k0[p] for p in pair)
+    full = results
+    results = {name: columns(r, k0[name]) for name, r in full.items()}
     for name, r in results.items():
-        out["grids"][name] = analyze_grid(r, score, delta, n_boot)
+        if not r.weight_decays:
+            out["grids"][name] = {"reason": f"no λ_new column reaches {min_clock:g} equilibration times"}
+            continue
+        m = analyze_grid(r, score, delta, n_boot)
+        m["equilibrated_from"] = k0[name]
+        m["optimum"] = optimum_clock(full[name], score, n_boot, min_clock, k0[name])
+        m["mean_scores"] = metrics.mean_grid(score_of(full[name], score)).tolist()
+        clocks = np.asarray(full[name].config.get("clocks", [[math.nan]]), dtype="float64")
+        m["clock_all"] = {"min": float(np.nanmin(clocks)), "max": float(np.nanmax(clocks)),
+                          "cells_below_min_clock": int((clocks < min_clock).sum()), "cells": int(clocks.size)}
+        out["grids"][name] = m
     cmp = {}
     for sched in ("step", "cosine", "adam"):
         a, b = results.get(f"{sched}_{'adam' if sched == 'adam' else 'sgd'}_old"), \
@@ -309,12 +391,13 @@ def analyze(results, plan, score="neg_loss", n_boot=1000):
             "lr_sensitivity": joint_sensitivity(sb, sa, n_boot),
         }
     out["comparisons"] = cmp
-    base = results.get("constant_sgd")
+    base = full.get("constant_sgd")  # transfer: the unconstrained optima (transient columns included)
     if base is not None:
         tr = {}
         x0, y0 = np.log10(base.learning_rates), np.log10(base.weight_decays)
-        for name, r in results.items():
-            if not name.startswith("width") or r.learning_rates != base.learning_rates:
+        for name, r in full.items():
+            if not name.startswith("width") or r.learning_rates != base.learning_rates \
+                    or r.weight_decays != base.weight_decays:
                 continue
             sr, sbase = score_of(r, score), score_of(base, score)
 
@@ -386,21 +469,53 @@ def fmt(e, digits=2):
 
 
 def _floor_note(*grids):
-    """A verdict's caveat when a grid's best cell sits at its smallest λ_new (the clock floor)."""
-    at = [n for n, m in grids if m["best"].get("at_clock_floor")]
+    """A verdict's caveat when a grid's best equilibrated cell sits at its smallest equilibrated λ_new (the
+    clock floor)."""
+    at = [n for n, m in grids if m.get("best", {}).get("at_clock_floor")]
     return f" — best λ_new at the clock floor in {', '.join(at)}" if at else ""
+
+
+def _edge_note(*grids):
+    """A transfer verdict's caveat when a grid's unconstrained optimum is in its smallest λ_new column."""
+    at = [n for n, m in grids if m.get("optimum", {}).get("at_smallest_lambda")]
+    return f" — best λ_new in the smallest column run in {', '.join(at)}" if at else ""
+
+
+def _optimum_row(name, m):
+    """(prediction, measured, verdict) on where the unconstrained optimum lies, in equilibration times."""
+    o = m["optimum"]
+    c, ci = o["clock"]["value"], o["clock"].get("ci")
+    floor = o["min_clock"]
+    measured = (f"{'≤ ' if o['at_smallest_lambda'] else ''}{c:.2g}"
+                + (f" [{ci[0]:.2g}, {ci[1]:.2g}]" if ci and not o["at_smallest_lambda"] else "")
+                + f" (λ*_new = {10 ** o['log10_lambda_new']:.3g}, η*_0 = {10 ** o['log10_eta']:.3g})")
+    if "cost_of_equilibrium" in o:
+        measured += f"; best − best at clock ≥ {floor:g}: {fmt(o['cost_of_equilibrium'], 3)}"
+    hi = c if o["at_smallest_lambda"] else (ci[1] if ci else None)
+    lo = None if o["at_smallest_lambda"] else (ci[0] if ci else None)
+    if hi is not None and hi < floor:
+        v = f"fails: the optimum lies below {floor:g} equilibration times at this budget"
+    elif lo is not None and lo >= floor:
+        v = "holds"
+    else:
+        v = "inconclusive (the CI contains the floor)" if ci else "undefined"
+    return (f"the best λ_new reaches ≥ {floor:g} equilibration times (clock at the unconstrained optimum)",
+            measured, v)
 
 
 def predictions(a):
     """[(arm, prediction, measured, verdict)] for one analysis."""
     P = []
-    g = a["grids"]
+    g = {k: m for k, m in a["grids"].items() if "best" in m}
     for name, label in (("constant_sgd", "constant LR (arm 1)"), ("user_sgd", "users' net, constant LR (arm 4)")):
         if name in g:
             m = g[name]
             P.append((label, "ηλ is what matters: ridge slope in (η, λ) s_old = −1",
                       fmt(m["old_coords"]["M1_ridge_slope"]),
                       verdict_value(m["old_coords"]["M1_ridge_slope"], -1) + _floor_note((name, m))))
+            P.append((label, "ηλ is what matters: iso-score contours in (η, λ) have slope −1",
+                      fmt(m["old_coords"]["M1b_contour_slope"]),
+                      verdict_value(m["old_coords"]["M1b_contour_slope"], -1)))
             sens = m["lr_sensitivity"]
             P.append((label, "at fixed λ_new the LR does not matter: shortfall over η (new) < shortfall at fixed λ",
                       f"new {fmt(sens['new'], 3)}, old {fmt(sens['old'], 3)} (over {sens['decades']:g} decades of η); "
@@ -418,6 +533,9 @@ def predictions(a):
         P.append((label, "λ_new constant decouples: its ridge slope in (η_0, λ_new) is 0",
                   fmt(new["new_coords"]["M1_ridge_slope"]),
                   verdict_value(new["new_coords"]["M1_ridge_slope"], 0) + _floor_note(both[1])))
+        P.append((label, "λ_new constant decouples: its iso-score contours in (η_0, λ_new) have slope 0",
+                  fmt(new["new_coords"]["M1b_contour_slope"]),
+                  verdict_value(new["new_coords"]["M1b_contour_slope"], 0)))
         sens = c["lr_sensitivity"]
         P.append((label, "λ_new constant is less LR-sensitive than the standard rule (shortfall new − old < 0)",
                   f"{fmt(sens['new_minus_old'], 3)} (λ_new constant {fmt(sens['new'], 3)}, standard "
@@ -430,13 +548,16 @@ def predictions(a):
     for name, t in a.get("transfer", {}).items():
         if not name.startswith("width"):
             continue
-        floor = _floor_note(("constant_sgd", g["constant_sgd"]), (name, g[name]))
+        floor = _edge_note(("constant_sgd", g["constant_sgd"]), (name, g[name]))
         for what, key in (("λ_new", "log10_lambda_new_shift"), ("standard λ", "log10_lambda_old_shift")):
-            # A best λ_new pinned at the clock floor in both grids gives a shift of 0 by construction.
+            # A best λ_new pinned at the smallest column in both grids gives a shift of 0 by construction.
             v = (f"undefined{floor}" if floor and key == "log10_lambda_new_shift"
                  else verdict_value(t[key], 0) + floor)
             P.append((f"transfer ×{name[5:-4]} (arm 5)", f"the best {what} stays put (shift 0 decades)",
                       fmt(t[key]), v))
+    for name, m in g.items():
+        if "optimum" in m and m["optimum"]["equilibrated_from"] > 0:
+            P.append((f"{name} (floor)",) + _optimum_row(name, m))
     return P
 
 
@@ -445,9 +566,12 @@ def _grid_table(name, r, m):
     lrs, wds = r.learning_rates, r.weight_decays
     clocks = np.asarray(r.config.get("clocks"))
     A = np.asarray(m["mean_scores"])
+    k0 = m.get("equilibrated_from", 0)
     L = [f"`{name}` ({r.config['optimizer']}, rule {r.config['rule']}, {r.config['schedule']} LR, "
          f"{r.config['model']} net, filters {tuple(r.config['filters'])}): mean score, equilibration clock in "
-         "brackets", "", "| η_0 \\ λ_new | " + " | ".join(f"{w:.3g}" for w in wds) + " |",
+         "brackets" + ("; † transient columns (clock below the floor: shown, not used by the predictions that "
+                       "need equilibrium)" if k0 else ""), "",
+         "| η_0 \\ λ_new | " + " | ".join(f"{w:.3g}{' †' if j < k0 else ''}" for j, w in enumerate(wds)) + " |",
          "|---|" + "---|" * len(wds)]
     for i, lr in enumerate(lrs):
         L.append(f"| {lr:.3g} | " + " | ".join(f"{A[i, j]:.3f} ({clocks[i, j]:.1f})" for j in range(len(wds))) + " |")
@@ -466,8 +590,17 @@ def markdown(analyses, results, plan, pngs):
          f"wall-clock, summed): {plan.get('training_seconds', float('nan')) / 60:.1f} min.", "",
          "Every grid is rectangular in (η_0, λ_new), λ_new the fraction removed per step at η_0; the standard "
          "rule runs as itself with λ = λ_new/η_0. The clock of a cell is Σ_t d_t, d_t the decay per step in the "
-         f"optimizer's convention (`theory.decay_per_step`; coupled momentum SGD: η_tλ/(1 − γ)); every grid's "
-         f"smallest λ_new is the first quarter-decade value with clock ≥ {plan['min_clock']:g}.", ""]
+         f"optimizer's convention (`theory.decay_per_step`; coupled momentum SGD: η_tλ/(1 − γ)); each grid's "
+         f"*equilibrated part* starts at the first quarter-decade λ_new with clock ≥ {plan['min_clock']:g}, and "
+         f"{plan.get('transient_cols', 0)} *transient* column(s) below it, {H:g} decade apart (clock ≈ "
+         f"{plan['min_clock'] / 10 ** H:.2g}, {plan['min_clock'] / 10 ** (2 * H):.2g}, ...), are run and shown but "
+         "flagged (†). The predictions that need equilibrium (slopes, LR sensitivity, the best of each rule) use "
+         "the equilibrated columns only; the unconstrained optimum (every column) gives the clock at which the "
+         "best λ_new lies, with its interval (the 'floor' rows). At a fixed LR the clock is T·λ_new/(1 − γ) "
+         "whatever η_0 is, so the floor is a column in (η_0, λ_new) and a diagonal in (η, λ): a best cell at the "
+         "floor pins the ridge slope (−1 in (η, λ), 0 in (η, λ_new)) by construction, and the report calls it "
+         "undefined; the iso-score contour slope d log λ/d log η (`metrics.contour_slope`) is measured inside the "
+         "equilibrated columns and needs no interior optimum.", ""]
     L += ["## Predictions: which hold, which fail", "",
           f"Score: {'minus the validation cross-entropy' if a0['score'] == 'neg_loss' else 'validation accuracy'}. "
           "A prediction *holds* when its 95 % interval contains the predicted value (or lies on the predicted "
@@ -477,19 +610,28 @@ def markdown(analyses, results, plan, pngs):
     L += [""]
     for a in analyses:
         L += [f"## Per grid ({'−cross-entropy' if a['score'] == 'neg_loss' else 'accuracy'}, δ = {a['delta']:g})", "",
-              "| grid | clock min–max | best (η_0, λ_new, λ) | best score / acc | s in (η, λ_new) | s in (η, λ) | "
-              "ρ (η, λ_new) | M3 regret | LR shortfall new / old |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| grid | clock min–max (equilibrated) | best at clock ≥ floor (η_0, λ_new, λ) | best score / acc | "
+              "ridge s in (η, λ_new) | ridge s in (η, λ) | contour s in (η, λ_new) | contour s in (η, λ) | "
+              "ρ (η, λ_new) | M3 regret | LR shortfall new / old | optimum's clock (all columns) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in a["grids"].items():
+            if "best" not in m:
+                L.append(f"| {name} | {m.get('reason', '')} |" + " |" * 10)
+                continue
             b = m["best"]
+            o = m.get("optimum")
+            oc = "n/a" if not o else (f"{'≤ ' if o['at_smallest_lambda'] else ''}{o['clock']['value']:.2g}" + (
+                f" [{o['clock']['ci'][0]:.2g}, {o['clock']['ci'][1]:.2g}]"
+                if o["clock"].get("ci") and not o["at_smallest_lambda"] else ""))
             L.append(f"| {name} | {m['clock']['min']:.1f}–{m['clock']['max']:.1f} | {b['learning_rate']:.3g}, "
                      f"{b['weight_decay_new']:.3g}, {b['weight_decay_old']:.3g} | {b['score']:.3f} / "
                      f"{b['accuracy']:.3f} | {fmt(m['new_coords']['M1_ridge_slope'])} | "
                      f"{fmt(m['old_coords']['M1_ridge_slope'])} | "
+                     f"{fmt(m['new_coords']['M1b_contour_slope'])} | {fmt(m['old_coords']['M1b_contour_slope'])} | "
                      f"{fmt(m['new_coords']['M2_good_region_correlation'])} | "
                      f"{fmt(m['new_coords']['M3_transfer_regret'], 3)} | "
                      f"{fmt(m['lr_sensitivity']['new'], 3)} / {fmt(m['lr_sensitivity']['old'], 3)} "
-                     f"({m['lr_sensitivity']['decades']:g} dec.) |")
+                     f"({m['lr_sensitivity']['decades']:g} dec.) | {oc} |")
         L += [""]
         if a["comparisons"]:
             L += ["| schedule | best: new − old | slope: new (own coords) − old (own coords) | "
@@ -510,7 +652,9 @@ def markdown(analyses, results, plan, pngs):
         L += _grid_table(name, r, analyses[0]["grids"][name])
     L += ["Reading the slopes: s in (η, λ) is the standard coordinates' ridge (−1: ηλ is what matters), s in "
           "(η, λ_new) the new one (0: the best λ_new does not depend on η); at a constant LR they are the same runs "
-          "and differ by exactly 1. 'LR shortfall' is the mean distance from the best over the learning rates of "
+          "and differ by exactly 1, for the ridge and for the contours. The contour slope is the median over "
+          "adjacent learning-rate pairs and score levels of d log λ/d log η along an iso-score line (linear "
+          "interpolation in log λ), inside the equilibrated columns. 'LR shortfall' is the mean distance from the best over the learning rates of "
           "a fixed-λ sweep (new: the column of the best λ_new; old: the diagonal λ = λ_new/η_0 fixed through the best "
           "cell, or the best diagonal spanning ≥ 2 learning rates when the best cell is in a corner), both over the "
           "learning rates of the diagonal (so over the same span of η).", ""]
@@ -533,7 +677,10 @@ def heatmaps(out_dir, results, analysis, mode="study"):
                    results[n].weight_decays, analysis["grids"][n]["new_coords"]["M1_ridge_slope"], n,
                    "log10 λ_new", False) for n in names]
         paths.append(report.heatmaps(os.path.join(out_dir, f"study_v2_{mode}_{arm}_{analysis['score']}.png"), panels,
-                                     f"{arm}: {analysis['score']} (mean over seeds), ridge in (η_0, λ_new)"))
+                                     f"{arm}: {analysis['score']} (mean over seeds), ridge in (η_0, λ_new) over the equilibrated columns; "
+                                     f"columns below log10 λ_new = "
+                                     + ", ".join(f"{math.log10(results[n].weight_decays[analysis['grids'][n].get('equilibrated_from', 0)]):.2f}"
+                                                 for n in names) + " are transient (clock < floor)"))
     return paths
 
 
@@ -543,29 +690,28 @@ def run(args):
 
     from keras_explr.tuning import study
 
-    plan = dataclasses.replace(PLANS[args.mode])
-    if args.data:
-        plan.data = args.data
-    if args.n_boot is not None:
-        if args.n_boot < 0:
-            raise ValueError(f"`--n-boot` must be an integer >= 0. Received: {args.n_boot}")
-        plan.n_boot = args.n_boot
-    if args.arms:
-        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
-        bad = [a for a in arms if a not in ARMS]
-        if bad or not arms:
-            raise ValueError(f"`--arms` must be a comma-separated subset of {ARMS}. Received: {args.arms!r}")
-        plan.arms = arms
+    plan, plan.arms = study.plan_from_args(PLANS, args, ARMS, default_arms=PLANS[args.mode].arms)
     data = load_data(plan.data, plan.num_train)
     (x, y), (xv, yv) = data
     spe = -(-len(x) // plan.batch_size)
     gs = grids(plan, spe, x.shape[1:])
-    os.makedirs(args.out, exist_ok=True)
     tuner_dir = os.path.join(args.out, "tuner")
     record = {**dataclasses.asdict(plan), "backend": keras.backend.backend(), "n_train": int(len(x)),
               "n_val": int(len(xv)), "steps_per_epoch": spe, "total_steps": plan.epochs * spe,
               "grids": {n: hm.config() for n, _, hm in gs}}
     record = json.loads(json.dumps(record))
+    total = sum(study._n_cells(hm) for _, _, hm in gs)
+    print(f"keras-explr study --{plan.mode} (v2): {len(gs)} grids, {total} cells x {len(plan.seeds)} seeds; data "
+          f"{plan.data} ({len(x)} train, {len(xv)} val), {plan.epochs} epochs x {spe} steps; backend "
+          f"{keras.backend.backend()}; output in {args.out}", flush=True)
+    for n, _, hm in gs:
+        cl = [hm.equilibration_clock(hm.learning_rates[0], w) for w in hm.weight_decays]
+        print(f"  {n}: η_0 {[f'{v:.3g}' for v in hm.learning_rates]}, λ_new {[f'{v:.3g}' for v in hm.weight_decays]}, "
+              f"clock per λ_new column {[float(f'{c:.3g}') for c in cl]} (the first {plan.transient_cols} transient: "
+              f"clock < {plan.min_clock:g})", flush=True)
+    if getattr(args, "dry_run", False):
+        return 0
+    os.makedirs(args.out, exist_ok=True)
     plan_path = os.path.join(args.out, "plan.json")
     if os.path.exists(plan_path) and not args.overwrite:
         with open(plan_path) as f:
@@ -577,21 +723,14 @@ def run(args):
         shutil.rmtree(tuner_dir)
     with open(plan_path, "w") as f:
         json.dump(record, f, indent=1)
-    total = sum(study._n_cells(hm) for _, _, hm in gs)
     done = sum(study.completed_trials(os.path.join(tuner_dir, n)) for n, _, _ in gs)
-    print(f"keras-explr study --{plan.mode} (v2): {len(gs)} grids, {total} cells x {len(plan.seeds)} seeds "
-          f"({done} cells already finished); data {plan.data} ({len(x)} train, {len(xv)} val), {plan.epochs} epochs x "
-          f"{spe} steps; backend {keras.backend.backend()}; output in {args.out}", flush=True)
-    for n, _, hm in gs:
-        cl = [hm.equilibration_clock(hm.learning_rates[0], w) for w in hm.weight_decays]
-        print(f"  {n}: η_0 {[f'{v:.3g}' for v in hm.learning_rates]}, λ_new {[f'{v:.3g}' for v in hm.weight_decays]}, "
-              f"clock per λ_new column {[float(f'{c:.3g}') for c in cl]}", flush=True)
+    print(f"({done} cells already finished)", flush=True)
     progress = study.Progress(total, done=done)
     t0 = time.perf_counter()
     results = {}
     for name, arm, hm in gs:
         r = study.run_grid(hm, data, plan.seeds, tuner_dir, name, overwrite=False, progress=progress)
-        r.config = {**r.config, "arm": arm, "clocks": [[hm.equilibration_clock(lr, w) for w in hm.weight_decays]
+        r.config = {**r.config, "arm": arm, "transient_cols": plan.transient_cols, "clocks": [[hm.equilibration_clock(lr, w) for w in hm.weight_decays]
                                                        for lr in hm.learning_rates],
                     "training_seconds": study.training_seconds(os.path.join(tuner_dir, name))}
         results[name] = r
