@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -55,6 +57,25 @@ def test_keras_tuner_search_offline(tmp_path):
     assert _parse(text, "reparam vs its TEXP twin", "max |Δ val_accuracy|") <= 0.1
 
 
+def test_hp_optimizer_search(tmp_path):
+    text = _run("hp_optimizer_search.py", "--quick", "--directory", str(tmp_path / "kt"))
+    lines = text.splitlines()
+    new = [line for line in lines if line.strip().startswith("trial") and "weight_decay_new=" in line]
+    old = [line for line in lines if line.strip().startswith("trial") and "weight_decay=" in line]
+    assert len(new) == len(old) == 3  # both RandomSearches ran every trial, each in its own coordinates
+    # Each best trial's decay per step: λ_new itself (new), η·λ (old).
+    best = {p: dict(kv.split("=") for kv in line.split(": ", 1)[1].split(";")[0].split(", "))
+            for p in ("new", "old") for line in lines if line.startswith(f"best {p}:")}
+    assert _parse(text, "best new:", "decay per step") == float(best["new"]["weight_decay_new"])
+    assert _parse(text, "best old:", "decay per step") == pytest.approx(
+        float(best["old"]["learning_rate"]) * float(best["old"]["weight_decay"]), rel=2e-2)  # (printed to 3 digits)
+    reloads = [line for line in lines if line.startswith("reloaded")]
+    assert len(reloads) == 2 and all("state identical: True" in line for line in reloads)
+    assert "ReparamWeightDecay" in reloads[0] and ": SGD," in reloads[1]
+    # The retrained best models learn (chance 0.1; measured 0.853 and 0.831).
+    assert all(float(line.rsplit(" ", 1)[1]) > 0.5 for line in reloads)
+
+
 def _run_fails(script, *args):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
                          capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
@@ -66,6 +87,7 @@ def test_examples_reject_bad_arguments():
     assert "--weight-decay must be in (0, 1.0)" in _run_fails("cifar10_texp.py", "--synthetic", "--weight-decay", "2")
     err = _run_fails("keras_tuner_search.py", "--quick", "--weight-decays", "0.01")
     assert "--weight-decays must be in (0, (1−√γ)²" in err and "got 0.01" in err
+    assert "--trials must be an integer >= 1; got 0" in _run_fails("hp_optimizer_search.py", "--trials", "0")
 
 
 def test_adam_scale_probe(tmp_path):
