@@ -10,7 +10,8 @@ six-arm study (`StudyHyperModel`: grids in (η_0, λ_new), seeds as towers);
 """
 
 from keras_explr.tuning.metrics import (  # noqa: F401
-    ContourSlope, Estimate, RidgeSlope, SearchCost, cellwise_bootstrap, contour_slope, diagonal_flatness, expected_best_of_n,
+    ContourSlope, Estimate, RidgeSlope, SearchCost, cellwise_bootstrap, contour_slope, diagonal_flatness,
+    expected_best_of_n,
     good_region_correlation, mean_grid, paired_difference, ridge_slope, search_cost, slope_statistic,
     transfer_regret, trials_to_within, within_fraction,
 )

@@ -25,7 +25,8 @@ import numpy as np
 
 __all__ = [
     "RidgeSlope", "Estimate", "SearchCost",
-    "ContourSlope", "mean_grid", "ridge_slope", "slope_statistic", "contour_slope", "good_region_correlation", "transfer_regret",
+    "ContourSlope", "mean_grid", "ridge_slope", "slope_statistic", "contour_slope", "good_region_correlation",
+    "transfer_regret",
     "cellwise_bootstrap", "paired_difference", "diagonal_flatness",
     "within_fraction", "expected_best_of_n", "trials_to_within", "search_cost",
 ]
@@ -367,7 +368,8 @@ class ContourSlope:
     every adjacent row pair, score level and flank where both rows cross the
     level), its bootstrap `ci` (None with one seed), `n_segments` (how many
     (row pair, level, flank) slopes the median is over), `levels` (the score
-    levels given, None: per row pair, inside the overlap of their ranges) and `reason`: why the slope is NaN, '' otherwise."""
+    levels given; None: per row pair, inside the overlap of their ranges) and
+    `reason`: why the slope is NaN, '' otherwise."""
     slope: float
     ci: tuple = None
     n_valid_boot: int = 0

@@ -481,7 +481,7 @@ def _edge_note(*grids):
     return f" — best λ_new in the smallest column run in {', '.join(at)}" if at else ""
 
 
-def _optimum_row(name, m):
+def _optimum_row(m):
     """(prediction, measured, verdict) on where the unconstrained optimum lies, in equilibration times."""
     o = m["optimum"]
     c, ci = o["clock"]["value"], o["clock"].get("ci")
@@ -557,7 +557,7 @@ def predictions(a):
                       fmt(t[key]), v))
     for name, m in g.items():
         if "optimum" in m and m["optimum"]["equilibrated_from"] > 0:
-            P.append((f"{name} (floor)",) + _optimum_row(name, m))
+            P.append((f"{name} (floor)",) + _optimum_row(m))
     return P
 
 
@@ -676,11 +676,12 @@ def heatmaps(out_dir, results, analysis, mode="study"):
         panels = [(np.asarray(analysis["grids"][n]["mean_scores"]), results[n].learning_rates,
                    results[n].weight_decays, analysis["grids"][n]["new_coords"]["M1_ridge_slope"], n,
                    "log10 λ_new", False) for n in names]
+        floors = sorted({round(math.log10(results[n].weight_decays[analysis["grids"][n].get("equilibrated_from", 0)]),
+                               2) for n in names})
         paths.append(report.heatmaps(os.path.join(out_dir, f"study_v2_{mode}_{arm}_{analysis['score']}.png"), panels,
-                                     f"{arm}: {analysis['score']} (mean over seeds), ridge in (η_0, λ_new) over the equilibrated columns; "
-                                     f"columns below log10 λ_new = "
-                                     + ", ".join(f"{math.log10(results[n].weight_decays[analysis['grids'][n].get('equilibrated_from', 0)]):.2f}"
-                                                 for n in names) + " are transient (clock < floor)"))
+                                     f"{arm}: {analysis['score']} (mean over seeds), ridge in (η_0, λ_new) over the "
+                                     f"equilibrated columns; below log10 λ_new = {', '.join(f'{v:g}' for v in floors)}: "
+                                     "transient (clock < floor)"))
     return paths
 
 
@@ -730,8 +731,8 @@ def run(args):
     results = {}
     for name, arm, hm in gs:
         r = study.run_grid(hm, data, plan.seeds, tuner_dir, name, overwrite=False, progress=progress)
-        r.config = {**r.config, "arm": arm, "transient_cols": plan.transient_cols, "clocks": [[hm.equilibration_clock(lr, w) for w in hm.weight_decays]
-                                                       for lr in hm.learning_rates],
+        r.config = {**r.config, "arm": arm, "transient_cols": plan.transient_cols,
+                    "clocks": [[hm.equilibration_clock(lr, w) for w in hm.weight_decays] for lr in hm.learning_rates],
                     "training_seconds": study.training_seconds(os.path.join(tuner_dir, name))}
         results[name] = r
     record["wall_seconds_this_invocation"] = time.perf_counter() - t0
