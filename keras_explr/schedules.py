@@ -149,8 +149,18 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         rescaling the weights by 1/S; adding −2 log S *before* the exp keeps
         the LR finite however far the unscaled schedule would overflow.
         """
-        dtype = _compute_dtype()
         out_dtype = keras.config.floatx()
+        if _on_host():
+            value = self._host_lr(step, log_scale, out_dtype)
+            entry = self._host_cache
+            if len(entry) == 2:  # first tensor for this step
+                entry = self._host_cache = entry + (_host_tensor(value),)
+            return entry[2]
+        return self._traced(step, log_scale, out_dtype)
+
+    def _traced(self, step, log_scale, out_dtype):
+        """`scaled` with tensor ops only: float64 or double-float float32 (compiled steps)."""
+        dtype = _compute_dtype()
         with keras.name_scope(self.name or "schedule"):
             if dtype == "float32":
                 lr = _float32.exp_pair(*self._log_pair(step, log_scale))
@@ -187,6 +197,31 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
                 min(float(np.finfo(out_dtype).max), float(np.finfo(dtype).max)), dtype)
             lr = ops.exp(log_lr)
             return ops.cast(ops.where(ops.less(lr, cap), lr, cap), out_dtype)
+
+    def _host_lr(self, step, log_scale, out_dtype):
+        """The LR as a numpy value of `out_dtype`, evaluated on the host (eager PyTorch):
+        theory's float64 value (`theory.Pieces`), saturated, then rounded once (≤ 0.5 ulp).
+
+        The step and a tensor log_scale are read once (one device sync each); the result
+        (and, in `scaled`, its tensor) is cached for the step, so a second call in the
+        same update costs no conversion.
+        """
+        t = _host_read(step)
+        parts = () if log_scale is None else (
+            log_scale if isinstance(log_scale, (tuple, list)) else (log_scale,))
+        scale = sum((_host_read(x).astype(np.float64) for x in parts), np.zeros(()))  # a pair: exact
+        key = (t.tobytes(), t.dtype.str, t.shape, scale.tobytes(), scale.shape, out_dtype)
+        cache = self.__dict__.get("_host_cache")
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        if "int" not in str(t.dtype):
+            t = np.floor(t)
+        k = theory.accumulated_step(t.astype(np.int64), self.gradient_accumulation_steps)
+        with np.errstate(over="ignore"):
+            lr = np.exp(self._pieces.log_learning_rate(k) + scale)
+        value = _saturate_to(lr, out_dtype)
+        self._host_cache = (key, value)
+        return value
 
     def _log_pair(self, step, log_scale=None):
         """log η̃_t (+ log_scale) as a float32 (hi, lo) pair, from integer step
@@ -227,6 +262,44 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
             terms = [s_hi, hi0] + terms[1:] + [s_lo]
         hi, lo = _float32.accumulate(terms + [lo0])
         return ops.where(ops.isfinite(hi0), hi, hi0), lo  # log 0 = −inf stays −inf
+
+
+def _on_host():
+    """Whether schedules are evaluated on the host: eager PyTorch (no compiled step to keep
+    free of float64, no TPU), not while torch.compile / dynamo or torch.jit traces."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+
+
+def _host_read(x):
+    """A step or log-scale (Python number, numpy, torch tensor or Keras variable) as numpy."""
+    if isinstance(x, keras.Variable):
+        x = x.value
+    if hasattr(x, "detach"):  # a torch tensor
+        return np.asarray(x.item() if x.ndim == 0 else x.detach().cpu().numpy())
+    return np.asarray(x)
+
+
+def _saturate_to(lr, dtype):
+    """float64 `lr` rounded once to `dtype` (numpy), the overflow at its largest finite value."""
+    import ml_dtypes
+
+    np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    return np.minimum(lr, _finfo_max(np_dtype)).astype(np_dtype)
+
+
+def _finfo_max(dtype):
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(dtype).max)
+
+
+def _host_tensor(value):
+    """A numpy value as a tensor of its dtype (one conversion, no cast op)."""
+    return ops.convert_to_tensor(value, dtype=str(value.dtype))
 
 
 def _saturating_cast(lr, dtype):
@@ -619,6 +692,11 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.factor = theory.check_positive("factor", factor)
 
     def __call__(self, step):
+        if hasattr(self.schedule, "_host_lr") and _on_host():
+            # Eager PyTorch: the same float arithmetic in numpy, one tensor out.
+            value = self.schedule._host_lr(step, None, keras.config.floatx())
+            scaled = value * np.asarray(self.factor, value.dtype)
+            return _host_tensor(np.minimum(scaled, np.asarray(_finfo_max(value.dtype), value.dtype)))
         value = self.schedule(step)
         dtype = ops.dtype(value)
         scaled = ops.multiply(value, ops.cast(self.factor, dtype))

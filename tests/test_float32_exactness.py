@@ -252,3 +252,99 @@ def test_exp_pair_within_one_ulp():
     assert np.all(np.isfinite(got))
     assert ulps(got, truth).max() <= 1.0
     assert got[-1] == F32_MAX and got[-6] == 0.0
+
+
+# -- eager PyTorch: the LR evaluated on the host ------------------------------------------
+
+def _torch_only():
+    if BACKEND != "torch":
+        pytest.skip("the host path is eager PyTorch's")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("name", ["ExpLR exact (paper)", "TEXP exact", "EquivalentSchedule warm-up from 0",
+                                  "ExpLR accumulation 3"])
+def test_torch_eager_reads_the_step_on_the_host(name):
+    """Eager PyTorch: the step is read once and the LR is theory's float64 value rounded
+    once to float32 (≤ 0.5 ulp: the nearest float32), cached for the step."""
+    _torch_only()
+    s = SCHEDULES[name]()
+    steps = _steps_for(s.float32_horizon, n_random=300)[::7]
+    it = keras.Variable(0, dtype="int64", trainable=False)  # as an optimizer's iterations
+    got = []
+    for t in steps:
+        it.assign(int(t))
+        value = s(it)
+        assert str(value.dtype) == "torch.float32" and tuple(value.shape) == ()
+        assert s._host_cache[0][0] == np.int64(t).tobytes()  # the host path ran, for this step
+        assert s(it) is value  # a second call in the same step: the cached tensor
+        got.append(float(value))
+    err = ulps(np.array(got), s.learning_rates(steps))
+    assert err.max() <= 0.5, (name, err.max(), steps[np.argmax(err)])
+    # The same values as the traced (double-float, tensor-ops) path, which torch.compile
+    # and Keras's jit_compile use: within that path's 0.53 ulp of theory.
+    traced = ops.convert_to_numpy(s._traced(ops.convert_to_tensor(steps, "int64"), None, "float32"))
+    assert ulps(traced.astype(np.float64), s.learning_rates(steps)).max() <= 1.0
+    assert np.abs(traced.astype(np.float64) - np.array(got)).max() <= np.spacing(np.float32(max(got)))
+
+
+@pytest.mark.backends
+def test_torch_traced_path_under_torch_compile():
+    """Under torch.compile (dynamo) the host path cannot run (no host reads in a graph):
+    the schedule takes the tensor-ops path there, with the same values."""
+    _torch_only()
+    import torch
+
+    s = SCHEDULES["TEXP exact"]()
+    seen = []
+
+    def step_lr(t):
+        seen.append(schedules._on_host())
+        return s._traced(t, None, "float32")
+
+    f = torch.compile(step_lr, backend="eager")
+    steps = np.array([0, 1, 399, 400, 401, 5000, 20_000])
+    got = ops.convert_to_numpy(f(torch.as_tensor(steps))).astype(np.float64)
+    assert seen == [False]  # traced once, with the host path off
+    assert schedules._on_host()  # and on again eagerly
+    eager = np.array([float(s(torch.as_tensor(t))) for t in steps])
+    assert ulps(got, s.learning_rates(steps)).max() <= 1.0
+    assert np.abs(got - eager).max() <= np.spacing(np.float32(eager.max()))
+
+
+@pytest.mark.backends
+def test_torch_host_path_log_scale_pair_and_scaled_schedule():
+    """Renormalize's (hi, lo) log-scale tensors are read on the host too (one rounding);
+    ScaledSchedule gives the float32 product of the rounded LR and the factor, as its
+    tensor path does."""
+    _torch_only()
+    s = SCHEDULES["ExpLR exact (paper)"]()
+    rng = np.random.default_rng(3)
+    for t in (0, 1234, 90_599, 10**6, 10**7):
+        hi, lo = _float32.split_pair(-float(s._pieces.log_learning_rate(t)) + rng.uniform(-2, 2))
+        got = float(s.scaled(ops.convert_to_tensor(t, "int64"), (ops.convert_to_tensor(hi),
+                                                                ops.convert_to_tensor(lo))))
+        truth = math.exp(float(s._pieces.log_learning_rate(t)) + float(hi) + float(lo))
+        assert ulps(np.array([got]), np.array([truth])).max() <= 0.5, t
+    for factor in (0.5, 0.3, 7.0):
+        scaled = schedules.ScaledSchedule(s, factor)
+        for t in (0, 77, 5000):
+            base = np.float32(s.learning_rates(t))  # the nearest float32
+            got = ops.convert_to_numpy(scaled(ops.convert_to_tensor(t, "int64")))
+            assert got.dtype == np.float32 and got == base * np.float32(factor), (factor, t)
+
+
+@pytest.mark.backends
+def test_torch_host_path_float64_model():
+    """A float64 model on eager PyTorch gets theory's float64 value itself."""
+    _torch_only()
+    s = SCHEDULES["TEXP exact"]()
+    old = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        for t in (0, 399, 400, 401, 7000):
+            got = s(ops.convert_to_tensor(t, "int64"))
+            assert str(got.dtype) == "torch.float64"
+            assert float(got) == float(np.exp(s._pieces.log_learning_rate(t)))
+    finally:
+        keras.config.set_floatx(old)
