@@ -54,6 +54,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "study_v2_cost_cpu_tf.json"))
     p.add_argument("--reuse", default=None, help="a JSON this script wrote: reuse its per-arm costs, train nothing")
+    p.add_argument("--also", default=None,
+                   help="a JSON this script wrote earlier: the plans' estimates from its per-arm costs too (e.g. "
+                        "measured at another load)")
     args = p.parse_args(argv)
     if args.steps < 32 or args.repeats < 1:
         p.error("--steps must be >= 32 and --repeats >= 1")
@@ -73,6 +76,13 @@ def main(argv=None):
                                                 for a in per}}
     for mode in ("quick", "full"):
         out[f"{mode}_plan"] = estimate(study_v2.PLANS[mode], per, data)
+    if args.also:
+        with open(args.also) as f:
+            other = json.load(f)
+        out["also"] = {"per_arm_measured": other.get("per_arm_measured", args.also),
+                       "load_average": other.get("load_average"), "per_arm": other["per_arm"],
+                       **{f"{m}_plan_estimated_hours": estimate(study_v2.PLANS[m], other["per_arm"], data)[
+                           "estimated_hours"] for m in ("quick", "full")}}
     quick = os.path.join(os.path.dirname(__file__), "results", "entanglement_study_v2_quick", "results.json")
     if os.path.exists(quick):  # the committed quick run: its measured cost against this estimate of it
         with open(quick) as f:
@@ -94,6 +104,9 @@ def main(argv=None):
         print(f"{mode} plan: {e['cells']} cells ({e['transient_cells']} transient), estimated "
               f"{e['estimated_hours']:.2f} h = {e['estimated_seconds'] / 60:.1f} min "
               f"(per-arm costs at load average {out['load_average'][0]:.1f} on {out['cpu_count']} CPUs)")
+    if "also" in out:
+        print(f"with the per-arm costs of {out['also']['per_arm_measured']}: quick "
+              f"{out['also']['quick_plan_estimated_hours'] * 60:.1f} min, full {out['also']['full_plan_estimated_hours']:.2f} h")
     if "quick_run_measured" in out:
         m = out["quick_run_measured"]
         print(f"committed quick run: {m['cells']} cells in {m['training_seconds'] / 60:.1f} min "

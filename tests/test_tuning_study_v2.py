@@ -98,11 +98,12 @@ def test_grid_design_puts_the_equilibrated_columns_past_the_clock_floor():
         for name, arm, hm in gs:
             clocks = np.array([[hm.equilibration_clock(lr, w) for w in hm.weight_decays] for lr in hm.learning_rates])
             k = plan.transient_cols
-            assert k == 2 and clocks.shape[1] == k + 2
+            assert k == {"quick": 2, "full": 3}[mode] and clocks.shape[1] == k + 2
             assert np.allclose(clocks, clocks[0]), (mode, name)
             assert clocks[:, k:].min() >= plan.min_clock, (mode, name, clocks.min())
             assert (clocks[:, :k] < plan.min_clock).all()
-            assert 0.3 <= clocks[0, 0] < 0.8 and 0.95 < clocks[0, 1] < 2.5, (mode, name, clocks[0])
+            assert 0.3 <= clocks[0, k - 2] < 0.8 and 0.95 < clocks[0, k - 1] < 2.5, (mode, name, clocks[0])
+            assert np.allclose(np.diff(np.log10(clocks[0])), study_v2.H)
             r = study.GridResult(name, "grid", hm.learning_rates, hm.weight_decays, [0], np.zeros(clocks.shape + (1,)),
                                  np.zeros(clocks.shape + (1,)), [], {"clocks": clocks.tolist()}, 0.0)
             assert study_v2.equilibrated_from(r, plan.min_clock) == k
@@ -325,3 +326,21 @@ def test_plan_from_args_is_shared_by_both_studies():
             study.plan_from_args(plans, args(arms="constant,lion"), all_arms, all_arms)
         with pytest.raises(ValueError, match="`--arms`"):
             study.plan_from_args(plans, args(arms=" , "), all_arms, all_arms)
+
+
+def test_dry_run_prints_the_planned_clocks_and_writes_nothing(tmp_path, capsys):
+    import argparse
+
+    def args(**kw):
+        return argparse.Namespace(**{"mode": "full", "data": None, "n_boot": None, "arms": None, "overwrite": False,
+                                     "out": str(tmp_path / "out"), "dry_run": True, "transient_cols": None, **kw})
+
+    assert study_v2.run(args()) == 0
+    out = capsys.readouterr().out
+    assert "10 grids, 200 cells x 3 seeds" in out and "(the first 3 transient: clock < 3)" in out
+    assert "clock per λ_new column [0.121, 0.384, 1.21, 3.84, 12.1]" in out  # constant_sgd, 384 steps
+    assert study_v2.run(args(transient_cols=1, arms="constant")) == 0
+    assert "1 grids, 12 cells" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="`--transient-cols` must be an integer >= 0"):
+        study_v2.run(args(transient_cols=-1))

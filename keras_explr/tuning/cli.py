@@ -82,10 +82,10 @@ def add_parser(subparsers):
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="3x4 grids (2 transient + 2 equilibrated λ_new columns), 3 seeds, arms constant/step "
-                           "(about 8-11 minutes on 2 CPU cores)")
+                           "(about 5-12 minutes on 2 CPU cores)")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="every arm, 4x4 grids (2 transient + 2 equilibrated λ_new columns), 3 seeds, 384 steps "
-                           "(about 1.9 hours on 2 CPU cores)")
+                      help="every arm, 4x5 grids (3 transient + 2 equilibrated λ_new columns), 3 seeds, 384 steps "
+                           "(about 1.2-1.4 hours on 2 quiet CPU cores)")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help=argparse.SUPPRESS)  # the smallest complete study, for tests
     p.set_defaults(mode="quick")
@@ -98,6 +98,8 @@ def add_parser(subparsers):
     p.add_argument("--out", default="keras-explr-study", help="output folder (the KerasTuner projects live in it)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates")
+    p.add_argument("--transient-cols", type=int, default=None,
+                   help="v2: λ_new columns run below each grid's clock floor (default: 2 quick, 3 full)")
     p.add_argument("--dry-run", action="store_true",
                    help="v2: print the plan (grids, learning rates, λ_new and the clock of every column) and exit")
     p.set_defaults(func=_dispatch)

@@ -73,13 +73,16 @@ class Plan:
 ARMS = ("constant", "step", "cosine", "adam", "user", "transfer")
 PLANS = {
     # 36 cells × 3 seeds (3 learning rates × (2 transient + 2 equilibrated λ_new), grids constant, step old,
-    # step new), 128 steps each: ≈ 8 min on 2 quiet CPU cores, ≈ 11 min at load 7 (benchmarks/study_v2_cost.py).
+    # step new), 128 steps each: 5.2 min measured at load ≈ 1.6 on 2 CPU cores, ≈ 12 min estimated at load 7.5
+    # (benchmarks/study_v2_cost.py).
     # Adam, cosine, the users' net and transfer run in --full only.
     "quick": Plan("quick", epochs=4, arms=("constant", "step")),
-    # 160 cells × 3 seeds (4 learning rates × (2 transient + 2 equilibrated λ_new): constant 1 grid, step 2,
-    # cosine 2, Adam 2, users' net 1, widths ×2 and ×4), 384 steps each: ≈ 1.9 h on 2 shared CPU cores
-    # by benchmarks/study_v2_cost.py.
-    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), adam_lr=(-3.5, 4), arms=ARMS, n_boot=2000),
+    # 200 cells × 3 seeds (4 learning rates × (3 transient + 2 equilibrated λ_new): constant 1 grid, step 2,
+    # cosine 2, Adam 2, users' net 1, widths ×2 and ×4), 384 steps each: ≈ 1.2 h on 2 CPU cores at load 4 by
+    # benchmarks/study_v2_cost.py (≈ 1.35 h scaled to the quick run's cost; ≈ 2.4 h with the costs measured at
+    # load 7.5). The third transient column (clock ≈ 0.12): the quick run put the constant-LR optimum in its
+    # smallest column (clock ≤ 0.4).
+    "full": Plan("full", epochs=12, sgd_lr=(-2.0, 4), adam_lr=(-3.5, 4), arms=ARMS, n_boot=2000, transient_cols=3),
     # The whole pipeline at its smallest (tests): 3×(1 + 2) grids, 2 seeds, 2 epochs on 512 images (8 steps:
     # too short for equilibrium, so its clock floor is 0.02).
     "smoke": Plan("smoke", epochs=2, seeds=(0, 1), filters=(4, 8), arms=("constant", "step"), n_boot=100,
@@ -692,6 +695,10 @@ def run(args):
     from keras_explr.tuning import study
 
     plan, plan.arms = study.plan_from_args(PLANS, args, ARMS, default_arms=PLANS[args.mode].arms)
+    if getattr(args, "transient_cols", None) is not None:
+        if isinstance(args.transient_cols, bool) or not isinstance(args.transient_cols, int) or args.transient_cols < 0:
+            raise ValueError(f"`--transient-cols` must be an integer >= 0. Received: {args.transient_cols!r}")
+        plan.transient_cols = args.transient_cols
     data = load_data(plan.data, plan.num_train)
     (x, y), (xv, yv) = data
     spe = -(-len(x) // plan.batch_size)
