@@ -8,13 +8,17 @@ networks as SGD with momentum γ, no weight decay and the learning rate
 `keras_explr.theory`; the classes here are thin Keras faces over it.
 
 Every schedule is a piecewise log-linear function of the step
-(`keras_explr.theory.Pieces`). It is evaluated in log space, at float64 for a
-float64 model (where the backend has float64) and otherwise with float32
-arithmetic only: double-float pairs, the integer step split into
-float32-exact parts and exact products (`keras_explr._float32`), within 2
-float32 ulp of theory's float64 value (measured: ≤ 0.53 ulp up to the float32
-horizon), so a compiled step holds no 64-bit float (TPUs have none). The
-result is cast to ``keras.config.floatx()``. Past the point where the learning
+(`keras_explr.theory.Pieces`), evaluated in log space on one of three paths
+(docs/math.md#float-range). A float64 model whose device computes in float64
+takes float64 tensor ops. Any other model (float32, bfloat16, mixed precision,
+TPU, JAX without x64) takes float32 arithmetic only: double-float pairs, the
+integer step split into float32-exact parts and exact products
+(`keras_explr._float32`), within 2 float32 ulp of theory's float64 value
+(measured: ≤ 0.53 ulp up to the float32 horizon), so a compiled step holds no
+64-bit float. Eager PyTorch, which compiles nothing, reads the step on the host
+instead and rounds theory's float64 value once (≤ 0.5 ulp); under
+torch.compile the tensor paths above are kept. The result has the dtype
+``keras.config.floatx()``. Past the point where the learning
 rate would overflow that dtype the schedule saturates at the largest finite
 value instead of returning inf; the WD equivalence ends there.
 A declared ``total_steps`` past that horizon is rejected at construction.
@@ -28,6 +32,7 @@ schedule makes it count real updates (floor(step / n)) for a stock Keras
 optimizer built with the same ``gradient_accumulation_steps=n``.
 """
 
+import functools
 import math
 
 import keras
@@ -154,7 +159,7 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
             value = self._host_lr(step, log_scale, out_dtype)
             entry = self._host_cache
             if len(entry) == 2:  # first tensor for this step
-                entry = self._host_cache = entry + (_host_tensor(value),)
+                entry = self._host_cache = entry + (_host_tensor(value, _torch_tensor(step)),)
             return entry[2]
         return self._traced(step, log_scale, out_dtype)
 
@@ -274,6 +279,12 @@ def _on_host():
     return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
+def _torch_tensor(x):
+    """The torch tensor behind a step (a Keras variable's value), or None."""
+    x = x.value if isinstance(x, keras.Variable) else x
+    return x if hasattr(x, "device") and hasattr(x, "detach") else None
+
+
 def _host_read(x):
     """A step or log-scale (Python number, numpy, torch tensor or Keras variable) as numpy."""
     if isinstance(x, keras.Variable):
@@ -291,15 +302,21 @@ def _saturate_to(lr, dtype):
     return np.minimum(lr, _finfo_max(np_dtype)).astype(np_dtype)
 
 
+@functools.lru_cache(maxsize=None)
 def _finfo_max(dtype):
     import ml_dtypes
 
     return float(ml_dtypes.finfo(dtype).max)
 
 
-def _host_tensor(value):
-    """A numpy value as a tensor of its dtype (one conversion, no cast op)."""
-    return ops.convert_to_tensor(value, dtype=str(value.dtype))
+def _host_tensor(value, like=None):
+    """A numpy value as a torch tensor of its dtype, on `like`'s device (the step's: Keras
+    puts its variables on its device) — one conversion, no cast op."""
+    import torch
+
+    if like is None or value.dtype not in (np.float16, np.float32, np.float64):
+        return ops.convert_to_tensor(value, dtype=str(value.dtype))
+    return torch.as_tensor(value, device=like.device)
 
 
 def _saturating_cast(lr, dtype):
@@ -696,7 +713,8 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
             # Eager PyTorch: the same float arithmetic in numpy, one tensor out.
             value = self.schedule._host_lr(step, None, keras.config.floatx())
             scaled = value * np.asarray(self.factor, value.dtype)
-            return _host_tensor(np.minimum(scaled, np.asarray(_finfo_max(value.dtype), value.dtype)))
+            return _host_tensor(np.minimum(scaled, np.asarray(_finfo_max(value.dtype), value.dtype)),
+                                _torch_tensor(step))
         value = self.schedule(step)
         dtype = ops.dtype(value)
         scaled = ops.multiply(value, ops.cast(self.factor, dtype))
