@@ -223,10 +223,22 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
             t = np.floor(t)
         k = theory.accumulated_step(t.astype(np.int64), self.gradient_accumulation_steps)
         with np.errstate(over="ignore"):
-            lr = np.exp(self._pieces.log_learning_rate(k) + scale)
+            lr = np.exp(self._host_log_lr(k) + scale)
         value = _saturate_to(lr, out_dtype)
         self._host_cache = (key, value)
         return value
+
+    def _host_log_lr(self, k):
+        """theory's float64 log η̃ at step(s) k (numpy). A scalar step is looked up in a
+        block of _HOST_BLOCK steps that theory evaluates at once (steps mostly advance by
+        one: one vectorized theory call per block instead of one per step)."""
+        if k.ndim != 0:
+            return self._pieces.log_learning_rate(k)
+        k = int(k)
+        block = self.__dict__.get("_host_block")
+        if block is None or not block[0] <= k < block[0] + _HOST_BLOCK:
+            block = self._host_block = (k, self._pieces.log_learning_rate(np.arange(k, k + _HOST_BLOCK)))
+        return block[1][k - block[0]]
 
     def _log_pair(self, step, log_scale=None):
         """log η̃_t (+ log_scale) as a float32 (hi, lo) pair, from integer step
@@ -267,6 +279,9 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
             terms = [s_hi, hi0] + terms[1:] + [s_lo]
         hi, lo = _float32.accumulate(terms + [lo0])
         return ops.where(ops.isfinite(hi0), hi, hi0), lo  # log 0 = −inf stays −inf
+
+
+_HOST_BLOCK = 1024  # steps per theory evaluation on the eager-PyTorch host path
 
 
 def _on_host():
