@@ -336,9 +336,7 @@ def _host_tensor(value, like=None):
 
 def _saturating_cast(lr, dtype):
     """float32 → a narrower float (float16, bfloat16) without inf."""
-    import ml_dtypes
-
-    cap = ops.convert_to_tensor(float(ml_dtypes.finfo(dtype).max), "float32")
+    cap = ops.convert_to_tensor(_finfo_max(dtype), "float32")
     return ops.cast(ops.where(ops.less(lr, cap), lr, cap), dtype)
 
 
