@@ -11,15 +11,19 @@ parameters, and a 4096 bias) with the same fixed gradient, in the mode given:
 Every arm is built and compiled once; then the arms take turns, round-robin in
 one run (the order reversed every other round, so that drifts in machine speed
 cancel), each turn timing --steps updates. The script prints, per arm, the
-median time per update and two ratios: to `keras.optimizers.SGD(0.1,
+median time per update and two paired ratios: to `keras.optimizers.SGD(0.1,
 momentum=0.9, weight_decay=5e-4)` (the issue's table) and to the arm's stock
 Keras counterpart doing the same math (for a wrapper: the optimizer it wraps).
+A paired ratio is the median, over rounds, of the arm's time over the other
+arm's time in the same round, with a distribution-free 95 % confidence interval
+of that median (binomial order statistics), so that a slow round slows both.
 Machines are noisy: compare ratios measured side by side, never seconds
-across runs, and use enough --repeats.
+across runs, and use enough --repeats (>= 6 for an interval).
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -56,6 +60,24 @@ def parse():
     return args
 
 
+def paired_ratio(times, other):
+    """Median over rounds of times[i] / other[i], and its 95 % interval (None below 6 rounds).
+
+    The interval is the distribution-free one for a median: order statistics
+    j < k of the n per-round ratios with P(j <= Binomial(n, 1/2) < k) >= 0.95.
+    """
+    ratios = sorted(a / b for a, b in zip(times, other))
+    n = len(ratios)
+    median = statistics.median(ratios)
+    cdf, j = 0.0, 0
+    while cdf + math.comb(n, j) / 2 ** n <= 0.025:  # the largest j with P(B < j) <= 2.5 %
+        cdf += math.comb(n, j) / 2 ** n
+        j += 1
+    if j == 0:
+        return median, None
+    return median, (ratios[j - 1], ratios[n - j])
+
+
 def markdown_table(paths):
     """One row per arm, one column per result file: ratio to the reference (to the counterpart)."""
     results = []
@@ -77,6 +99,9 @@ def markdown_table(paths):
             cell = f"{row['ratio_to_reference']:.3f}"
             if row["ratio_to_counterpart"] is not None and row["counterpart"] != r["reference"]:
                 cell += f" ({row['ratio_to_counterpart']:.3f})"
+            ci = row.get("ratio_to_counterpart_ci")
+            if ci is not None:
+                cell += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -108,6 +133,42 @@ def _keras_exp_decay():
 
 def _cosine():
     return keras.optimizers.schedules.CosineDecay(0.0, 900, warmup_target=LR, warmup_steps=100)
+
+
+class _ByHand:
+    """Two stock optimizers, each applied by hand to its own variables (the kernel / the rest):
+    the stock-Keras way to do what `keras_explr.optimizers.Partitioned` does."""
+
+    def __init__(self, group_optimizer, rest_optimizer, kernel):
+        self.optimizers, self.kernel = (group_optimizer, rest_optimizer), kernel
+
+    def _split(self, xs, variables):
+        inside = [v is self.kernel for v in variables]
+        return ([x for x, i in zip(xs, inside) if i], [x for x, i in zip(xs, inside) if not i])
+
+    def build(self, variables):
+        for opt, part in zip(self.optimizers, self._split(variables, variables)):
+            opt.build(part)
+        self._variables = list(variables)
+
+    @property
+    def variables(self):
+        return self.optimizers[0].variables + self.optimizers[1].variables
+
+    def apply(self, grads, variables):
+        for opt, g, v in zip(self.optimizers, self._split(grads, variables), self._split(variables, variables)):
+            opt.apply(g, v)
+
+    def stateless_apply(self, opt_values, grads, values):
+        n = len(self.optimizers[0].variables)
+        out_values, out_opt = [None] * len(values), []
+        index = self._split(list(range(len(values))), self._variables)
+        for opt, own, idx in zip(self.optimizers, (opt_values[:n], opt_values[n:]), index):
+            new, own = opt.stateless_apply(own, [grads[i] for i in idx], [values[i] for i in idx])
+            for i, x in zip(idx, new):
+                out_values[i] = x
+            out_opt += list(own)
+        return out_values, out_opt
 
 
 def arms():
@@ -152,10 +213,13 @@ def arms():
         "Renormalize(SGD(ExpLR), max_norm)": (
             lambda k, b: optimizers.Renormalize(optimizers.SGD(_explr(), momentum=MOM), max_norm=1e30),
             "SGD(ExpLR)"),
+        "keras SGD(ExponentialDecay) + keras SGD, by hand": (
+            lambda k, b: _ByHand(K.SGD(_keras_exp_decay(), momentum=MOM),
+                                 K.SGD(LR, momentum=MOM, weight_decay=WD), k), None),
         "Partitioned(SGD(ExpLR), keras SGD)": (
             lambda k, b: optimizers.Partitioned(optimizers.SGD(_explr(), momentum=MOM),
                                                 K.SGD(LR, momentum=MOM, weight_decay=WD), group=[k]),
-            "SGD(ExpLR)"),
+            "keras SGD(ExponentialDecay) + keras SGD, by hand"),
     }
 
 
@@ -261,6 +325,8 @@ def main(args):
         for n in (names if r % 2 == 0 else names[::-1]):
             times[n].append(built[n].time(args.steps))
     med = {n: statistics.median(v) for n, v in times.items()}
+    to_ref = {n: paired_ratio(times[n], times[REFERENCE]) for n in names}
+    to_cp = {n: paired_ratio(times[n], times[table[n][1]]) for n in names if table[n][1] is not None}
     rows = []
     device = "cpu"
     if keras.backend.backend() == "torch":
@@ -277,15 +343,21 @@ def main(args):
         device = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
     print(f"backend={keras.backend.backend()} mode={args.mode} device={device} kernel={args.size}x{args.size} "
           f"float32; median of {args.repeats} round-robin rounds of {args.steps} updates")
-    print(f"{'arm':66s} {'ms/update':>9s} {'vs ref':>7s} {'vs counterpart':>15s}")
+    print(f"{'arm':66s} {'ms/update':>9s} {'vs ref':>7s} {'vs counterpart [95 % CI]':>30s}")
     for n in names:
         ref = table[n][1]
-        row = {"arm": n, "ms_per_update": 1e3 * med[n], "ratio_to_reference": med[n] / med[REFERENCE],
-               "counterpart": ref, "ratio_to_counterpart": None if ref is None else med[n] / med[ref],
-               "spread_ms": [1e3 * min(times[n]), 1e3 * max(times[n])]}
+        row = {"arm": n, "ms_per_update": 1e3 * med[n], "ratio_to_reference": to_ref[n][0],
+               "counterpart": ref, "ratio_to_counterpart": None if ref is None else to_cp[n][0],
+               "ratio_to_counterpart_ci": None if ref is None else to_cp[n][1],
+               "spread_ms": [1e3 * min(times[n]), 1e3 * max(times[n])],
+               "round_ms": [1e3 * t for t in times[n]]}
         rows.append(row)
-        vs = "" if ref is None else f"{row['ratio_to_counterpart']:.3f} ({ref.split('(')[0] if ref != REFERENCE else 'ref'})"
-        print(f"{n:66s} {row['ms_per_update']:9.2f} {row['ratio_to_reference']:7.3f} {vs:>15s}")
+        vs = ""
+        if ref is not None:
+            ci = row["ratio_to_counterpart_ci"]
+            vs = f"{row['ratio_to_counterpart']:.3f}" + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+            vs += f" ({ref.split('(')[0] if ref != REFERENCE else 'ref'})"
+        print(f"{n:66s} {row['ms_per_update']:9.2f} {row['ratio_to_reference']:7.3f} {vs:>30s}")
     if args.json:
         out = {"backend": keras.backend.backend(), "mode": args.mode, "device": device, "size": args.size,
                "repeats": args.repeats, "steps": args.steps, "reference": REFERENCE,

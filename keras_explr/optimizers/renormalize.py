@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import _float32, _keras_internals, theory
+from keras_explr import _float32, _keras_internals, schedules, theory
 from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, value
 from keras_explr.optimizers.sgd import SGD
 
@@ -250,9 +250,31 @@ class Renormalize(Wrapper):
             factor = _float32.exp_pair(*factor) if self._pair else ops.exp(factor)
             grads = [g if g is None or id(v) not in self._rest_ids else g * ops.cast(factor, g.dtype)
                      for g, v in zip(grads, trainable_variables)]
+        if schedules._on_host():  # eager PyTorch: the decision on the host, no tensor op on a plain step
+            before = int(schedules._host_read(self._target.iterations))
+            self.inner_optimizer.apply(grads, trainable_variables)
+            self._renormalize_on_host(int(schedules._host_read(self._target.iterations)) > before)
+            return
         before = ops.copy(value(self._target.iterations))
         self.inner_optimizer.apply(grads, trainable_variables)
         self._renormalize(ops.greater(value(self._target.iterations), before))
+
+    def _renormalize_on_host(self, updated):
+        """`_renormalize` for eager PyTorch: the same rule, decided with Python numbers."""
+        if not updated:
+            return
+        trigger = bool(self.every_n_steps) and int(
+            schedules._host_read(self._target.iterations)) % self.every_n_steps == 0
+        norm = None
+        if self.max_norm:
+            norm = self._group_norm()
+            trigger = trigger or float(schedules._host_read(norm)) > self.max_norm
+        ref = value(self.reference_norm)
+        if trigger or (self.target_norm is None and float(schedules._host_read(ref)) == 0.0):
+            targets = self._state()
+            current = [value(v) for v, _ in targets] + self._log_scale_values() + [ref]
+            self._assign(targets, self._renormalized_values(
+                targets, current, ops.convert_to_tensor(trigger), ref, norm))
 
     def _group_norm(self):
         dtype = self.log_scale.dtype
@@ -301,7 +323,7 @@ class Renormalize(Wrapper):
                 return i + 1
 
             ops.while_loop(lambda i: i < times, body, ops.zeros((), "int32"), maximum_iterations=1)
-        else:  # torch: plain Python
+        else:  # torch under torch.compile (eager PyTorch decides on the host)
             if bool(ops.convert_to_numpy(need)):
                 self._assign(targets, renormalized())
 
