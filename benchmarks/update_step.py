@@ -79,7 +79,9 @@ def paired_ratio(times, other):
 
 
 def markdown_table(paths):
-    """One row per arm, one column per result file: ratio to the reference (to the counterpart)."""
+    """Two markdown tables, one column per result file: every arm's paired ratio to the
+    reference (the issue's table), then each package arm's paired ratio to its stock
+    counterpart with the 95 % interval."""
     results = []
     for path in paths:
         with open(path) as f:
@@ -87,24 +89,26 @@ def markdown_table(paths):
     arms = []
     for r in results:
         arms += [row["arm"] for row in r["rows"] if row["arm"] not in arms]
-    head = ["Arm"] + [f"{r['backend']} {r['mode']} ({r['device']})" for r in results]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for arm in arms:
-        cells = [f"`{arm}`"]
-        for r in results:
-            row = next((x for x in r["rows"] if x["arm"] == arm), None)
-            if row is None:
-                cells.append("")
-                continue
-            cell = f"{row['ratio_to_reference']:.3f}"
-            if row["ratio_to_counterpart"] is not None and row["counterpart"] != r["reference"]:
-                cell += f" ({row['ratio_to_counterpart']:.3f})"
-            ci = row.get("ratio_to_counterpart_ci")
-            if ci is not None:
-                cell += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
-            cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    columns = [f"{r['backend']} {r['mode']} ({r['device']})" for r in results]
+
+    def table(first, rows, cell):
+        lines = ["| " + " | ".join(first + columns) + " |", "|" + "---|" * (len(first) + len(columns))]
+        for arm in rows:
+            found = [next((x for x in r["rows"] if x["arm"] == arm), None) for r in results]
+            counterpart = next((x["counterpart"] for x in found if x is not None), None)
+            head = [f"`{arm}`"] + ([f"`{counterpart}`"] if len(first) > 1 else [])
+            lines.append("| " + " | ".join(head + ["" if x is None else cell(x) for x in found]) + " |")
+        return "\n".join(lines)
+
+    def to_counterpart(row):
+        ci = row.get("ratio_to_counterpart_ci")
+        return f"{row['ratio_to_counterpart']:.3f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+    paired = [a for a in arms if any(x["arm"] == a and x["counterpart"] for r in results for x in r["rows"])]
+    return (f"Ratio to `{results[0]['reference']}`:\n\n"
+            + table(["Arm"], arms, lambda row: f"{row['ratio_to_reference']:.3f}")
+            + "\n\nRatio to the stock counterpart doing the same math [95 % interval]:\n\n"
+            + table(["Arm", "Counterpart"], paired, to_counterpart))
 
 
 ARGS = parse() if __name__ == "__main__" else None
@@ -176,6 +180,10 @@ def arms():
     K = keras.optimizers
     return {
         REFERENCE: (lambda k, b: K.SGD(LR, momentum=MOM, weight_decay=WD), None),
+        # The noise control: the reference again, compared with itself (the paired ratio
+        # of two identical arms: how far from 1.00 the run's noise alone moves a ratio).
+        "keras SGD(momentum, weight_decay), a second copy": (
+            lambda k, b: K.SGD(LR, momentum=MOM, weight_decay=WD), REFERENCE),
         "keras SGD(ExponentialDecay)": (lambda k, b: K.SGD(_keras_exp_decay(), momentum=MOM), None),
         "keras SGD(PiecewiseConstantDecay)": (lambda k, b: K.SGD(K.schedules.PiecewiseConstantDecay(
             [300, 600], [LR, LR / 10, LR / 100]), momentum=MOM), None),

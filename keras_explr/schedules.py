@@ -102,11 +102,16 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         icpt_hi, icpt_lo = _float32.split_pair(pieces.intercepts)
         slope_a, slope_b, slope_c = _float32.split_constant(pieces.slopes)
         lens = np.asarray([len(x) for x in pieces.tables], dtype=np.int64)
+        starts = np.asarray(pieces.starts, dtype=np.int64)
         self._arrays32 = {
             "flat_hi": flat_hi, "flat_lo": flat_lo, "icpt_hi": icpt_hi, "icpt_lo": icpt_lo,
             "slope_a": slope_a, "slope_b": slope_b, "slope_c": slope_c,
-            "starts": np.asarray(pieces.starts, dtype=np.int64), "lens": lens,
-            "offsets": np.asarray(offsets, dtype=np.int64),
+            "starts": starts, "lens": lens, "offsets": np.asarray(offsets, dtype=np.int64),
+            # One row per segment / table entry, so that a step costs one gather per table
+            # (each gather is several ops in a TF graph, run on every step).
+            "segment_ints": np.stack([starts, lens, np.asarray(offsets, dtype=np.int64)], axis=1),
+            "segment_floats": np.stack([icpt_hi, icpt_lo, slope_a, slope_b, slope_c], axis=1),
+            "flat_pairs": np.stack([flat_hi, flat_lo], axis=1),
         }
         self._constants = {}
         self.float32_horizon = pieces.horizon()
@@ -256,23 +261,22 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         else:
             if len(a["starts"]) == 1:
                 seg = 0
-                k = t
             else:
                 # (a vector of steps works too: one row of comparisons per step)
                 starts = self._const("starts", idt, a)
                 seg = ops.sum(ops.cast(ops.less_equal(starts, ops.expand_dims(t, -1)), "int32"), axis=-1) - 1
-                k = t - ops.take(starts, seg)
-            n = ops.take(self._const("lens", idt, a), seg)
-            idx = ops.clip(ops.take(self._const("offsets", idt, a), seg) + k, 0, a["flat_hi"].size - 1)
+            start, n, offset = ops.unstack(ops.take(self._const("segment_ints", idt, a), seg, axis=0), axis=-1)
+            icpt_hi, icpt_lo, *slope = ops.unstack(
+                ops.take(self._const("segment_floats", None, a), seg, axis=0), axis=-1)
+            k = t - start
+            idx = ops.clip(offset + k, 0, a["flat_hi"].size - 1)
             in_table = ops.less(k, n)
             m = ops.maximum(k - n, 0)
-            hi0 = ops.where(in_table, ops.take(self._const("flat_hi", None, a), idx),
-                            ops.take(self._const("icpt_hi", None, a), seg))
-            lo0 = ops.where(in_table, ops.take(self._const("flat_lo", None, a), idx),
-                            ops.take(self._const("icpt_lo", None, a), seg))
+            flat_hi, flat_lo = ops.unstack(ops.take(self._const("flat_pairs", None, a), idx, axis=0), axis=-1)
+            hi0 = ops.where(in_table, flat_hi, icpt_hi)
+            lo0 = ops.where(in_table, flat_lo, icpt_lo)
             zero = ops.zeros((), "float32")
-            parts = tuple(ops.where(in_table, zero, ops.take(self._const(key, None, a), seg))
-                          for key in ("slope_a", "slope_b", "slope_c"))
+            parts = tuple(ops.where(in_table, zero, x) for x in slope)
         terms = [hi0] + _float32.product_with_step(parts, _float32.split_step(m))
         if log_scale is not None:
             s_hi, s_lo = _float32.pair_of(log_scale)

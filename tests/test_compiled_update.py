@@ -99,7 +99,8 @@ def test_the_count_sees_an_extra_pass():
     assert len(kernel_passes(normed)) > len(kernel_passes(plain)), (kernel_passes(plain), kernel_passes(normed))
 
 
-@pytest.mark.parametrize("arm", [name for name, (_, counterpart) in ARMS.items() if counterpart is not None])
+@pytest.mark.parametrize("arm", [name for name, (_, counterpart) in ARMS.items()
+                                 if counterpart is not None and not name.startswith("keras ")])
 def test_no_more_weight_passes_than_stock_keras(arm):
     counterpart = ARMS[arm][1]
     ours, theirs = kernel_passes(compiled_update(arm)), kernel_passes(compiled_update(counterpart))

@@ -435,6 +435,10 @@ class _RenormalizedLearningRate(keras.optimizers.schedules.LearningRateSchedule)
         base = owner._base
         if not owner.built:
             return base(step) if callable(base) else base
+        if hasattr(base, "scaled") and schedules._on_host():  # eager PyTorch: Python floats, exact
+            power = float(owner._powers["learning_rate"])  # ±2
+            return base.scaled(step, tuple(power * float(schedules._host_read(v))
+                                           for v in (owner.log_scale, owner.log_scale_residual)))
         log_factor = owner._log_scale_pair(owner._powers["learning_rate"])
         if hasattr(base, "scaled"):  # this package's schedules
             return base.scaled(step, log_factor)
