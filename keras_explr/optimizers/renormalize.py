@@ -277,9 +277,14 @@ class Renormalize(Wrapper):
                 targets, current, ops.convert_to_tensor(trigger), ref, norm))
 
     def _group_norm(self):
+        return self._norm_of([value(v) for v in self._refs.group])
+
+    def _norm_of(self, tensors):
+        """The 2-norm of `tensors` together, in the log-scale's dtype: one norm op per
+        tensor (one pass over it, no weight-sized temporary on eager PyTorch)."""
         dtype = self.log_scale.dtype
-        sq = [ops.sum(ops.square(ops.cast(value(v), dtype))) for v in self._refs.group]
-        return ops.sqrt(ops.sum(ops.stack(sq)))
+        norms = [ops.norm(ops.reshape(ops.cast(x, dtype), (-1,))) for x in tensors]
+        return norms[0] if len(norms) == 1 else ops.norm(ops.stack(norms))
 
     def _renormalize(self, updated):
         ref = value(self.reference_norm)
@@ -332,11 +337,8 @@ class Renormalize(Wrapper):
         the log-scale + log s, and the reference; state = the targets' values, log-scale, reference."""
         k = len(targets)
         group_ids = {id(v) for v in self._refs.group}
-        dtype = self.log_scale.dtype
         if norm is None:
-            sq = [ops.sum(ops.square(ops.cast(x, dtype))) for (v, _), x in zip(targets, state[:k])
-                  if id(v) in group_ids]
-            norm = ops.sqrt(ops.sum(ops.stack(sq)))
+            norm = self._norm_of([x for (v, _), x in zip(targets, state[:k]) if id(v) in group_ids])
         if self.target_norm is not None:
             r = ops.convert_to_tensor(self.target_norm, norm.dtype)
         else:
