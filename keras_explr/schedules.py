@@ -104,9 +104,8 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         lens = np.asarray([len(x) for x in pieces.tables], dtype=np.int64)
         starts = np.asarray(pieces.starts, dtype=np.int64)
         self._arrays32 = {
-            "flat_hi": flat_hi, "flat_lo": flat_lo, "icpt_hi": icpt_hi, "icpt_lo": icpt_lo,
-            "slope_a": slope_a, "slope_b": slope_b, "slope_c": slope_c,
-            "starts": starts, "lens": lens, "offsets": np.asarray(offsets, dtype=np.int64),
+            "icpt_hi": icpt_hi, "icpt_lo": icpt_lo, "slope_a": slope_a, "slope_b": slope_b, "slope_c": slope_c,
+            "starts": starts, "flat_size": flat_hi.size,
             # One row per segment / table entry, so that a step costs one gather per table
             # (each gather is several ops in a TF graph, run on every step).
             "segment_ints": np.stack([starts, lens, np.asarray(offsets, dtype=np.int64)], axis=1),
@@ -269,7 +268,7 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
             icpt_hi, icpt_lo, *slope = ops.unstack(
                 ops.take(self._const("segment_floats", None, a), seg, axis=0), axis=-1)
             k = t - start
-            idx = ops.clip(offset + k, 0, a["flat_hi"].size - 1)
+            idx = ops.clip(offset + k, 0, a["flat_size"] - 1)
             in_table = ops.less(k, n)
             m = ops.maximum(k - n, 0)
             flat_hi, flat_lo = ops.unstack(ops.take(self._const("flat_pairs", None, a), idx, axis=0), axis=-1)
