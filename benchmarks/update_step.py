@@ -273,7 +273,7 @@ class Arm:
             def pure(opt_values, values, grads):
                 return opt.stateless_apply(opt_values, coupled(grads, values), values)
 
-            pure = jax.jit(pure.__wrapped__, donate_argnums=(0, 1))
+            pure = self._jitted = jax.jit(pure.__wrapped__, donate_argnums=(0, 1))
             state = {"opt": [v.value for v in opt.variables], "vars": [v.value for v in variables]}
 
             def update():
@@ -288,6 +288,14 @@ class Arm:
                 opt.apply(coupled(grads, [v.value for v in variables]), variables)
 
         return update
+
+    def optimized_hlo(self):
+        """The optimized XLA module of this arm's update (TF --mode xla, JAX --mode jit);
+        tests/test_compiled_update.py counts its passes over the weights."""
+        if keras.backend.backend() == "tensorflow":
+            return self.step.experimental_get_compiler_ir()(stage="optimized_hlo")
+        state = self._state
+        return self._jitted.lower(state["opt"], state["vars"], self.grads).compile().as_text()
 
     def sync(self):
         backend = keras.backend.backend()

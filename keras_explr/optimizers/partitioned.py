@@ -148,9 +148,7 @@ class Partitioned(keras.optimizers.Optimizer):
                 opt.apply(*map(list, zip(*pairs)))
         # `iterations` counts real updates, as Keras's own (with gradient_accumulation_steps=n
         # only every n-th call is one): the group optimizer's count.
-        count = self.group_optimizer.iterations
-        self.iterations.assign(value(count) if count.dtype == self.iterations.dtype
-                               else ops.cast(value(count), self.iterations.dtype))
+        self.iterations.assign(ops.cast(value(self.group_optimizer.iterations), self.iterations.dtype))
 
     def scale_loss(self, loss):
         return self.group_optimizer.scale_loss(loss)

@@ -253,18 +253,18 @@ class Renormalize(Wrapper):
         if schedules._on_host():  # eager PyTorch: the decision on the host, no tensor op on a plain step
             before = int(schedules._host_read(self._target.iterations))
             self.inner_optimizer.apply(grads, trainable_variables)
-            self._renormalize_on_host(int(schedules._host_read(self._target.iterations)) > before)
+            self._renormalize_on_host(before, int(schedules._host_read(self._target.iterations)))
             return
         before = ops.copy(value(self._target.iterations))
         self.inner_optimizer.apply(grads, trainable_variables)
         self._renormalize(ops.greater(value(self._target.iterations), before))
 
-    def _renormalize_on_host(self, updated):
-        """`_renormalize` for eager PyTorch: the same rule, decided with Python numbers."""
-        if not updated:
+    def _renormalize_on_host(self, before, iterations):
+        """`_renormalize` for eager PyTorch: the same rule, decided with Python numbers
+        (the update counts before and after the inner update)."""
+        if iterations == before:  # no real update (an accumulation micro-step, a skipped step)
             return
-        trigger = bool(self.every_n_steps) and int(
-            schedules._host_read(self._target.iterations)) % self.every_n_steps == 0
+        trigger = bool(self.every_n_steps) and iterations % self.every_n_steps == 0
         norm = None
         if self.max_norm:
             norm = self._group_norm()
@@ -272,9 +272,8 @@ class Renormalize(Wrapper):
         ref = value(self.reference_norm)
         if trigger or (self.target_norm is None and float(schedules._host_read(ref)) == 0.0):
             targets = self._state()
-            current = [value(v) for v, _ in targets] + self._log_scale_values() + [ref]
             self._assign(targets, self._renormalized_values(
-                targets, current, ops.convert_to_tensor(trigger), ref, norm))
+                targets, self._current(targets, ref), ops.convert_to_tensor(trigger), ref, norm))
 
     def _group_norm(self):
         return self._norm_of([value(v) for v in self._refs.group])
@@ -302,8 +301,7 @@ class Renormalize(Wrapper):
         targets = self._state()
 
         def renormalized():  # (read inside the loop body: after the inner update)
-            current = [value(v) for v, _ in targets] + self._log_scale_values() + [ref]
-            return self._renormalized_values(targets, current, trigger, ref, norm)
+            return self._renormalized_values(targets, self._current(targets, ref), trigger, ref, norm)
 
         # The passes over weights and buffers run only on the (few) renormalizing steps.
         # A loop that runs `need` (0 or 1) times, not a cond: under XLA (TF jit_compile,
@@ -314,7 +312,7 @@ class Renormalize(Wrapper):
         times = ops.cast(need, "int32")
         if backend == "jax":
             # Assignments inside a traced loop would leak tracers: the body returns values.
-            current = [value(v) for v, _ in targets] + self._log_scale_values() + [ref]
+            current = self._current(targets, ref)
 
             def body(i, state):
                 return i + 1, self._renormalized_values(targets, state, trigger, ref, norm)
@@ -347,8 +345,9 @@ class Renormalize(Wrapper):
         out = [x * ops.cast(s ** p, x.dtype) for (_, p), x in zip(targets, state[:k])]
         return out + self._next_log_scale(state[k:-1], s) + [r]
 
-    def _log_scale_values(self):
-        return [value(self.log_scale), value(self.log_scale_residual)]
+    def _current(self, targets, ref):
+        """The state `_renormalized_values` rescales: the targets' values, the log-scale pair, ref."""
+        return [value(v) for v, _ in targets] + [value(self.log_scale), value(self.log_scale_residual), ref]
 
     def _assign(self, targets, new):
         """Writes what `renormalized` computed: the rescaled state, the log-scale, the reference."""
@@ -437,13 +436,13 @@ class _RenormalizedLearningRate(keras.optimizers.schedules.LearningRateSchedule)
         base = owner._base
         if not owner.built:
             return base(step) if callable(base) else base
-        if hasattr(base, "scaled") and schedules._on_host():  # eager PyTorch: Python floats, exact
-            power = float(owner._powers["learning_rate"])  # ±2
-            return base.scaled(step, tuple(power * float(schedules._host_read(v))
-                                           for v in (owner.log_scale, owner.log_scale_residual)))
-        log_factor = owner._log_scale_pair(owner._powers["learning_rate"])
         if hasattr(base, "scaled"):  # this package's schedules
-            return base.scaled(step, log_factor)
+            if schedules._on_host():  # eager PyTorch: Python floats, exact (power ±2)
+                power = float(owner._powers["learning_rate"])
+                return base.scaled(step, tuple(power * float(schedules._host_read(v))
+                                               for v in (owner.log_scale, owner.log_scale_residual)))
+            return base.scaled(step, owner._log_scale_pair(owner._powers["learning_rate"]))
+        log_factor = owner._log_scale_pair(owner._powers["learning_rate"])
         lr = base(step) if callable(base) else value(base)
         if owner._pair:
             return ops.cast(lr, "float32") * _float32.exp_pair(*log_factor)
