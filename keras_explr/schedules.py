@@ -17,7 +17,9 @@ integer step split into float32-exact parts and exact products
 (measured: ≤ 0.53 ulp up to the float32 horizon), so a compiled step holds no
 64-bit float. Eager PyTorch, which compiles nothing, reads the step on the host
 instead and rounds theory's float64 value once (≤ 0.5 ulp); under
-torch.compile the tensor paths above are kept. The result has the dtype
+torch.compile the tensor paths above are kept. `keras_explr._precision` owns
+that choice and the three evaluators; `_PiecewiseLogLinear.scaled` is the one
+seam through which `Renormalize` and `ScaledSchedule` reach it. The result has the dtype
 ``keras.config.floatx()``. Past the point where the learning
 rate would overflow that dtype the schedule saturates at the largest finite
 value instead of returning inf; the WD equivalence ends there.
@@ -32,53 +34,20 @@ schedule makes it count real updates (floor(step / n)) for a stock Keras
 optimizer built with the same ``gradient_accumulation_steps=n``.
 """
 
-import functools
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import _float32, theory
+from keras_explr import _precision, theory
 
 _SERIALIZABLE = "keras_explr"
 
 
-def _compute_dtype():
-    """"float64" where the model is float64 and the device computes in it, else
-    "float32": double-float arithmetic (`keras_explr._float32`), float64-grade
-    values without a 64-bit float in the compiled step (TPUs have none)."""
-    if keras.config.floatx() != "float64":
-        return "float32"
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return "float64" if jax.config.read("jax_enable_x64") else "float32"
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if "TPU" in type(tf.distribute.get_strategy()).__name__:
-            return "float32"  # TPUs have no float64.
-    return "float64"
-
-
-def _int_step(step):
-    """The step as an integer tensor (a float step is floored), exactly."""
-    t = ops.convert_to_tensor(step)
-    if "int" not in str(t.dtype):
-        t = ops.cast(ops.floor(t), "int32")
-    return t
-
-
-def _horizon_for_floatx(pieces):
-    if keras.config.floatx() == "float64":
-        return pieces.horizon(math.log(float(np.finfo(np.float64).max)))
-    return pieces.horizon()
-
-
 class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """Evaluates a `theory.Pieces` schedule with `keras.ops` (any backend, jit)."""
+    """Evaluates a `theory.Pieces` schedule with `keras.ops` (any backend, jit), on the
+    path the precision policy (`keras_explr._precision`) picks."""
 
     def __init__(self, pieces, total_steps=None, momentum=None, name=None,
                  gradient_accumulation_steps=None):
@@ -87,37 +56,12 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         self.momentum = momentum
         self.gradient_accumulation_steps = theory.check_accumulation(gradient_accumulation_steps)
         self._pieces = pieces
-        flat, offsets = pieces.flat_table()
-        self._arrays = {
-            "starts": np.asarray(pieces.starts, dtype=np.float64),
-            "lens": np.asarray([len(x) for x in pieces.tables], dtype=np.float64),
-            "offsets": offsets,
-            "intercepts": np.asarray(pieces.intercepts, dtype=np.float64),
-            "slopes": np.asarray(pieces.slopes, dtype=np.float64),
-            "flat": flat,
-        }
-        self._single = len(pieces.starts) == 1 and len(pieces.tables[0]) == 0
-        # The float32 (double-float) path: pairs for the logs, 12-bit splits of the slopes.
-        flat_hi, flat_lo = _float32.split_pair(flat)
-        icpt_hi, icpt_lo = _float32.split_pair(pieces.intercepts)
-        slope_a, slope_b, slope_c = _float32.split_constant(pieces.slopes)
-        lens = np.asarray([len(x) for x in pieces.tables], dtype=np.int64)
-        starts = np.asarray(pieces.starts, dtype=np.int64)
-        self._arrays32 = {
-            "icpt_hi": icpt_hi, "icpt_lo": icpt_lo, "slope_a": slope_a, "slope_b": slope_b, "slope_c": slope_c,
-            "starts": starts, "flat_size": flat_hi.size,
-            # One row per segment / table entry, so that a step costs one gather per table
-            # (each gather is several ops in a TF graph, run on every step).
-            "segment_ints": np.stack([starts, lens, np.asarray(offsets, dtype=np.int64)], axis=1),
-            "segment_floats": np.stack([icpt_hi, icpt_lo, slope_a, slope_b, slope_c], axis=1),
-            "flat_pairs": np.stack([flat_hi, flat_lo], axis=1),
-        }
-        self._constants = {}
+        self._evaluator = _precision.Evaluator(pieces, self.gradient_accumulation_steps, name)
         self.float32_horizon = pieces.horizon()
         self.total_steps = None
         if total_steps is not None:
             self.total_steps = theory.check_steps("total_steps", total_steps)
-            horizon = _horizon_for_floatx(pieces)
+            horizon = _precision.horizon_for_floatx(pieces)
             if horizon is not None and self.total_steps > horizon:
                 raise ValueError(
                     f"`total_steps`={self.total_steps} is past this schedule's "
@@ -139,208 +83,28 @@ class _PiecewiseLogLinear(keras.optimizers.schedules.LearningRateSchedule):
         return self._pieces.learning_rate(
             theory.accumulated_step(np.asarray(steps), self.gradient_accumulation_steps))
 
-    def _const(self, key, dtype, table=None):
-        table = self._arrays if table is None else table
-        if keras.backend.backend() != "torch":  # graph/jit constants; torch: avoid a copy per step
-            return ops.convert_to_tensor(table[key], dtype=dtype)
-        cache_key = (key, dtype, id(table))
-        if cache_key not in self._constants:
-            self._constants[cache_key] = ops.convert_to_tensor(table[key], dtype=dtype)
-        return self._constants[cache_key]
-
     def __call__(self, step):
-        return self.scaled(step, None)
+        return self._evaluator(step)
 
-    def scaled(self, step, log_scale):
-        """The LR at `step` times exp(log_scale), formed in log space.
+    def scaled(self, step, log_scale=None, power=1, factor=None):
+        """The LR at `step` times exp(power · log_scale), formed in log space, then
+        times ``factor`` in the output dtype; saturated, never inf.
 
         `keras_explr.optimizers.Renormalize` divides the LR by S² after
         rescaling the weights by 1/S; adding −2 log S *before* the exp keeps
         the LR finite however far the unscaled schedule would overflow.
+        `ScaledSchedule` passes ``factor``. ``log_scale``: a tensor, a number
+        or a (hi, lo) pair; ``power``: an exact multiplier of it (±1, ±2).
         """
-        out_dtype = keras.config.floatx()
-        if _on_host():
-            value = self._host_lr(step, log_scale, out_dtype)
-            entry = self._host_cache
-            if len(entry) == 2:  # first tensor for this step
-                entry = self._host_cache = entry + (_host_tensor(value, _torch_tensor(step)),)
-            return entry[2]
-        return self._traced(step, log_scale, out_dtype)
+        return self._evaluator(step, log_scale, power, factor)
 
     def _traced(self, step, log_scale, out_dtype):
-        """`scaled` with tensor ops only: float64 or double-float float32 (compiled steps)."""
-        dtype = _compute_dtype()
-        with keras.name_scope(self.name or "schedule"):
-            if dtype == "float32":
-                lr = _float32.exp_pair(*self._log_pair(step, log_scale))
-                return lr if out_dtype == "float32" else _saturating_cast(lr, out_dtype)
-            t = ops.cast(step, dtype)
-            if self.gradient_accumulation_steps is not None:  # count real updates
-                t = ops.floor(ops.divide(t, ops.convert_to_tensor(
-                    float(self.gradient_accumulation_steps), dtype)))
-            if self._single:
-                a = self._arrays
-                log_lr = ops.add(
-                    ops.convert_to_tensor(a["intercepts"][0], dtype=dtype),
-                    ops.multiply(ops.convert_to_tensor(a["slopes"][0], dtype=dtype), t),
-                )
-            else:
-                starts = self._const("starts", dtype)
-                seg = ops.sum(ops.cast(ops.less_equal(starts, t), "int32")) - 1
-                k = t - ops.take(starts, seg)
-                n = ops.take(self._const("lens", dtype), seg)
-                flat = self._const("flat", dtype)
-                idx = ops.clip(ops.take(self._const("offsets", dtype), seg) + k,
-                               0, self._arrays["flat"].size - 1)
-                in_table = ops.take(flat, ops.cast(idx, "int32"))
-                tail = ops.take(self._const("intercepts", dtype), seg) + ops.take(
-                    self._const("slopes", dtype), seg) * (k - n)
-                log_lr = ops.where(ops.less(k, n), in_table, tail)
-            if log_scale is not None:
-                if isinstance(log_scale, (tuple, list)):  # a (hi, lo) pair
-                    log_scale = ops.cast(log_scale[0], dtype) + ops.cast(log_scale[1], dtype)
-                log_lr = log_lr + ops.cast(log_scale, dtype)
-            # Saturate: an overflowing exp() becomes the largest finite value.
-            # (ops.where: Keras's torch `minimum` returns float32 for two float64 tensors.)
-            cap = ops.convert_to_tensor(
-                min(float(np.finfo(out_dtype).max), float(np.finfo(dtype).max)), dtype)
-            lr = ops.exp(log_lr)
-            return ops.cast(ops.where(ops.less(lr, cap), lr, cap), out_dtype)
+        """`scaled` with tensor ops only (the float64 or double-float path)."""
+        return self._evaluator.traced(step, log_scale, out_dtype)
 
-    def _host_lr(self, step, log_scale, out_dtype):
-        """The LR as a numpy value of `out_dtype`, evaluated on the host (eager PyTorch):
-        theory's float64 value (`theory.Pieces`), saturated, then rounded once (≤ 0.5 ulp).
-
-        The step and a tensor log_scale are read once (one device sync each); the result
-        (and, in `scaled`, its tensor) is cached for the step, so a second call in the
-        same update costs no conversion.
-        """
-        t = _host_read(step)
-        parts = () if log_scale is None else (
-            log_scale if isinstance(log_scale, (tuple, list)) else (log_scale,))
-        scale = sum((_host_read(x).astype(np.float64) for x in parts), np.zeros(()))  # a pair: exact
-        key = (t.tobytes(), t.dtype.str, t.shape, scale.tobytes(), scale.shape, out_dtype)
-        cache = self.__dict__.get("_host_cache")
-        if cache is not None and cache[0] == key:
-            return cache[1]
-        if "int" not in str(t.dtype):
-            t = np.floor(t)
-        k = theory.accumulated_step(t.astype(np.int64), self.gradient_accumulation_steps)
-        with np.errstate(over="ignore"):
-            lr = np.exp(self._host_log_lr(k) + scale)
-        value = _saturate_to(lr, out_dtype)
-        self._host_cache = (key, value)
-        return value
-
-    def _host_log_lr(self, k):
-        """theory's float64 log η̃ at step(s) k (numpy). A scalar step is looked up in a
-        block of _HOST_BLOCK steps that theory evaluates at once (steps mostly advance by
-        one: one vectorized theory call per block instead of one per step)."""
-        if k.ndim != 0:
-            return self._pieces.log_learning_rate(k)
-        k = int(k)
-        block = self.__dict__.get("_host_block")
-        if block is None or not block[0] <= k < block[0] + _HOST_BLOCK:
-            block = self._host_block = (k, self._pieces.log_learning_rate(np.arange(k, k + _HOST_BLOCK)))
-        return block[1][k - block[0]]
-
-    def _log_pair(self, step, log_scale=None):
-        """log η̃_t (+ log_scale) as a float32 (hi, lo) pair, from integer step
-        arithmetic and exact float32 products only (`keras_explr._float32`)."""
-        t = _int_step(step)
-        idt = t.dtype
-        if self.gradient_accumulation_steps is not None:  # count real updates
-            t = ops.floor_divide(t, self.gradient_accumulation_steps)
-        a = self._arrays32
-        if self._single:
-            m = t
-            hi0 = ops.convert_to_tensor(a["icpt_hi"][0])
-            lo0 = ops.convert_to_tensor(a["icpt_lo"][0])
-            parts = tuple(ops.convert_to_tensor(a[k][0]) for k in ("slope_a", "slope_b", "slope_c"))
-        else:
-            if len(a["starts"]) == 1:
-                seg = 0
-            else:
-                # (a vector of steps works too: one row of comparisons per step)
-                starts = self._const("starts", idt, a)
-                seg = ops.sum(ops.cast(ops.less_equal(starts, ops.expand_dims(t, -1)), "int32"), axis=-1) - 1
-            start, n, offset = ops.unstack(ops.take(self._const("segment_ints", idt, a), seg, axis=0), axis=-1)
-            icpt_hi, icpt_lo, *slope = ops.unstack(
-                ops.take(self._const("segment_floats", None, a), seg, axis=0), axis=-1)
-            k = t - start
-            idx = ops.clip(offset + k, 0, a["flat_size"] - 1)
-            in_table = ops.less(k, n)
-            m = ops.maximum(k - n, 0)
-            flat_hi, flat_lo = ops.unstack(ops.take(self._const("flat_pairs", None, a), idx, axis=0), axis=-1)
-            hi0 = ops.where(in_table, flat_hi, icpt_hi)
-            lo0 = ops.where(in_table, flat_lo, icpt_lo)
-            zero = ops.zeros((), "float32")
-            parts = tuple(ops.where(in_table, zero, x) for x in slope)
-        terms = [hi0] + _float32.product_with_step(parts, _float32.split_step(m))
-        if log_scale is not None:
-            s_hi, s_lo = _float32.pair_of(log_scale)
-            terms = [s_hi, hi0] + terms[1:] + [s_lo]
-        hi, lo = _float32.accumulate(terms + [lo0])
-        return ops.where(ops.isfinite(hi0), hi, hi0), lo  # log 0 = −inf stays −inf
-
-
-_HOST_BLOCK = 1024  # steps per theory evaluation on the eager-PyTorch host path
-
-
-def _on_host():
-    """Whether schedules are evaluated on the host: eager PyTorch (no compiled step to keep
-    free of float64, no TPU), not while torch.compile / dynamo or torch.jit traces."""
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
-
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
-
-
-def _torch_tensor(x):
-    """The torch tensor behind a step (a Keras variable's value), or None."""
-    x = x.value if isinstance(x, keras.Variable) else x
-    return x if hasattr(x, "device") and hasattr(x, "detach") else None
-
-
-def _host_read(x):
-    """A step or log-scale (Python number, numpy, torch tensor or Keras variable) as numpy."""
-    if isinstance(x, keras.Variable):
-        x = x.value
-    if hasattr(x, "detach"):  # a torch tensor
-        return np.asarray(x.item() if x.ndim == 0 else x.detach().cpu().numpy())
-    return np.asarray(x)
-
-
-def _saturate_to(lr, dtype):
-    """float64 `lr` rounded once to `dtype` (numpy), the overflow at its largest finite value."""
-    import ml_dtypes
-
-    np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
-    return np.minimum(lr, _finfo_max(np_dtype)).astype(np_dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def _finfo_max(dtype):
-    import ml_dtypes
-
-    return float(ml_dtypes.finfo(dtype).max)
-
-
-def _host_tensor(value, like=None):
-    """A numpy value as a torch tensor of its dtype, on `like`'s device (the step's: Keras
-    puts its variables on its device) — one conversion, no cast op."""
-    import torch
-
-    if like is None or value.dtype not in (np.float16, np.float32, np.float64):
-        return ops.convert_to_tensor(value, dtype=str(value.dtype))
-    return torch.as_tensor(value, device=like.device)
-
-
-def _saturating_cast(lr, dtype):
-    """float32 → a narrower float (float16, bfloat16) without inf."""
-    cap = ops.convert_to_tensor(_finfo_max(dtype), "float32")
-    return ops.cast(ops.where(ops.less(lr, cap), lr, cap), dtype)
+    @property
+    def _host_cache(self):
+        return self._evaluator.host.cache
 
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
@@ -707,7 +471,7 @@ def _read_schedule(schedule, n):
     return lrs
 
 
-@keras.saving.register_keras_serializable(package="keras_explr")
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """``factor · schedule(step)``: a schedule's values times a constant.
 
@@ -725,21 +489,9 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.factor = theory.check_positive("factor", factor)
 
     def __call__(self, step):
-        if hasattr(self.schedule, "_host_lr") and _on_host():
-            # Eager PyTorch: the same float arithmetic in numpy, one tensor out.
-            value = self.schedule._host_lr(step, None, keras.config.floatx())
-            scaled = value * np.asarray(self.factor, value.dtype)
-            return _host_tensor(np.minimum(scaled, np.asarray(_finfo_max(value.dtype), value.dtype)),
-                                _torch_tensor(step))
-        value = self.schedule(step)
-        dtype = ops.dtype(value)
-        scaled = ops.multiply(value, ops.cast(self.factor, dtype))
-        # Saturate as this package's schedules do: a saturated (largest finite)
-        # value times a factor > 1 would otherwise become inf.
-        import ml_dtypes
-
-        cap = ops.convert_to_tensor(float(ml_dtypes.finfo(dtype).max), dtype)
-        return ops.where(ops.greater(scaled, cap), cap, scaled)
+        if isinstance(self.schedule, _PiecewiseLogLinear):  # the precision policy's seam
+            return self.schedule.scaled(step, factor=self.factor)
+        return _precision.times_factor(self.schedule(step), self.factor)
 
     def get_config(self):
         return {"schedule": keras.saving.serialize_keras_object(self.schedule),
