@@ -1217,3 +1217,5 @@ def _gradients(model, x, y):
         raise NotImplementedError(f"gradients on the {backend!r} backend")
     return [np.zeros(tuple(v.shape)) if g is None else ops.convert_to_numpy(g)
             for g, v in zip(grads, model.trainable_variables)]
+
+from keras_explr._prenorm import epsilon_margin  # noqa: E402,F401  (the ε trap: keras_explr._prenorm)

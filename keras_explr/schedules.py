@@ -427,6 +427,89 @@ class EquivalentSchedule(_PiecewiseLogLinear):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package=_SERIALIZABLE)
+class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up–stable–decay (WSD; MiniCPM, Hägele et al. 2024): linear warm-up from 0,
+    a long constant phase, then a short decay.
+
+    With W, S, D = ``warmup_steps``, ``stable_steps``, ``decay_steps``
+    (`keras_explr.theory.wsd_learning_rates`): η_t = η_peak·t/W for t < W,
+    η_peak for W ≤ t ≤ W + S, then, with u = (t − W − S)/D,
+    η_t = η_f + (η_peak − η_f)·s(u), s(u) = 1 − u ("linear"),
+    (1 + cos πu)/2 ("cosine") or 1 − √u ("1-sqrt"), and η_f from step
+    W + S + D on. Each shape is evaluated in a form with no cancellation near
+    the end of the decay (`theory.wsd_shape`), from integer step offsets, so
+    the float32 value is within a few ulp of theory's float64 one on every
+    backend, with no 64-bit float in a compiled step; eager PyTorch rounds
+    theory's value once (the precision policy, `keras_explr._precision`).
+
+    Its exact weight-decay-free twin is
+    ``EquivalentSchedule(WarmupStableDecay(...), weight_decay, momentum, total_steps)``.
+
+    Args:
+      peak_learning_rate: η_peak > 0.
+      warmup_steps, stable_steps, decay_steps: integers ≥ 0 (steps: real updates).
+      decay: "linear", "cosine" or "1-sqrt".
+      final_learning_rate: η_f in [0, η_peak].
+      name: optional name.
+
+    Example:
+
+    >>> import keras_explr
+    >>> lr = keras_explr.schedules.WarmupStableDecay(0.1, warmup_steps=100, stable_steps=800,
+    ...                                              decay_steps=100, decay="1-sqrt")
+    >>> [round(float(x), 6) for x in lr.learning_rates([50, 500, 950, 1000])]
+    [0.05, 0.1, 0.029289, 0.0]
+    >>> twin = keras_explr.schedules.EquivalentSchedule(lr, 5e-4, 0.9, total_steps=1001)
+    >>> opt = keras_explr.optimizers.SGD(twin, momentum=twin.momentum)
+    """
+
+    def __init__(self, peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay="linear",
+                 final_learning_rate=0.0, name="WarmupStableDecay"):
+        (self.peak_learning_rate, self.warmup_steps, self.stable_steps, self.decay_steps,
+         self.decay, self.final_learning_rate) = theory.check_wsd(
+            peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate)
+        self.name = name
+
+    def learning_rates(self, steps):
+        """theory's float64 values at `steps` (numpy)."""
+        return theory.wsd_learning_rates(steps, **self._args())
+
+    def _args(self):
+        return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps,
+                "stable_steps": self.stable_steps, "decay_steps": self.decay_steps,
+                "decay": self.decay, "final_learning_rate": self.final_learning_rate}
+
+    def __call__(self, step):
+        out_dtype = keras.config.floatx()
+        if _precision.on_host():  # eager PyTorch: theory's value, rounded once
+            t = _precision.host_read(step)
+            value = _precision.saturate_to(self.learning_rates(t), out_dtype)
+            return _precision.host_tensor(value, _precision.torch_tensor(step))
+        dtype = _precision.compute_dtype()
+        with keras.name_scope(self.name or "schedule"):
+            t = _precision.int_step(step)
+            w, s, d = self.warmup_steps, self.stable_steps, self.decay_steps
+            peak = ops.convert_to_tensor(self.peak_learning_rate, dtype)
+            final = ops.convert_to_tensor(self.final_learning_rate, dtype)
+            lr = peak
+            if d:
+                k = ops.clip(t - (w + s), 0, d)  # integer: exact
+                u = ops.cast(k, dtype) / float(d)
+                v = ops.cast(d - k, dtype) / float(d)
+                shape = theory.wsd_shape(self.decay, u, v, sin=ops.sin, sqrt=ops.sqrt)
+                lr = ops.where(ops.greater(t, w + s), final + (peak - final) * shape, lr)
+            else:
+                lr = ops.where(ops.greater(t, w + s), final, lr)
+            if w:
+                warm = peak * ops.cast(ops.maximum(t, 0), dtype) / float(w)
+                lr = ops.where(ops.less(t, w), warm, lr)
+            return ops.cast(lr, out_dtype)
+
+    def get_config(self):
+        return {**self._args(), "name": self.name}
+
+
 def _read_schedule(schedule, n):
     """The base learning rates at steps 0..n−1, as float64 numpy."""
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):

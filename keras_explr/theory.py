@@ -1342,3 +1342,148 @@ def equilibrium_gradient_ratio(rule, learning_rate, decay_per_step, momentum=0.0
     if rule == "sgd_coupled":
         return math.sqrt(2.0 * d * (1.0 - a)) / lr
     return math.sqrt(2.0 * d) * (1.0 - a) / lr
+
+
+# ---------------------------------------------------------------------------
+# Equilibrium-aware training: the timescale parameterization, the time to
+# equilibrium, warm-up–stable–decay (math.md#rotational-equilibrium).
+# ---------------------------------------------------------------------------
+TIMESCALE_UNITS = ("epochs", "steps", "fraction")
+
+
+def timescale_in_steps(timescale, unit="epochs", steps_per_epoch=None, total_steps=None):
+    """τ in optimizer steps: τ·steps_per_epoch ("epochs"), τ ("steps") or
+    τ·total_steps ("fraction" of the run).
+
+    >>> timescale_in_steps(5, "epochs", steps_per_epoch=391)
+    1955.0
+    """
+    tau = check_positive("timescale", timescale)
+    if unit not in TIMESCALE_UNITS:
+        raise ValueError(f"`unit` must be one of {TIMESCALE_UNITS}. Received: unit={unit!r}")
+    if unit == "epochs":
+        if steps_per_epoch is None:
+            raise ValueError("`steps_per_epoch` (an integer >= 1) is needed for unit='epochs'. "
+                             "Received: steps_per_epoch=None")
+        return tau * check_steps("steps_per_epoch", steps_per_epoch)
+    if unit == "fraction":
+        if total_steps is None:
+            raise ValueError("`total_steps` (an integer >= 1) is needed for unit='fraction'. "
+                             "Received: total_steps=None")
+        return tau * check_steps("total_steps", total_steps)
+    return tau
+
+
+def weight_decay_from_timescale(timescale, learning_rate, convention="torch_adamw", steps_per_epoch=None,
+                                unit="epochs", total_steps=None, momentum=0.0, reference_learning_rate=None):
+    """λ whose EMA timescale is τ (Wang & Aitchison 2024): the inverse of
+    `weight_decay_timescale`.
+
+    τ_iter = `timescale_in_steps` (τ epochs × steps_per_epoch, τ steps, or
+    τ × total_steps for unit "fraction"), d = 1/τ_iter the fraction removed per
+    step, and λ = d / f(η) with f the convention's decay per unit λ at the
+    constant LR η (`decay_per_step`): λ = 1/(ητ_iter) for ``"torch_adamw"``,
+    ``"keras"``, ``"optax_adamw"``; 1/τ_iter for ``"independent"`` (λ_new of
+    `keras_explr.optimizers.ReparamWeightDecay`); (1 − γ)/(ητ_iter) for
+    ``"torch_sgd"`` with momentum γ. τ in epochs held fixed, 4× the data (4×
+    steps_per_epoch) gives exactly ¼ of λ.
+
+    >>> weight_decay_from_timescale(51.150895140664964, 0.1, steps_per_epoch=391)
+    0.0005
+    >>> weight_decay_from_timescale(0.25, 1e-3, unit="fraction", total_steps=4000)
+    1.0
+    """
+    tau_iter = timescale_in_steps(timescale, unit, steps_per_epoch, total_steps)
+    lr = check_positive("learning_rate", learning_rate)
+    per_unit = float(decay_per_step(1.0, lr, convention, momentum, reference_learning_rate)[0])
+    if not per_unit > 0.0:
+        raise ValueError(f"The {convention!r} convention removes nothing at learning_rate={learning_rate!r}: "
+                         "no weight decay has a finite timescale there.")
+    return (1.0 / tau_iter) / per_unit
+
+
+def equilibration_steps(weight_decay, learning_rate, convention, momentum=0.0, clock=1.0,
+                        reference_learning_rate=None):
+    """The steps a run needs to reach ``clock`` equilibration times (the inverse of
+    `equilibration_clock`): the clock is Σ_t d_t, d_t the fraction of a decayed
+    weight removed at step t (`decay_per_step`; math.md#rotational-equilibrium).
+
+    A constant `learning_rate` gives clock/d (a float, inf when nothing decays);
+    a sequence of per-step LRs (a schedule) gives the first step count n with
+    Σ_{t<n} d_t ≥ clock, or None when the sequence never gets there.
+
+    >>> equilibration_steps(5e-4, 0.1, "torch_adamw")
+    20000.0
+    >>> equilibration_steps(0.01, [0.1] * 50 + [0.01] * 100, "composer", clock=0.6)
+    150
+    """
+    c = check_non_negative("clock", clock)
+    d = decay_per_step(weight_decay, learning_rate, convention, momentum, reference_learning_rate)
+    if np.ndim(learning_rate) == 0:
+        d0 = float(d[0])
+        return c / d0 if d0 > 0.0 else (0.0 if c == 0.0 else math.inf)
+    total = np.cumsum(d)
+    reached = np.nonzero(total >= c * (1.0 - 1e-12))[0]
+    if c == 0.0:
+        return 0
+    return int(reached[0]) + 1 if reached.size else None
+
+
+WSD_DECAYS = ("linear", "cosine", "1-sqrt")
+
+
+def check_wsd(peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate):
+    """Checks the arguments of `wsd_learning_rates`; returns them as numbers."""
+    peak = check_positive("peak_learning_rate", peak_learning_rate)
+    warm = check_steps("warmup_steps", warmup_steps, minimum=0)
+    stable = check_steps("stable_steps", stable_steps, minimum=0)
+    dec = check_steps("decay_steps", decay_steps, minimum=0)
+    if decay not in WSD_DECAYS:
+        raise ValueError(f"`decay` must be one of {WSD_DECAYS}. Received: decay={decay!r}")
+    final = check_non_negative("final_learning_rate", final_learning_rate)
+    if final > peak:
+        raise ValueError("`final_learning_rate` must be in the range [0, peak_learning_rate="
+                         f"{peak!r}]. Received: final_learning_rate={final_learning_rate!r}")
+    return peak, warm, stable, dec, decay, final
+
+
+def wsd_learning_rates(steps, peak_learning_rate, warmup_steps, stable_steps, decay_steps,
+                       decay="linear", final_learning_rate=0.0):
+    """Warm-up–stable–decay (MiniCPM; Hägele et al. 2024) at integer `steps`, float64.
+
+    With W, S, D the warm-up, stable and decay steps (Keras's `CosineDecay`
+    warm-up convention): η_t = η_peak·t/W for t < W (from 0), η_peak for
+    W ≤ t ≤ W + S, then with u = (t − W − S)/D ∈ [0, 1]
+    η_t = η_f + (η_peak − η_f)·s(u), s(u) = 1 − u ("linear"), (1 + cos πu)/2
+    ("cosine") or 1 − √u ("1-sqrt"); η_t = η_f from step W + S + D on.
+
+    >>> [float(x) for x in wsd_learning_rates(range(8), 1.0, 2, 2, 2)]
+    [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+    """
+    peak, warm, stable, dec, decay, final = check_wsd(
+        peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate)
+    t = np.floor(np.asarray(steps, dtype=np.float64))
+    out = np.full(t.shape, peak)
+    if warm:
+        out = np.where(t < warm, peak * np.maximum(t, 0.0) / warm, out)
+    k = np.clip(t - warm - stable, 0.0, dec)
+    s = wsd_shape(decay, k / dec, (dec - k) / dec) if dec else np.zeros(t.shape)
+    return np.where(t > warm + stable, final + (peak - final) * s, out)
+
+
+def wsd_shape(decay, u, v, sin=np.sin, sqrt=np.sqrt):
+    """s(u) of a WSD decay, 1 at u = 0 and 0 at u = 1, given u and v = 1 − u (each
+    exact from integers): v ("linear"), sin²(πv/2) = (1 + cos πu)/2 ("cosine"),
+    v/(1 + √u) = 1 − √u ("1-sqrt"), written so that no value near the end of the
+    decay is a difference of nearly equal numbers. `sin`, `sqrt`: numpy's, or
+    `keras.ops`' for tensors (`keras_explr.schedules.WarmupStableDecay`).
+
+    >>> [round(float(wsd_shape(d, 0.25, 0.75)), 6) for d in WSD_DECAYS]
+    [0.75, 0.853553, 0.5]
+    """
+    if decay == "linear":
+        return v
+    if decay == "cosine":
+        h = sin((np.pi / 2.0) * v)
+        return h * h
+    return v / (1.0 + sqrt(u))
