@@ -163,7 +163,7 @@ def test_site_has_the_pages_and_plots(site):
 # run and its output compared line by line. Pages that change Keras's global dtype get it restored afterwards.
 RUNNABLE_PAGES = ["README.md", "docs/getting-started.md", "docs/guides/schedules.md", "docs/guides/weight-decay.md",
                   "docs/guides/renormalize.md", "docs/guides/invariance.md", "docs/guides/probe.md",
-                  "docs/guides/monitor.md"]
+                  "docs/guides/monitor.md", "docs/guides/equilibrium.md"]
 _BLOCK = re.compile(r"^```(python|pycon|console)[^\n]*\n(.*?)^```", re.M | re.S)
 
 

@@ -164,14 +164,18 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
         raise ValueError("`decay`='coupled' needs optimizer='sgd': for adaptive optimizers a coupled decay is an "
                          "L2 penalty that the preconditioner rescales, not a weight-decay rule")
     lr_lo, lr_hi, lr_fixed = _range("learning_rate", learning_rate, DEFAULT_RANGES[(family, "learning_rate")])
-    lr_name, wd_name = HP_NAMES[parameterization]
-    lr = _sample(hp, lr_name, lr_lo, lr_hi, lr_fixed)
     if parameterization == "timescale":
-        tau = _timescale(hp, weight_decay, timescale, steps_per_epoch)
+        wd_lo, wd_hi, wd_fixed = _timescale_range(weight_decay, timescale, steps_per_epoch)
     else:
+        if timescale is not None or steps_per_epoch is not None:
+            raise ValueError("`timescale` and `steps_per_epoch` are for parameterization='timescale'. Received: "
+                             f"timescale={timescale!r}, steps_per_epoch={steps_per_epoch!r}, "
+                             f"parameterization={parameterization!r}")
         wd_lo, wd_hi, wd_fixed = _range("weight_decay", weight_decay, DEFAULT_RANGES[(family, parameterization)],
                                         below_one=parameterization == "new")
-        wd = _sample(hp, wd_name, wd_lo, wd_hi, wd_fixed)
+    lr_name, wd_name = HP_NAMES[parameterization]
+    lr = _sample(hp, lr_name, lr_lo, lr_hi, lr_fixed)
+    wd = _sample(hp, wd_name, wd_lo, wd_hi, wd_fixed)
 
     if optimizer == "sgd":
         cls = kx_optimizers.SGD if decay == "coupled" else keras.optimizers.SGD
@@ -182,7 +186,7 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
         if decay == "coupled" and parameterization == "old" and cls is keras.optimizers.SGD:
             cls = kx_optimizers.SGD  # Keras's SGD decays decoupled only
     if parameterization == "timescale":
-        return kx_optimizers.ReparamWeightDecay(cls(learning_rate=lr, **inner_kwargs), timescale=tau,
+        return kx_optimizers.ReparamWeightDecay(cls(learning_rate=lr, **inner_kwargs), timescale=wd,
                                                 steps_per_epoch=steps_per_epoch, mode=decay,
                                                 exclude_vectors=exclude_vectors)
     if parameterization == "new":
@@ -194,12 +198,13 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
     return opt
 
 
-def _timescale(hp, weight_decay, timescale, steps_per_epoch):
-    """τ under parameterization="timescale": a hyperparameter ``timescale`` (log-uniform)."""
+def _timescale_range(weight_decay, timescale, steps_per_epoch):
+    """τ's (low, high, fixed) under parameterization="timescale" (the hyperparameter ``timescale``)."""
     if weight_decay is not None:
         raise ValueError("parameterization='timescale' searches τ, not the weight decay: give "
                          f"`timescale=(low, high)` instead. Received: weight_decay={weight_decay!r}")
-    unit = "steps" if steps_per_epoch is None else "epochs"
-    lo, hi, fixed = _range("timescale", timescale, DEFAULT_RANGES[("timescale", unit)])
-    return _sample(hp, HP_NAMES["timescale"][1], lo, hi, fixed)
+    if steps_per_epoch is not None:
+        from keras_explr import theory
 
+        theory.check_steps("steps_per_epoch", steps_per_epoch)
+    return _range("timescale", timescale, DEFAULT_RANGES[("timescale", "steps" if steps_per_epoch is None else "epochs")])
