@@ -86,8 +86,10 @@ def margins_from_variances(variances, epsilon):
 
 
 def layer_inputs(model, x, layers):
-    """The inputs each of `layers` receives when `model` runs on `x` (inference mode),
-    as numpy arrays: each layer's public ``call`` is wrapped for the duration."""
+    """The inputs each of `layers` receives when `model` runs on `x` in training mode (batch
+    statistics, as the layers normalize while training; through ``stateless_call``, so no
+    moving statistic changes), as numpy arrays: each layer's public ``call`` is wrapped for
+    the duration."""
     seen = {}
     originals = {}
 
@@ -101,7 +103,8 @@ def layer_inputs(model, x, layers):
         for layer in layers:
             originals[id(layer)] = (layer, layer.__dict__.get("call"))
             object.__setattr__(layer, "call", recorder(layer, layer.call))
-        model(x, training=False)
+        model.stateless_call([v.value for v in model.trainable_variables],
+                             [v.value for v in model.non_trainable_variables], x, training=True)
     finally:
         for layer, own in originals.values():
             if own is None:
@@ -116,7 +119,9 @@ def epsilon_margin(model, x, reduce="mean"):
 
     σ² is the variance the layer normalizes by, per unit (a channel for
     BatchNormalization, a sample for LayerNormalization, a (sample, group) for
-    GroupNormalization), measured in inference mode; ε the layer's
+    GroupNormalization), measured in training mode (batch statistics: an
+    upstream BatchNorm's lagging moving statistics would distort it; nothing is
+    updated); ε the layer's
     ``epsilon``. A ratio ≫ 1 means the layer normalizes (the network is
     scale-invariant in the weights before it); below ~100 ε starts to
     dominate (the ε trap: docs/guides/equilibrium.md).

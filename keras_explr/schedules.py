@@ -497,7 +497,8 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
                 k = ops.clip(t - (w + s), 0, d)  # integer: exact
                 u = ops.cast(k, dtype) / float(d)
                 v = ops.cast(d - k, dtype) / float(d)
-                shape = theory.wsd_shape(self.decay, u, v, sin=ops.sin, sqrt=ops.sqrt)
+                half_angle = ops.cast(d - k, dtype) * (math.pi / (2.0 * d))  # one rounding of the product
+                shape = theory.wsd_shape(self.decay, u, v, sin=ops.sin, sqrt=ops.sqrt, half_angle=half_angle)
                 lr = ops.where(ops.greater(t, w + s), final + (peak - final) * shape, lr)
             else:
                 lr = ops.where(ops.greater(t, w + s), final, lr)

@@ -1471,12 +1471,13 @@ def wsd_learning_rates(steps, peak_learning_rate, warmup_steps, stable_steps, de
     return np.where(t > warm + stable, final + (peak - final) * s, out)
 
 
-def wsd_shape(decay, u, v, sin=np.sin, sqrt=np.sqrt):
+def wsd_shape(decay, u, v, sin=np.sin, sqrt=np.sqrt, half_angle=None):
     """s(u) of a WSD decay, 1 at u = 0 and 0 at u = 1, given u and v = 1 − u (each
     exact from integers): v ("linear"), sin²(πv/2) = (1 + cos πu)/2 ("cosine"),
     v/(1 + √u) = 1 − √u ("1-sqrt"), written so that no value near the end of the
     decay is a difference of nearly equal numbers. `sin`, `sqrt`: numpy's, or
-    `keras.ops`' for tensors (`keras_explr.schedules.WarmupStableDecay`).
+    `keras.ops`' for tensors (`keras_explr.schedules.WarmupStableDecay`);
+    `half_angle`: πv/2 if the caller forms it with fewer roundings.
 
     >>> [round(float(wsd_shape(d, 0.25, 0.75)), 6) for d in WSD_DECAYS]
     [0.75, 0.853553, 0.5]
@@ -1484,6 +1485,6 @@ def wsd_shape(decay, u, v, sin=np.sin, sqrt=np.sqrt):
     if decay == "linear":
         return v
     if decay == "cosine":
-        h = sin((np.pi / 2.0) * v)
+        h = sin((np.pi / 2.0) * v if half_angle is None else half_angle)
         return h * h
     return v / (1.0 + sqrt(u))
