@@ -604,7 +604,7 @@ class _Spec:
             # (a λ(t) schedule has no prediction here: the decay would need the step too)
             if (reparam.decays(variable) and not callable(reparam.weight_decay)
                     and reparam.weight_decay > 0):
-                lam, ref, p = reparam.weight_decay, reparam.reference_learning_rate, reparam.lr_exponent
+                lam, ref, p = reparam.weight_decay, reparam.reference_learning_rate, reparam.lr_exponent_for(variable)
                 self.decay = ((lambda lr: theory.scheduled_weight_decay(lam, lr, ref, p))
                               if p > 0 else (lambda lr: lam))
                 self.rule = theory.equilibrium_rule(family, reparam.mode)

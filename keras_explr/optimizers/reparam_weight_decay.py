@@ -222,9 +222,13 @@ class ReparamWeightDecay(Wrapper):
             return False
         return not (self._excluded_pattern and self._excluded_pattern.search(variable.name))
 
+    def lr_exponent_for(self, variable):
+        """p for `variable`: ``lr_exponent``, or 1 outside the invariant group under ``model=``."""
+        return _equilibrium.lr_exponent_of(variable, self.lr_exponent, self._group_paths)
+
     def _lambda_t(self, dtype, variable=None):
         """λ(t)·(η_t/η_ref)^p for this update (a float when it is constant); p of `variable`."""
-        p = _equilibrium.lr_exponent_of(variable, self.lr_exponent, self._group_paths)
+        p = self.lr_exponent_for(variable)
         lam = self.weight_decay
         if callable(lam):  # λ(t) at the step the inner optimizer is about to take
             lam = ops.cast(lam(self.iterations), dtype)
@@ -259,7 +263,7 @@ class ReparamWeightDecay(Wrapper):
             return
         update, static = self._is_update(grads)
         factors = {}
-        keys = [(v.dtype, _equilibrium.lr_exponent_of(v, self.lr_exponent, self._group_paths)) for v in decayed]
+        keys = [(v.dtype, self.lr_exponent_for(v)) for v in decayed]
         for v, key in zip(decayed, keys):
             if key not in factors:
                 lam = self._lambda_t(v.dtype, v)
