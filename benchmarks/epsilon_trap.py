@@ -12,7 +12,7 @@ Same seed, data (scikit-learn's real 8×8 digits) and model for both arms:
 `keras_explr.models.bn_convnet` in the paper's setting (BatchNorm without γ/β,
 the head frozen), so that only the conv kernels, each followed by BatchNorm,
 decay. The ε alarm measures on 256 test images in training mode.
-Writes the figure docs/guides/epsilon_trap.png (validation cross-entropy of
+Writes the figure benchmarks/results/epsilon_trap_cpu_tf.png (served in the docs) (validation cross-entropy of
 both arms, with BatchNorm's batch statistics; σ²/ε of each BatchNorm of the ε = 1e-3 arm with the margin and the
 alarm) and prints the numbers; ``--json`` saves them.
 """
@@ -124,7 +124,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--weight-decay", type=float, default=0.056, help="λ_new per step")
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--figure", default=os.path.join(ROOT, "docs", "guides", "epsilon_trap.png"))
+    p.add_argument("--figure", default=os.path.join(ROOT, "benchmarks", "results", "epsilon_trap_cpu_tf.png"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     trap = run(1e-3, args.epochs, args.weight_decay, args.learning_rate)
