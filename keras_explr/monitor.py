@@ -396,13 +396,12 @@ class ScaleMonitor(keras.callbacks.Callback):
         self.normalization_records = []  # {"step": int, "layers": {path: (mean, worst)}}
         self._epsilon_warned = set()
 
-
     def _epsilon_begin(self):
-        self._epsilon_check()
+        self._epsilon_check(log=False)
 
-
-    def _epsilon_check(self):
-        """Measures σ²/ε of every normalization layer now, records it, warns once per layer."""
+    def _epsilon_check(self, log=True):
+        """Measures σ²/ε of every normalization layer now, records it, warns once per layer;
+        `log`: also into History (at the end of an epoch, so that its lists follow the epochs)."""
         if self.epsilon_margin is None:
             return
         model = self.model
@@ -421,12 +420,11 @@ class ScaleMonitor(keras.callbacks.Callback):
         self.normalization_records.append({"step": step, "layers": margins})
         history = getattr(model, "history", None)
         for path, (mean, worst) in margins.items():
-            if history is not None and hasattr(history, "history") and step > 0:
+            if log and history is not None and hasattr(history, "history"):
                 history.history.setdefault(f"scale/{path}/prenorm_variance_over_epsilon", []).append(mean)
                 history.history.setdefault(f"scale/{path}/prenorm_variance_over_epsilon_worst", []).append(worst)
             if mean < self.epsilon_margin:
                 _prenorm.warn_once(self._epsilon_warned, path, mean, worst, self.epsilon_margin, stacklevel=3)
-
 
     def _epsilon_series(self, path, quantity):
         rows = [(r["step"], r["layers"][path]) for r in self.normalization_records if path in r["layers"]]
@@ -436,7 +434,6 @@ class ScaleMonitor(keras.callbacks.Callback):
         which = 0 if quantity == "prenorm_variance_over_epsilon" else 1
         return (np.array([s for s, _ in rows], dtype=np.int64),
                 np.array([m[which] for _, m in rows], dtype=np.float64))
-
 
     def equilibration(self, path, tolerance=0.1, jump=0.05, window=5):
         """Time to equilibrium after each learning-rate change, predicted and measured.

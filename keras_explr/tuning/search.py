@@ -207,4 +207,5 @@ def _timescale_range(weight_decay, timescale, steps_per_epoch):
         from keras_explr import theory
 
         theory.check_steps("steps_per_epoch", steps_per_epoch)
-    return _range("timescale", timescale, DEFAULT_RANGES[("timescale", "steps" if steps_per_epoch is None else "epochs")])
+    unit = "steps" if steps_per_epoch is None else "epochs"
+    return _range("timescale", timescale, DEFAULT_RANGES[("timescale", unit)])
