@@ -273,13 +273,14 @@ class Float32Path:
 class HostPath:
     """Eager PyTorch: theory's float64 value (`theory.Pieces`), saturated, then rounded
     once (≤ 0.5 ulp). The step and a tensor log-scale are read once (one device sync
-    each); the value and its tensor are cached for the step (`cache`: key, value[, tensor]),
-    so a second call in the same update costs no conversion."""
+    each); the value (`cache`: key, value) and its tensor (`tensor`) are cached for the
+    step, so a second call in the same update costs no conversion."""
 
     def __init__(self, pieces, accumulation):
         self.pieces = pieces
         self.accumulation = accumulation
         self.cache = None
+        self.tensor = None
         self._block = None
 
     def value(self, step, log_scale, out_dtype, power=1):
@@ -298,15 +299,14 @@ class HostPath:
         with np.errstate(over="ignore"):
             lr = np.exp(self._log_lr(k) + scale)
         value = saturate_to(lr, out_dtype)
-        self.cache = (key, value)
+        self.cache, self.tensor = (key, value), None
         return value
 
     def __call__(self, step, log_scale, out_dtype, power=1):
         value = self.value(step, log_scale, out_dtype, power)
-        entry = self.cache
-        if len(entry) == 2:  # first tensor for this step
-            entry = self.cache = entry + (host_tensor(value, torch_tensor(step)),)
-        return entry[2]
+        if self.tensor is None:  # first tensor for this step
+            self.tensor = host_tensor(value, torch_tensor(step))
+        return self.tensor
 
     def _log_lr(self, k):
         """theory's float64 log η_t at step(s) k. A scalar step is looked up in a block of
@@ -333,10 +333,22 @@ class Evaluator:
 
     def __init__(self, pieces, accumulation=None, name=None):
         self.name = name
-        constants = _Constants()
-        self.float64 = Float64Path(pieces, accumulation, constants)
-        self.float32 = Float32Path(pieces, accumulation, constants)
-        self.host = HostPath(pieces, accumulation)
+        self.pieces = pieces
+        self.accumulation = accumulation
+        self._constants = _Constants()
+
+    # Each path builds its tables the first time it is used (a run uses one or two of them).
+    @functools.cached_property
+    def float64(self):
+        return Float64Path(self.pieces, self.accumulation, self._constants)
+
+    @functools.cached_property
+    def float32(self):
+        return Float32Path(self.pieces, self.accumulation, self._constants)
+
+    @functools.cached_property
+    def host(self):
+        return HostPath(self.pieces, self.accumulation)
 
     def __call__(self, step, log_scale=None, power=1, factor=None):
         out_dtype = keras.config.floatx()
