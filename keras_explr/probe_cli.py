@@ -57,11 +57,7 @@ def run(args):
     # Optional dependencies first: a missing one names its extra before any training or file.
     for module in ("sklearn", "matplotlib"):
         _optional.require(module, "demo", purpose="`keras-explr probe`")
-    import keras
-    import numpy as np
-
-    from keras_explr import data, models, plots, theory
-    from keras_explr.monitor import ScaleMonitor
+    from keras_explr import theory
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     bad = [n for n in names if n not in OPTIMIZERS]
@@ -78,6 +74,12 @@ def run(args):
         theory.check_steps(f"--{flag.replace('_', '-')}", getattr(args, flag))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out must be a folder; {args.out!r} is a file.")
+    import keras  # the framework loads once every argument has been checked
+    import numpy as np
+
+    from keras_explr import data, models, plots
+    from keras_explr.monitor import ScaleMonitor
+
     os.makedirs(args.out, exist_ok=True)
     (x, y), _ = data.load_digits()
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
