@@ -131,7 +131,7 @@ def main(argv=None):
     ap.add_argument("site")
     ap.add_argument("--shots", default=None, help="folder for the screenshots (default SITE/../browser-shots)")
     ap.add_argument("pages", nargs="*", help="pages as PATH=SOURCE (default: the four checked pages)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     site = os.path.abspath(args.site)
     shots = os.path.abspath(args.shots or os.path.join(os.path.dirname(site), "browser-shots"))
     os.makedirs(shots, exist_ok=True)
