@@ -5,7 +5,7 @@
 For each page (default: the math page, the schedules guide and two API pages) it asserts that
 
 * every formula rendered *visibly*: each pymdownx.arithmatex element holds a MathJax SVG whose glyphs
-  (``<use>``/``<path>``/``<rect>``) have a non-empty bounding box, with no MathJax error node;
+  (``<use>``/``<path>``) have a non-empty bounding box, with no MathJax error node;
 * the count of rendered formulas equals the count of formulas in the page's source (``\\(``/``\\[`` in the
   Markdown page, or in the docstrings of the module an API page documents);
 * no raw ``\\(``, ``\\[``, ``$$``, ``{t+1}`` or ``_{`` is left in the text outside code;
@@ -44,7 +44,13 @@ CHECK_JS = r"""
   const out = {errors: []};
   const wait = ms => new Promise(r => setTimeout(r, ms));
   for (let i = 0; i < 200 && !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++) await wait(50);
-  try { await MathJax.startup.promise; } catch (e) { out.errors.push("MathJax: " + e); }
+  // Wait until MathJax is idle: typesetPromise() (a theme's re-typeset, say) chains onto startup.promise.
+  if (document.readyState !== "complete") await new Promise(r => window.addEventListener("load", r));
+  for (let i = 0, p = null; i < 40 && window.MathJax && MathJax.startup && p !== MathJax.startup.promise; i++) {
+    p = MathJax.startup.promise;
+    try { await p; } catch (e) { out.errors.push("MathJax: " + e); }
+    await wait(500);
+  }
   if (!(window.MathJax && MathJax.startup)) out.errors.push("MathJax did not load");
   const spans = [...document.querySelectorAll(".arithmatex")];
   out.formulas = spans.length;
@@ -55,7 +61,7 @@ CHECK_JS = r"""
     if (!svg) { out.failed.push(src); continue; }
     if (svg.querySelector('[data-mml-node="merror"]')) { out.failed.push(src); continue; }
     const box = svg.getBoundingClientRect();
-    const glyphs = [...svg.querySelectorAll("use, path, rect")].filter(g => !g.closest("defs")).filter(g => {
+    const glyphs = [...svg.querySelectorAll("use, path")].filter(g => !g.closest("defs")).filter(g => {
       const b = g.getBoundingClientRect();
       const st = getComputedStyle(g);
       return b.width > 0 && b.height > 0 && st.visibility !== "hidden" && st.display !== "none";
