@@ -31,10 +31,11 @@ import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = {  # site page -> its source: a Markdown file under docs/, or a Python module (an API page)
+    "index.html": "docs/index.md",
     "math/index.html": "docs/math.md",
     "guides/schedules/index.html": "docs/guides/schedules.md",
-    "api/theory/index.html": "keras_explr/theory.py",
-    "api/schedules/index.html": "keras_explr/schedules.py",
+    "api/layers/index.html": "keras_explr/layers.py",
+    "api/models/index.html": "keras_explr/models.py",
 }
 RAW = (r"\(", r"\)", r"\[", r"\]", "$$", "{t+1}", "_{")
 

@@ -41,13 +41,13 @@ def _activation(activation):
 def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
                scale_invariant=True, bn_epsilon=1e-3, activation="relu",
                pooling="max", synchronized=False, name="bn_convnet"):
-    """A convnet of [Conv (no bias) → BatchNorm → ReLU] blocks, then GAP → Dense.
+    r"""A convnet of [Conv (no bias) → BatchNorm → ReLU] blocks, then GAP → Dense.
 
     With ``scale_invariant=True`` (the paper's setting, docs/math.md#paper-setting) the BN
     layers have no affine parameters and the Dense head is frozen, so the loss
-    is invariant to the scale of each conv kernel (up to BN's ε, which acts as
-    ε/c² on a kernel scaled by c: pass a tiny ``bn_epsilon`` for float64
-    round-off checks). Otherwise BN has γ/β and the head trains.
+    is invariant to the scale of each conv kernel (up to BN's \(\epsilon\), which acts as
+    \(\epsilon/c^2\) on a kernel scaled by \(c\): pass a tiny ``bn_epsilon`` for float64
+    round-off checks). Otherwise BN has \(\gamma/\beta\) and the head trains.
 
     ``activation`` and ``pooling`` ("max" or "average") choose the blocks'
     nonlinearity and downsampling. ReLU and max pooling have gradients that

@@ -226,3 +226,30 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
             else:
                 _run_console(code, page, line)
     keras.backend.clear_session()
+
+
+def test_every_figure_the_readme_states_appears_in_a_results_page():
+    """A number in the README's prose (a measured value: a decimal or a power of ten) is one a results page
+    states too, so the README cannot drift from the measurements (versions are not figures)."""
+    readme = re.sub(r"```.*?```", "", _read(os.path.join(ROOT, "README.md")), flags=re.S).replace("−", "-")
+    pages = glob.glob(os.path.join(DOCS, "results", "*.md"))
+    pages += glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.md"), recursive=True)
+    results = "".join(_read(p) for p in pages).replace("−", "-")
+    version = r"(?<!Keras )(?<!TensorFlow )(?<!JAX )(?<!PyTorch )(?<!Python )"
+    figures = set(re.findall(version + r"(?<![\w.])-?\d+\.\d+(?:e-?\d+)?(?![\w.])|(?<![\w.])\d+e-\d+", readme))
+    assert len(figures) > 30  # the check reads the README's numbers, not an empty set
+    missing = sorted(f for f in figures if f not in results)
+    assert not missing, f"README figures found in no results page: {missing}"
+
+
+def test_install_lines_are_checked_or_marked():
+    """Each `pip install` in the README and the docs is one CI runs (from the clone, the wheel or the sdist,
+    see ci/docs.sh and .ci/run) or is marked as the route once the project is published."""
+    ci = _read(os.path.join(ROOT, "ci", "docs.sh")) + _read(os.path.join(ROOT, ".ci", "run"))
+    assert "venv-$kind/bin/python\" -m pip install" in ci and "for kind in whl tar.gz" in ci
+    for path in [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(DOCS, "*.md"))]:
+        lines = _read(path).splitlines()
+        for i, line in enumerate(lines):
+            if "git+https://" in line and "pip install" in line:
+                context = " ".join(lines[max(0, i - 2):i + 1])
+                assert "once the repository is published" in context, f"{path}: unmarked install line {line!r}"
