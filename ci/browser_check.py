@@ -34,9 +34,17 @@ PAGES = {  # site page -> its source: a Markdown file under docs/, or a Python m
     "index.html": "docs/index.md",
     "math/index.html": "docs/math.md",
     "guides/schedules/index.html": "docs/guides/schedules.md",
+    "guides/weight-decay/index.html": "docs/guides/weight-decay.md",
+    "guides/renormalize/index.html": "docs/guides/renormalize.md",
+    "guides/probe/index.html": "docs/guides/probe.md",
+    "guides/monitor/index.html": "docs/guides/monitor.md",
+    "results/exactness/index.html": "docs/results/exactness.md",
+    "results/summary/index.html": "docs/results/summary.md",
     "api/layers/index.html": "keras_explr/layers.py",
     "api/models/index.html": "keras_explr/models.py",
 }
+SHOTS = ("math/index.html", "guides/schedules/index.html", "results/exactness/index.html", "api/layers/index.html",
+         "api/models/index.html")  # the pages photographed (each costs a second Chromium start)
 RAW = (r"\(", r"\)", r"\[", r"\]", "$$", "{t+1}", "_{")
 
 CHECK_JS = r"""
@@ -171,10 +179,12 @@ def main(argv=None):
         r = json.loads(html.unescape(m.group(1)))
         expected = source_formulas(source)
         broken_links = check_links(site, page, r["links"], ids_of)
-        shot = os.path.join(shots, page.replace("/index.html", "").replace("/", "-") + ".png")
-        run_chromium([f"--screenshot={shot}", "--window-size=1280,2400", "file://" + path])
+        shot = os.path.join(shots, (page.replace("/index.html", "").replace("/", "-") or "home").replace(
+            "index.html", "home") + ".png") if page in SHOTS or args.pages else None
+        if shot:
+            run_chromium([f"--screenshot={shot}", "--window-size=1440,2400", "file://" + path])
         print(f"{page}: {r['formulas']} formulas in the page, {r['rendered']} rendered visibly, {expected} in "
-              f"{source}; {r['images']} images, {len(r['links'])} links; screenshot {shot}")
+              f"{source}; {r['images']} images, {len(r['links'])} links" + (f"; screenshot {shot}" if shot else ""))
         for key in ("formulas", "rendered", "images"):
             totals[key] += r[key]
         totals["source"] += expected
@@ -193,7 +203,7 @@ def main(argv=None):
             problems.append(f"broken images {r['broken_images']}")
         if broken_links:
             problems.append(f"broken links {broken_links}")
-        if not os.path.isfile(shot) or os.path.getsize(shot) < 5000:
+        if shot and (not os.path.isfile(shot) or os.path.getsize(shot) < 5000):
             problems.append("no screenshot")
         failures += [f"{page}: {p}" for p in problems]
     print(f"browser check: {totals['pages']} pages, {totals['source']} formulas in the sources, "
