@@ -2,7 +2,7 @@
 
     python ci/browser_check.py SITE_DIR [--shots DIR] [PAGE ...]
 
-For each page (default: the math page, the schedules guide and two API pages) it asserts that
+For each page (default: the math page, the guides and results pages with formulas, and three API pages) it asserts that
 
 * every formula rendered *visibly*: each pymdownx.arithmatex element holds a MathJax SVG whose glyphs
   (``<use>``/``<path>``) have a non-empty bounding box, with no MathJax error node;
@@ -40,11 +40,12 @@ PAGES = {  # site page -> its source: a Markdown file under docs/, or a Python m
     "guides/monitor/index.html": "docs/guides/monitor.md",
     "results/exactness/index.html": "docs/results/exactness.md",
     "results/summary/index.html": "docs/results/summary.md",
+    "api/schedules/index.html": "keras_explr/schedules.py",
     "api/layers/index.html": "keras_explr/layers.py",
     "api/models/index.html": "keras_explr/models.py",
 }
-SHOTS = ("math/index.html", "guides/schedules/index.html", "results/exactness/index.html", "api/layers/index.html",
-         "api/models/index.html")  # the pages photographed (each costs a second Chromium start)
+SHOTS = ("math/index.html", "guides/schedules/index.html", "results/exactness/index.html",
+         "api/schedules/index.html", "api/layers/index.html")  # the pages photographed (each costs a second Chromium start)
 RAW = (r"\(", r"\)", r"\[", r"\]", "$$", "{t+1}", "_{")
 
 CHECK_JS = r"""
