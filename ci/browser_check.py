@@ -2,7 +2,7 @@
 
     python ci/browser_check.py SITE_DIR [--shots DIR] [PAGE ...]
 
-For each page (default: the math page, the guides and results pages with formulas, and three API pages) it asserts that
+For each page (default: the math page, the guides and results pages with formulas, and four API pages) it asserts that
 
 * every formula rendered *visibly*: each pymdownx.arithmatex element holds a MathJax SVG whose glyphs
   (``<use>``/``<path>``) have a non-empty bounding box, with no MathJax error node;
@@ -19,6 +19,7 @@ small script appended that waits for MathJax, measures, and writes JSON into the
 """
 
 import argparse
+import ast
 import html
 import json
 import os
@@ -40,12 +41,13 @@ PAGES = {  # site page -> its source: a Markdown file under docs/, or a Python m
     "guides/monitor/index.html": "docs/guides/monitor.md",
     "results/exactness/index.html": "docs/results/exactness.md",
     "results/summary/index.html": "docs/results/summary.md",
+    "api/theory/index.html": "keras_explr/theory.py",
     "api/schedules/index.html": "keras_explr/schedules.py",
     "api/layers/index.html": "keras_explr/layers.py",
     "api/models/index.html": "keras_explr/models.py",
 }
-SHOTS = ("math/index.html", "guides/schedules/index.html", "results/exactness/index.html",
-         "api/schedules/index.html", "api/layers/index.html")  # the pages photographed (each costs a second Chromium start)
+SHOTS = ("math/index.html", "guides/schedules/index.html", "results/exactness/index.html", "api/theory/index.html",
+         "api/schedules/index.html")  # the pages photographed (each costs a second Chromium start)
 RAW = (r"\(", r"\)", r"\[", r"\]", "$$", "{t+1}", "_{")
 
 CHECK_JS = r"""
@@ -114,8 +116,19 @@ def source_formulas(source):
     """The number of formulas written in the page's source: \\( or \\[ openers (display blocks count once)."""
     with open(os.path.join(ROOT, source), encoding="utf-8") as f:
         text = f.read()
-    if source.endswith(".py"):
-        text = text.replace("\\\\", "\\")  # docstrings that are not raw strings write \\( for \(
+    if source.endswith(".py"):  # the docstrings mkdocstrings renders: the module's and its public objects'
+        tree = ast.parse(text)
+        docs = [ast.get_docstring(tree) or ""]
+
+        def public(node):
+            for child in node.body:
+                if isinstance(child, (ast.FunctionDef, ast.ClassDef)) and not child.name.startswith("_"):
+                    docs.append(ast.get_docstring(child) or "")
+                    if isinstance(child, ast.ClassDef):
+                        public(child)
+
+        public(tree)
+        text = "\n".join(docs)
     else:  # Markdown: formulas inside code spans and fences are code, not math
         text = re.sub(r"```.*?```", "", text, flags=re.S)
         text = re.sub(r"`[^`\n]*`", "", text)
