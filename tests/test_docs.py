@@ -269,3 +269,35 @@ def test_the_notebook_ships_with_its_outputs():
     assert worst <= 1e-9
     assert any("image/png" in o.get("data", {}) for c in cells for o in c["outputs"])
     assert "/work/" not in text and "/tmp/" not in text  # nothing of the machine that ran it
+
+
+# The study page includes three reports with their own H1 until its restructuring lands (the study issue); drop it
+# from this set then.
+_SEVERAL_H1 = {"results/study"}
+
+
+def test_every_page_has_one_title_and_no_raw_formula_text(site):
+    """Statically, on every page of the built site: one H1, and outside math and code no text that a formula
+    left behind (a `{t+1}` or `_{` that attr_list or emphasis did not eat, or an unprocessed `\\(` / `$$`).
+    The browser check (ci/browser_check.py) then asserts in Chromium that every formula renders visibly."""
+    import html as html_lib
+
+    problems = []
+    for path in sorted(glob.glob(os.path.join(site, "**", "index.html"), recursive=True)):
+        page = os.path.relpath(os.path.dirname(path), site).replace(os.sep, "/")
+        text = _read(path)
+        article = text[text.find("<article"):text.find("</article>")]
+        h1 = len(re.findall(r"<h1\b", article))
+        if h1 != 1 and page not in _SEVERAL_H1:
+            problems.append(f"{page}: {h1} H1")
+        prose = re.sub(r'<(span|div) class="arithmatex">.*?</\1>|<code>.*?</code>|<pre.*?</pre>', "", article,
+                       flags=re.S)
+        prose = html_lib.unescape(re.sub(r"<[^>]+>", "", prose))
+        raw = [r for r in ("{t+1}", "_{", "\\(", "\\[", "$$") if r in prose]
+        if raw:
+            problems.append(f"{page}: raw {raw}")
+    assert not problems, problems
+    # MathJax is served by the site itself; no page loads a script from elsewhere.
+    assert os.path.getsize(os.path.join(site, "assets", "mathjax", "tex-svg.js")) > 1_000_000
+    index = _read(os.path.join(site, "math", "index.html"))
+    assert "assets/mathjax/tex-svg.js" in index and not re.search(r'<script[^>]+src="(https?:)?//', index)

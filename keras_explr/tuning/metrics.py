@@ -287,7 +287,7 @@ def _ridge(A, x, y, delta, min_rows, refine="log"):
 
 def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
                 n_boot=2000, ci=0.95, seed=0, refine="log"):
-    """M1, the ridge slope with a three-point refinement (docs/math.md#entanglement-metrics).
+    r"""M1, the ridge slope with a three-point refinement (docs/math.md#entanglement-metrics).
 
     In each row i, j* = argmax_j A_ij; the ridge point y*_i is the vertex of a
     parabola through the three cells around j* and the row's peak score p_i
@@ -296,8 +296,8 @@ def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
     exact for a Gaussian peak, within a few hundredths of a decade for
     Lorentzian, sech and parabolic ones, and it keeps its accuracy on ridges
     narrower than the grid step, where the plain parabola (``"parabola"``;
-    y*_i = y_j* + h·clip(½(A_{i,j*−1} − A_{i,j*+1})/(A_{i,j*−1} − 2A_ij* + A_{i,j*+1}), −½, ½)
-    for spacing h) pulls y*_i towards the grid point. Either vertex is clipped
+    \(y^*_i = y_{j^*} + h\operatorname{clip}(\tfrac12(A_{i,j^*-1} - A_{i,j^*+1})/(A_{i,j^*-1} - 2A_{ij^*} + A_{i,j^*+1}), -\tfrac12, \tfrac12)\)
+    for spacing \(h\)) pulls \(y^*_i\) towards the grid point. Either vertex is clipped
     to ±half a grid step.
 
     Rows fitted: every row with its best λ inside the grid and p_i ≥ max A − δ.
@@ -415,13 +415,13 @@ def _contour_segments(A, x, y, levels, n_levels):
 
 
 def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9, n_boot=2000, ci=0.95, seed=0):
-    """M1b, the slope of the iso-score contours, d log10 λ / d log10 η (docs/math.md#entanglement-metrics).
+    r"""M1b, the slope of the iso-score contours, d log10 λ / d log10 η (docs/math.md#entanglement-metrics).
 
-    For each pair of adjacent rows (η_i, η_{i+1}) and each score level L, the
+    For each pair of adjacent rows \((\eta_i, \eta_{i+1})\) and each score level \(L\), the
     log10 λ where each row crosses L is found by linear interpolation in
     log10 λ between the two columns that bracket it, separately on the rising
     and the falling flank of the row; where both rows cross L exactly once on
-    a flank, that gives one slope (y_c,i+1 − y_c,i)/(x_{i+1} − x_i). The
+    a flank, that gives one slope \((y_{c,i+1} - y_{c,i})/(x_{i+1} - x_i)\). The
     contour slope is the median of every such slope. Unlike the ridge slope it
     needs no optimum inside the grid: a surface that only rises or falls
     along λ in the region measured still has contours. For a surface
@@ -518,11 +518,11 @@ def _regret(A, delta):
 
 
 def transfer_regret(scores, learning_rates, weight_decays, delta=0.05, n_boot=2000, ci=0.95, seed=0):
-    """M3, λ-transfer regret: the cost of tuning λ at one LR and re-tuning only η.
+    r"""M3, λ-transfer regret: the cost of tuning λ at one LR and re-tuning only η.
 
-    ĵ = argmax_j A_{i0 j} at the best row i0 (the row of the grid's maximum);
-    R = mean over the reasonable rows i (max_j A_ij ≥ max A − δ) of
-    max_j A_ij − A_iĵ, in score units. R ≈ 0 when the best λ does not move with
+    \(\hat\jmath = \operatorname{argmax}_j A_{i_0 j}\) at the best row \(i_0\) (the row of the grid's maximum);
+    \(R\) = mean over the reasonable rows \(i\) (\(\max_j A_{ij} \ge \max A - \delta\)) of
+    \(\max_j A_{ij} - A_{i\hat\jmath}\), in score units. R ≈ 0 when the best λ does not move with
     η (decoupled). Needs a grid rectangular in (η, λ): 1-D `weight_decays`.
     Returns an `Estimate`.
     """
