@@ -31,11 +31,11 @@ echo "packaging: wheel + sdist + twine check in $((SECONDS - start)) s"
 for kind in whl tar.gz; do
     start=$SECONDS
     python -m venv --system-site-packages "$out/venv-$kind"
-    (cd "$out" && "$out/venv-$kind/bin/python" -m pip install -q \
+    (cd "$out" && env -u PYTHONPATH "$out/venv-$kind/bin/python" -m pip install -q \
         "$(ls "$out"/dist/*."$kind")[tensorflow-cpu,demo]")
-    (cd "$out" && "$out/venv-$kind/bin/python" -c \
+    (cd "$out" && env -u PYTHONPATH "$out/venv-$kind/bin/python" -c \
         "import sys, keras_explr; assert keras_explr.__file__.startswith(sys.prefix), keras_explr.__file__")
-    (cd "$out" && "$out/venv-$kind/bin/keras-explr" convert --weight-decay 5e-4 --learning-rate 0.1 >/dev/null)
+    (cd "$out" && env -u PYTHONPATH "$out/venv-$kind/bin/keras-explr" convert --weight-decay 5e-4 --learning-rate 0.1 >/dev/null)
     echo "install: README line from the $kind in a fresh environment, keras-explr convert runs, in $((SECONDS - start)) s"
 done
 
