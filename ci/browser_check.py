@@ -20,6 +20,7 @@ small script appended that waits for MathJax, measures, and writes JSON into the
 
 import argparse
 import ast
+import concurrent.futures
 import html
 import json
 import os
@@ -27,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 
@@ -107,9 +109,31 @@ def chromium():
 
 
 def run_chromium(args, timeout=120):
-    base = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--hide-scrollbars", "--no-first-run", "--allow-file-access-from-files", "--virtual-time-budget=30000"]
-    return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as profile:  # own profile: instances run side by side
+        base = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--hide-scrollbars", "--no-first-run", "--allow-file-access-from-files",
+                "--virtual-time-budget=30000", f"--user-data-dir={profile}"]
+        return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout)
+
+
+def browse(site, page, shot):
+    """Chromium's verdict on one page (the check script's JSON, or an error text), and its screenshot."""
+    path = os.path.join(site, page)
+    with open(path, encoding="utf-8") as f:
+        page_html = f.read()
+    probe = path[:-len(".html")] + ".browser-check.html"
+    with open(probe, "w", encoding="utf-8") as f:
+        f.write(page_html.replace("</body>", CHECK_JS + "</body>"))
+    try:
+        dom = run_chromium(["--dump-dom", "file://" + probe])
+    finally:
+        os.remove(probe)
+    if shot:
+        run_chromium([f"--screenshot={shot}", "--window-size=1440,2400", "file://" + path])
+    m = re.search(r'<pre id="kx-check">(.*?)</pre>', dom.stdout, re.S)
+    if not m:
+        return f"the check did not finish (chromium rc {dom.returncode}: {dom.stderr[-500:]})"
+    return json.loads(html.unescape(m.group(1)))
 
 
 def source_formulas(source):
@@ -175,28 +199,21 @@ def main(argv=None):
 
     failures, totals = [], {"pages": 0, "formulas": 0, "rendered": 0, "source": 0, "images": 0, "links": 0}
     start = time.monotonic()
-    for page, source in pages.items():
-        path = os.path.join(site, page)
-        with open(path, encoding="utf-8") as f:
-            page_html = f.read()
-        probe = path[:-len(".html")] + ".browser-check.html"
-        with open(probe, "w", encoding="utf-8") as f:
-            f.write(page_html.replace("</body>", CHECK_JS + "</body>"))
-        try:
-            dom = run_chromium(["--dump-dom", "file://" + probe])
-        finally:
-            os.remove(probe)
-        m = re.search(r'<pre id="kx-check">(.*?)</pre>', dom.stdout, re.S)
-        if not m:
-            failures.append(f"{page}: the check did not finish (chromium rc {dom.returncode}: {dom.stderr[-500:]})")
+
+    def shot_of(page):
+        name = (page.replace("/index.html", "").replace("/", "-") or "home").replace("index.html", "home")
+        return os.path.join(shots, name + ".png") if page in SHOTS or args.pages else None
+
+    # Two Chromiums at a time (CI has 2 cores); results are reported in page order.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        verdicts = list(pool.map(lambda page: browse(site, page, shot_of(page)), pages))
+    for (page, source), r in zip(pages.items(), verdicts):
+        if isinstance(r, str):
+            failures.append(f"{page}: {r}")
             continue
-        r = json.loads(html.unescape(m.group(1)))
+        shot = shot_of(page)
         expected = source_formulas(source)
         broken_links = check_links(site, page, r["links"], ids_of)
-        shot = os.path.join(shots, (page.replace("/index.html", "").replace("/", "-") or "home").replace(
-            "index.html", "home") + ".png") if page in SHOTS or args.pages else None
-        if shot:
-            run_chromium([f"--screenshot={shot}", "--window-size=1440,2400", "file://" + path])
         print(f"{page}: {r['formulas']} formulas in the page, {r['rendered']} rendered visibly, {expected} in "
               f"{source}; {r['images']} images, {len(r['links'])} links" + (f"; screenshot {shot}" if shot else ""))
         for key in ("formulas", "rendered", "images"):
