@@ -28,11 +28,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+import numpy as np
+from keras import layers
 
-from keras_explr import invariance  # noqa: E402
+from keras_explr import invariance
 
 APPS = ["ResNet50V2", "ResNet50", "MobileNetV2", "EfficientNetB0", "ConvNeXtTiny"]
 WEIGHT_NAMES = {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
@@ -48,7 +48,8 @@ def transformer(pre_ln):
         x = layers.Dense(16, name="embed")(inp)
         h = layers.LayerNormalization()(x)
         x = layers.Add()([x, layers.MultiHeadAttention(2, 8, name="mha")(h, h)])
-        h = layers.Dense(16, name="ff2")(layers.Dense(32, activation="relu", name="ff1")(layers.LayerNormalization()(x)))
+        h = layers.Dense(32, activation="relu", name="ff1")(layers.LayerNormalization()(x))
+        h = layers.Dense(16, name="ff2")(h)
         x = layers.LayerNormalization()(layers.Add()([x, h]))
     else:
         inp = keras.Input((6, 16))

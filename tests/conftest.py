@@ -2,8 +2,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import pytest
 
 # On GPUs, float32 matmuls and convolutions default to TF32 (10-bit mantissa),
 # which turns two equivalent float32 runs into runs that differ by ~1e-3; the
