@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_explr import invariance
+from keras_explr import _keras_internals, invariance
 
 APPS = ["ResNet50V2", "ResNet50", "MobileNetV2", "EfficientNetB0", "ConvNeXtTiny"]
 WEIGHT_NAMES = {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
@@ -73,7 +73,7 @@ class Brute:
 
     def __init__(self, model, x):
         rng = np.random.default_rng(0)
-        for layer in model._flatten_layers(include_self=False):
+        for layer in _keras_internals.all_sublayers(model):
             if isinstance(getattr(layer, "epsilon", None), float):
                 layer.epsilon = 1e-300
         for v in model.trainable_variables:
@@ -125,8 +125,8 @@ def measure(name):
         brute = Brute(m64, x64)
         g64 = [v for v in m64.trainable_variables if v.path in paths]
         false_positives = 0 if not g64 or brute.invariant(g64) else len(g64)
-        by_layer = [[v for v in getattr(layer, "_trainable_variables", []) if v.name in WEIGHT_NAMES]
-                    for layer in m64._flatten_layers(include_self=False)]
+        by_layer = [[v for v in _keras_internals.own_trainable_variables(layer) if v.name in WEIGHT_NAMES]
+                    for layer in _keras_internals.all_sublayers(m64)]
         pattern = UNITS_FROM.get(name)
         by_layer = [own for own in by_layer if own and (pattern is None or re.search(pattern, own[0].path))]
         units = [[v] for own in by_layer for v in own] + [own for own in by_layer if len(own) > 1]

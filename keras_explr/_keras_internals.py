@@ -58,21 +58,24 @@ version, instead of the package silently giving a wrong answer.
 """
 
 import importlib
+import inspect
+import re
 
 import keras
 
 _WHY = "see keras_explr/_keras_internals.py for why"
 _BACKEND_MODULES = "keras.src.backend."
 
-# (owner, name, kind): kind "class" (an attribute of the class), "instance" (set on instances),
-# "module" (an importable module; name: its attributes).
+# (owner, name, kind[, set in]): kind "class" (an attribute of the class), "instance" (set on every
+# instance, by the owner's code or, when given, by the class `set in`), "optional" (an instance attribute Keras
+# sets only once the feature is used; absent means unused), "module" (an importable module; name: its attributes).
 INTERNALS = (
     ("keras.optimizers.Optimizer", "_use_weight_decay", "class"),
     ("keras.optimizers.Optimizer", "_apply_weight_decay", "class"),
     ("keras.optimizers.Optimizer", "_get_variable_index", "class"),
-    ("keras.optimizers.Optimizer", "_exclude_from_weight_decay", "instance"),
-    ("keras.optimizers.Optimizer", "_exclude_from_weight_decay_pattern", "instance"),
-    ("keras.optimizers.Optimizer", "_model_variables_moving_average", "instance"),
+    ("keras.optimizers.Optimizer", "_exclude_from_weight_decay", "optional"),
+    ("keras.optimizers.Optimizer", "_exclude_from_weight_decay_pattern", "optional"),
+    ("keras.optimizers.Optimizer", "_model_variables_moving_average", "optional"),
     ("keras.layers.Layer", "_untrack_variable", "class"),
     ("keras.layers.Layer", "_flatten_layers", "class"),
     ("keras.layers.Layer", "_trainable_variables", "instance"),
@@ -82,7 +85,7 @@ INTERNALS = (
     ("keras.layers.MultiHeadAttention", "_value_dense", "instance"),
     ("keras.layers.MultiHeadAttention", "_output_dense", "instance"),
     ("keras.Variable", "_value", "instance"),
-    ("keras.KerasTensor", "_keras_history", "instance"),
+    ("keras.KerasTensor", "_keras_history", "optional", "keras.src.ops.node.Node"),
     ("keras.Operation", "_inbound_nodes", "instance"),
     ("keras.Operation", "_outbound_nodes", "instance"),
     ("keras.src.ops.symbolic_arguments.SymbolicArguments", "_flat_arguments", "instance"),
@@ -118,18 +121,38 @@ def _read(obj, name, owner=None):
         raise _missing(owner or type(obj).__name__, name) from None
 
 
+def _read_optional(obj, name, default):
+    """obj.<name> for an "optional" attribute of `INTERNALS`, which Keras sets only once the feature is
+    used: `default` when absent (`check()` has confirmed at import that Keras still sets it)."""
+    return vars(obj).get(name, default)
+
+
+def _assigned_in_source(cls, name):
+    """Whether Keras's source of `cls` (or of its Keras base classes) assigns ``<obj>.<name>``;
+    True when the source cannot be read (a zipped install)."""
+    pattern = re.compile(rf"\.{name}\s*(:[^=]*)?=[^=]")
+    try:
+        sources = [inspect.getsource(inspect.getmodule(c)) for c in cls.__mro__
+                   if c.__module__.startswith("keras.")]
+    except (OSError, TypeError):
+        return True
+    return any(pattern.search(src) for src in sources)
+
+
 def check(instances=False):
     """Raises RuntimeError if this Keras lacks an internal of `INTERNALS`.
 
-    At import only class attributes and modules are checked (creating an
-    optimizer or a layer here would initialize the backend's devices before a
-    user configures them); ``instances=True`` also builds a small model and an
-    optimizer and reads every instance attribute (tests/test_keras_internals.py).
+    At import, without creating any Keras object (that would initialize the
+    backend's devices before a user configures them): class attributes and
+    modules exist, and Keras's source of each instance attribute's class still
+    assigns it. ``instances=True`` also builds a small model and an optimizer
+    and reads every instance attribute (tests/test_keras_internals.py).
     """
     missing = []
-    for owner, name, kind in INTERNALS:
+    for owner, name, kind, *set_in in INTERNALS:
         try:
             target = _resolve(owner)
+            where = _resolve(set_in[0]) if set_in else target
         except ImportError:
             missing.append(owner)
             continue
@@ -137,10 +160,12 @@ def check(instances=False):
             missing.append(f"{owner}.{name}")
         elif kind == "module":
             missing += [f"{owner}.{n}" for n in name.split() if not hasattr(target, n)]
+        elif kind in ("instance", "optional") and not _assigned_in_source(where, name):
+            missing.append(f"{owner}.{name}")
     if instances:
         samples = _instances()
-        missing += [f"{owner}.{name}" for owner, name, kind in INTERNALS
-                    if kind == "instance" and not any(hasattr(s, name) for s in samples.get(owner, ()))]
+        missing += [f"{owner}.{name}" for owner, name, kind, *_ in INTERNALS
+                    if kind in ("instance", "optional") and not any(hasattr(s, name) for s in samples.get(owner, ()))]
     if missing:
         raise RuntimeError(
             f"keras_explr reads Keras's private {missing} ({_WHY}) and Keras {keras.__version__} no longer "
@@ -179,13 +204,13 @@ def uses_weight_decay(optimizer, variable):
 def excluded_names(optimizer):
     """The `var_names` patterns given to `optimizer.exclude_from_weight_decay`
     (a regex string or None)."""
-    pattern = _read(optimizer, "_exclude_from_weight_decay_pattern", "Optimizer")
+    pattern = _read_optional(optimizer, "_exclude_from_weight_decay_pattern", None)
     return None if pattern is None else pattern.pattern
 
 
 def excluded_variables(optimizer):
     """Whether `exclude_from_weight_decay(var_list=...)` was given variables."""
-    return bool(_read(optimizer, "_exclude_from_weight_decay", "Optimizer"))
+    return bool(_read_optional(optimizer, "_exclude_from_weight_decay", ()))
 
 
 def variable_index(optimizer, variable):
@@ -197,7 +222,7 @@ def moving_averages(optimizer):
     """The moving averages of `use_ema`, one per variable in build order ([] without EMA or unbuilt)."""
     if not getattr(optimizer, "use_ema", False) or not optimizer.built:
         return []
-    return list(_read(optimizer, "_model_variables_moving_average", "Optimizer") or [])
+    return list(_read(optimizer, "_model_variables_moving_average", "Optimizer"))
 
 
 def is_backend_class(cls):
@@ -280,9 +305,9 @@ def history(tensor):
     (not a symbolic tensor, or one no operation produced)."""
     if not isinstance(tensor, keras.KerasTensor):
         return None
-    # A KerasTensor gets this attribute from the Node that produces it; `check(instances=True)`
-    # guards the name, so its absence here means "produced by no operation".
-    return vars(tensor).get("_keras_history")
+    # A KerasTensor gets this attribute from the Node that produces it (`check()` confirms at import
+    # that Keras's Node still sets it), so its absence means "produced by no operation".
+    return _read_optional(tensor, "_keras_history", None)
 
 
 def inbound_nodes(operation):
