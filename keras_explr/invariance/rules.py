@@ -87,7 +87,13 @@ class Degree:
 
     Degrees add (``a + b``: a product of tensors), subtract (a quotient),
     negate and multiply by integers; ``Degree()`` is 0 (a tensor that does not
-    scale)."""
+    scale). ``form`` maps a candidate's index to its coefficient.
+
+    >>> from keras_explr.invariance import Degree
+    >>> kernel, bias = Degree({0: 1}), Degree({1: 1})
+    >>> (2 * kernel - bias).form, bool(kernel - kernel)
+    ({0: 2, 1: -1}, False)
+    """
 
     __slots__ = ("form",)
 
@@ -149,6 +155,20 @@ class LayerCall:
       node: the Keras node of the call (``node.arguments`` holds its arguments).
       inputs: the `Degree` of each input tensor, in ``node.input_tensors`` order.
       variables: the trainable variables the layer owns directly.
+
+    A rule for x ↦ x², whose output scales as c² when its input scales as c:
+
+    >>> import keras
+    >>> from keras_explr import invariance
+    >>> class Square(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return x * x
+    >>> invariance.register_rule(Square, lambda call: 2 * call.inputs[0])
+    >>> inp = keras.Input((4,))
+    >>> m = keras.Model(inp, Square()(keras.layers.Dense(4, use_bias=False, name="d")(inp)))
+    >>> invariance.output_degree(m, [m.get_layer("d").kernel])
+    [2]
+    >>> invariance.register_rule(Square, None)
     """
 
     def __init__(self, analysis, op, node, ins, own, name, degree_of):
