@@ -29,4 +29,4 @@ def __dir__():
 
 
 if "keras" in sys.modules:  # Keras is loaded already: register the saveable objects now (costs no framework import)
-    from keras_explr import layers, optimizers, schedules  # noqa: E402,F401
+    from keras_explr import layers, optimizers, schedules

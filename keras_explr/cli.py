@@ -10,9 +10,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import sys
+import time
+
+from keras_explr import _checks
 
 
 def _demo_parser(sub):
@@ -38,7 +40,6 @@ def _demo_parser(sub):
                    help="train in float32 (default: float64 on TensorFlow, to show round-off agreement)")
     p.add_argument("--out", default="keras-explr-demo", help="folder for the PNG (created)")
     p.add_argument("--verbose", action="store_true", help="show Keras's progress bar for every epoch")
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.set_defaults(func=demo)
 
 
@@ -74,16 +75,17 @@ def convert(args):
     from keras_explr import theory
 
     if args.steps_per_epoch is not None:
-        theory.check_steps("--steps-per-epoch", args.steps_per_epoch)
-    theory.check_positive("--learning-rate", args.learning_rate)
-    theory.check_non_negative("--weight-decay", args.weight_decay)
-    theory.check_momentum(args.momentum, "--momentum")
+        _checks.check_steps("--steps-per-epoch", args.steps_per_epoch)
+    _checks.check_positive("--learning-rate", args.learning_rate)
+    _checks.check_non_negative("--weight-decay", args.weight_decay)
+    _checks.check_momentum(args.momentum, "--momentum")
     rows = theory.weight_decay_table(args.weight_decay, args.learning_rate, args.source, args.momentum,
                                      args.steps_per_epoch, approximate=args.approximate)
     print(f"weight_decay={args.weight_decay:g} in the {args.source} convention, learning_rate="
           f"{args.learning_rate:g}, momentum={args.momentum:g}"
           + (f", {args.steps_per_epoch} steps/epoch" if args.steps_per_epoch else ""))
-    header = f"{'convention':<12} {'weight_decay':>13} {'':<7} {'decay/step':>11} {'tau (iter)':>11} {'tau (epochs)':>12}"
+    header = (f"{'convention':<12} {'weight_decay':>13} {'':<7} {'decay/step':>11} {'tau (iter)':>11} "
+              f"{'tau (epochs)':>12}")
     print(header)
     print("-" * len(header))
 
@@ -139,7 +141,7 @@ def demo(args):
     from keras_explr import theory
 
     for name in ("epochs", "batch_size"):
-        theory.check_steps(f"--{name.replace('_', '-')}", getattr(args, name))
+        _checks.check_steps(f"--{name.replace('_', '-')}", getattr(args, name))
     # Every argument is checked before anything changes (floatx, files) and before the framework loads.
     theory.check_real_roots(args.learning_rate, args.weight_decay, args.momentum)
     if os.path.exists(args.out) and not os.path.isdir(args.out):

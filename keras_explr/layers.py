@@ -12,8 +12,9 @@ build the pair of runs that are the same trajectory.
 import keras
 import numpy as np
 from keras import ops
+
+from keras_explr import _checks
 from keras_explr import _keras_internals as _internals
-from keras_explr import theory
 
 _SERIALIZABLE = "keras_explr"
 
@@ -76,7 +77,7 @@ class ScaleProbe(keras.layers.Wrapper):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(
                 f"`layer` must be a keras.layers.Layer instance. Received: layer={layer!r}")
-        self.scale = theory.check_positive("scale", scale)
+        self.scale = _checks.check_positive("scale", scale)
         super().__init__(layer, **kwargs)
         self._wrapped = []      # the wrapped layer's trainable variables (untracked)
         self._stored = []       # ours: w′ = k·w, in the same order

@@ -671,7 +671,7 @@ def _read_schedule(schedule, n):
             lrs = np.asarray(lrs, dtype=np.float64)
             if lrs.shape != (n,):
                 raise ValueError
-        except Exception:  # ... some (CosineDecay's warm-up `cond`) need one at a time.
+        except Exception:  # noqa: BLE001 (any failure: some, like CosineDecay's warm-up `cond`, need one at a time)
             lrs = None
             call = schedule
             if keras.backend.backend() == "tensorflow":  # 3× faster than eager, same values
@@ -683,7 +683,7 @@ def _read_schedule(schedule, n):
 
                 try:  # vmap turns the cond into a select of the two branches' values
                     lrs = np.asarray(jax.jit(jax.vmap(schedule))(np.arange(n, dtype=np.int32)), np.float64)
-                except Exception:
+                except Exception:  # noqa: BLE001 (a schedule vmap cannot trace runs one step at a time)
                     call = jax.jit(schedule)
             if lrs is None or lrs.shape != (n,):
                 lrs = np.array([float(ops.convert_to_numpy(call(ops.convert_to_tensor(i, "int64"))))

@@ -1,8 +1,8 @@
 r"""The math of Li & Arora (ICLR 2020) in float64: the single source of truth.
 
-Pure Python and numpy; this module imports nothing from Keras and nothing else
-from `keras_explr`. Every Keras-facing class calls it, and validates its
-arguments through it, so that a formula exists in exactly one place.
+Pure Python and numpy; this module imports nothing from Keras and, from
+`keras_explr`, only the shared input checks (`keras_explr._checks`). Every
+Keras-facing class calls it, so that a formula exists in exactly one place.
 
 Indexing (math.md#notation): steps are \(t = 0, 1, 2, \dots\); step \(t\) maps \(\theta_t\) to \(\theta_{t+1}\)
 with the gradient \(g_t\) and the learning rate \(\eta_t\). Two momentum conventions:
@@ -22,6 +22,13 @@ import math
 
 import numpy as np
 
+# The input checks live in keras_explr/_checks.py; the math validates its arguments with them.
+from keras_explr._checks import check_bool as _check_bool
+from keras_explr._checks import is_integer as _is_integer
+from keras_explr._checks import (check_accumulation, check_boundaries, check_momentum, check_non_negative,
+                                 check_positive, check_steps)
+from keras_explr._checks import check_lr_exponent as check_lr_exponent  # re-exported: theory.check_lr_exponent
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64_MAX = float(np.finfo(np.float64).max)
 LOG_FLOAT32_MAX = math.log(FLOAT32_MAX)
@@ -40,88 +47,12 @@ class NoEquivalentError(ValueError):
 
 
 # --------------------------------------------------------------- validation
-def check_positive(name, value):
-    """Returns `value` as a float if it is finite and > 0, else raises."""
-    v = _as_float(name, value, "a finite number > 0")
-    if not (math.isfinite(v) and v > 0.0):
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
-        )
-    return v
-
-
-def check_non_negative(name, value):
-    """Returns `value` as a float if it is finite and ≥ 0, else raises."""
-    v = _as_float(name, value, "a finite number >= 0")
-    if not (math.isfinite(v) and v >= 0.0):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
-    return v
-
-
-def check_momentum(value, name="momentum"):
-    """Returns the momentum γ as a float if 0 ≤ γ < 1, else raises."""
-    v = _as_float(name, value, "in the range [0, 1)")
-    if not (0.0 <= v < 1.0):
-        raise ValueError(
-            f"`{name}` must be in the range [0, 1). Received: {name}={value!r}"
-        )
-    return v
-
-
-def check_steps(name, value, minimum=1):
-    """Returns `value` as an int if it is an integer ≥ `minimum`, else raises."""
-    if isinstance(value, bool) or not _is_integer(value) or int(value) < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
 def check_convention(value):
     if value not in CONVENTIONS:
         raise ValueError(
             f"`convention` must be one of {CONVENTIONS}. Received: convention={value!r}"
         )
     return value
-
-
-def check_boundaries(boundaries, values):
-    """Validates a step-decay schedule in `PiecewiseConstantDecay`'s terms.
-
-    `boundaries` must be strictly increasing non-negative integers and
-    `len(values) == len(boundaries) + 1`; every value must be a finite LR > 0.
-    Returns (list of int, list of float).
-    """
-    try:
-        boundaries = list(boundaries)
-        values = list(values)
-    except TypeError:
-        raise ValueError(
-            "`boundaries` and `values` must be sequences. Received: "
-            f"boundaries={boundaries!r}, values={values!r}"
-        ) from None
-    if len(values) != len(boundaries) + 1:
-        raise ValueError(
-            "`values` must have exactly len(boundaries) + 1 entries. Received: "
-            f"len(boundaries)={len(boundaries)}, len(values)={len(values)}"
-        )
-    out_b = []
-    for i, b in enumerate(boundaries):
-        if isinstance(b, bool) or not _is_integer(b) or int(b) < 0:
-            raise ValueError(
-                "`boundaries` must be non-negative integers (optimizer steps). "
-                f"Received: boundaries[{i}]={b!r}"
-            )
-        if out_b and int(b) <= out_b[-1]:
-            raise ValueError(
-                "`boundaries` must be strictly increasing. Received: "
-                f"boundaries[{i - 1}]={out_b[-1]} >= boundaries[{i}]={int(b)}"
-            )
-        out_b.append(int(b))
-    out_v = [check_positive(f"values[{i}]", v) for i, v in enumerate(values)]
-    return out_b, out_v
 
 
 def epoch_boundaries(boundaries, steps_per_epoch):
@@ -176,41 +107,6 @@ def accumulated_step(step, gradient_accumulation_steps):
         return step
     out = np.floor_divide(step, n)
     return int(out) if np.ndim(out) == 0 and _is_integer(step) else out
-
-
-def check_accumulation(value):
-    """Returns None or the int n ≥ 1 of ``gradient_accumulation_steps``, else raises."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not _is_integer(value) or int(value) < 1:
-        raise ValueError(
-            "`gradient_accumulation_steps` must be None or an integer >= 1. "
-            f"Received: gradient_accumulation_steps={value!r}"
-        )
-    return int(value)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return bool(value)
-
-
-def _as_float(name, value, what="a number"):
-    if isinstance(value, (bool, str, bytes)):  # float("0.1") would accept text silently
-        raise ValueError(f"`{name}` must be {what}. Received: {name}={value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be {what}. Received: {name}={value!r}"
-        ) from None
-
-
-def _is_integer(value):
-    if isinstance(value, (int, np.integer)):
-        return True
-    return isinstance(value, (float, np.floating)) and float(value).is_integer()
 
 
 # --------------------------------------------------------------- growth roots
@@ -1002,14 +898,6 @@ def scheduled_weight_decay(weight_decay, learning_rate, reference_learning_rate,
     if lr_exponent == 2:
         return weight_decay * (ratio * ratio)
     return weight_decay * ratio ** lr_exponent
-
-
-def check_lr_exponent(value, name="lr_exponent"):
-    """Returns p as a float if 0 ≤ p ≤ 2, else raises."""
-    v = _as_float(name, value, "in the range [0, 2]")
-    if not (0.0 <= v <= 2.0):
-        raise ValueError(f"`{name}` must be in the range [0, 2]. Received: {name}={value!r}")
-    return v
 
 
 def l2_as_coupled_weight_decay(l2):

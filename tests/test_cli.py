@@ -57,7 +57,7 @@ def test_demo_options_in_help():
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert out.returncode == 0
     assert "--verbose" in out.stdout and "keras-explr[demo]" in out.stdout
-    assert "--quiet" not in out.stdout  # still accepted, no longer advertised
+    assert "--quiet" not in out.stdout  # quiet is the default; the old flag is gone
 
 
 def test_demo_without_scikit_learn_names_the_extra(tmp_path):

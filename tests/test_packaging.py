@@ -59,7 +59,8 @@ def test_wheel_metadata(dist):
     assert meta["Requires-Python"] == ">=3.10"
     classifiers = meta.get_all("Classifier")
     # The Python versions named are the ones tested: CI runs the suite on this interpreter only.
-    pythons = {c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    python_classifier = r"Programming Language :: Python :: 3\.\d+"
+    pythons = {c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(python_classifier, c)}
     assert pythons == {f"3.{sys.version_info.minor}"}, pythons
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
     assert {"Documentation", "Source", "Changelog"} <= set(urls)
