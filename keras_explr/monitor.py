@@ -62,7 +62,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import _hooks, _keras_internals, _prenorm, theory
+from keras_explr import _checks, _hooks, _keras_internals, _prenorm, theory
 from keras_explr import optimizers as _optimizers
 from keras_explr.optimizers._wrapper import Wrapper, replicas_in_sync
 
@@ -107,7 +107,7 @@ class ScaleMonitor(keras.callbacks.Callback):
                  epsilon_margin=_prenorm.DEFAULT_MARGIN, epsilon_data=None):
         super().__init__()
         self._epsilon_init(epsilon_margin, epsilon_data)
-        self.every_n_steps = theory.check_steps("every_n_steps", every_n_steps)
+        self.every_n_steps = _checks.check_steps("every_n_steps", every_n_steps)
         if variables is not None and (isinstance(variables, (str, keras.Variable)) or not variables):
             raise ValueError(
                 "`variables` must be a non-empty list of variables or variable paths, or None. "
@@ -390,7 +390,7 @@ class ScaleMonitor(keras.callbacks.Callback):
     # ------------------------------------------------ the ε alarm and equilibration
     def _epsilon_init(self, epsilon_margin, epsilon_data):
         if epsilon_margin is not None:
-            epsilon_margin = theory.check_positive("epsilon_margin", epsilon_margin)
+            epsilon_margin = _checks.check_positive("epsilon_margin", epsilon_margin)
         self.epsilon_margin = epsilon_margin
         self.epsilon_data = epsilon_data
         self.normalization_records = []  # {"step": int, "layers": {path: (mean, worst)}}
@@ -459,11 +459,11 @@ class ScaleMonitor(keras.callbacks.Callback):
             raise ValueError(f"{path!r} is not a monitored variable. Monitored: {self.monitored_paths}")
         if spec.decay is None or spec.rule is None:
             raise ValueError(f"{path!r} has no predicted equilibrium (no weight decay with a known rule).")
-        tol = theory.check_positive("tolerance", tolerance)
+        tol = _checks.check_positive("tolerance", tolerance)
         steps, lrs = self.series(path, "learning_rate")
         _, angles = self.series(path, "angular_update")
         _, predicted = self.series(path, "predicted_angular_update")
-        window = theory.check_steps("window", window)
+        window = _checks.check_steps("window", window)
         smooth = np.array([np.mean(angles[i:i + window]) for i in range(len(angles))])
         events = []
         for i in range(1, len(steps)):
