@@ -144,8 +144,8 @@ def test_site_builds_strict_and_documents_every_public_name(site):
 
 def test_site_has_the_pages_and_plots(site):
     for page in ("getting-started", "math", "guides/schedules", "guides/weight-decay", "guides/renormalize",
-                 "guides/invariance", "guides/probe", "guides/monitor", "guides/equilibrium", "guides/tuning", "results/exactness",
-                 "results/performance", "results/study", "api/schedules", "changelog"):
+                 "guides/invariance", "guides/probe", "guides/monitor", "guides/equilibrium", "guides/tuning",
+                 "results/exactness", "results/performance", "results/study", "api/schedules", "changelog"):
         assert os.path.exists(os.path.join(site, page, "index.html")), page
     # The committed benchmark plots are served from benchmarks/results (no copies in docs/).
     for png in glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.png"), recursive=True):
