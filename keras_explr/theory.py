@@ -1292,13 +1292,13 @@ def weight_decay_from_timescale(timescale, learning_rate, convention="torch_adam
 
 def equilibration_steps(weight_decay, learning_rate, convention, momentum=0.0, clock=1.0,
                         reference_learning_rate=None):
-    """The steps a run needs to reach ``clock`` equilibration times (the inverse of
+    r"""The steps a run needs to reach ``clock`` equilibration times (the inverse of
     `equilibration_clock`): the clock is Σ_t d_t, d_t the fraction of a decayed
     weight removed at step t (`decay_per_step`; math.md#rotational-equilibrium).
 
     A constant `learning_rate` gives clock/d (a float, inf when nothing decays);
     a sequence of per-step LRs (a schedule) gives the first step count n with
-    Σ_{t<n} d_t ≥ clock, or None when the sequence never gets there.
+    \(\sum_{t<n} d_t \ge\) clock, or None when the sequence never gets there.
 
     >>> equilibration_steps(5e-4, 0.1, "torch_adamw")
     20000.0
