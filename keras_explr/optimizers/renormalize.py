@@ -166,9 +166,10 @@ class Renormalize(Wrapper):
         self.log_scale = self.add_variable((), initializer="zeros", dtype=dtype, name="log_scale")
         self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
         if not isinstance(self._base, keras.optimizers.schedules.LearningRateSchedule):
-            base = self._base
-            self._base = self.add_variable((), initializer="zeros", dtype=dtype, name="base_learning_rate")
-            self._base.assign(base)
+            # (its value as the initializer: `fit` may build the optimizer inside a scope
+            # that discards assignments, and an assigned value was lost there)
+            self._base = self.add_variable((), initializer=keras.initializers.Constant(self._base),
+                                           dtype=dtype, name="base_learning_rate")
         # (a float64 model keeps it too, at zero, so that checkpoints cross precisions)
         self.log_scale_residual = self.add_variable(
             (), initializer="zeros", dtype=dtype, name="log_scale_residual")
