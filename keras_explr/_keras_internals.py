@@ -163,3 +163,40 @@ def moving_averages(optimizer):
             f"keras_explr/_keras_internals.py for why) and Keras {keras.__version__} no longer has it. "
             "Please report this with your Keras version.")
     return list(averages or [])
+
+
+# -- the wrapper protocol (keras_explr/optimizers/_wrapper.py) ---------------------------------
+def _missing(name):
+    return RuntimeError(
+        f"keras_explr reads Keras's private `{name}` (see keras_explr/_keras_internals.py for why) and "
+        f"Keras {keras.__version__} no longer has it. Please report this with your Keras version.")
+
+
+def multi_optimizer_choice(optimizer, variable):
+    """The sub-optimizer of a `keras.optimizers.MultiOptimizer` that updates `variable`.
+
+    Keras keeps the variable-to-optimizer map privately (``_optimizer_map``, and after
+    `build` the index ``_var_to_optimizer_idx``); its public ``optimizers`` lists the
+    sub-optimizers without saying which variable each one updates."""
+    if optimizer.built:
+        index = optimizer.__dict__.get("_var_to_optimizer_idx")
+        if index is None:
+            raise _missing("MultiOptimizer._var_to_optimizer_idx")
+        return optimizer.optimizers[index[optimizer._var_key(variable)]]
+    mapping = optimizer.__dict__.get("_optimizer_map")
+    if mapping is None:
+        raise _missing("MultiOptimizer._optimizer_map")
+    return mapping(variable)
+
+
+def weight_copies(optimizer, variable):
+    """The optimizer's state variables that hold the model's weights alongside `variable`
+    (so that a decay of θ must scale them too): ScheduleFreeAdamW's z sequence (its
+    ``_momentums``, initialized to a copy of θ; the model holds y = (1 − β₁)z + β₁x).
+    [] for the other stock optimizers."""
+    if not isinstance(optimizer, getattr(keras.optimizers, "ScheduleFreeAdamW", ())):  # (Keras >= 3.11)
+        return []
+    buffers = optimizer.__dict__.get("_momentums")
+    if buffers is None:
+        raise _missing("ScheduleFreeAdamW._momentums")
+    return [buffers[optimizer._get_variable_index(variable)]]

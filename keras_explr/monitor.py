@@ -64,7 +64,8 @@ from keras import ops
 
 from keras_explr import _hooks, _keras_internals, theory
 from keras_explr import optimizers as _optimizers
-from keras_explr.optimizers._wrapper import Wrapper, replicas_in_sync
+from keras_explr.optimizers import _wrapper
+from keras_explr.optimizers._wrapper import replicas_in_sync
 
 QUANTITIES = ("norm", "relative_update", "angular_update", "grad_cosine", "grad_norm")
 _SGD = (keras.optimizers.SGD, _optimizers.SGD)
@@ -145,7 +146,7 @@ class ScaleMonitor(keras.callbacks.Callback):
             holders = self._tf_holders(mine) if keras.backend.backend() == "tensorflow" else None
             groups.append((leaf, {id(v) for v in mine}, holders, [v.path for v in mine]))
         self._groups = groups
-        entry = _hooks.entry(model.optimizer)
+        entry = _wrapper.unscaled(model.optimizer)
         self._hook = _hooks.ApplyHook(entry, self._make_hook(entry, trainable))
         self._writer = None
         if self.log_dir is not None:
@@ -426,19 +427,13 @@ def _loss_gradient(g, v, w):
 
 # ------------------------------------------------------ optimizer structure
 def _leaves(optimizer, variables):
-    """(leaf optimizer, enclosing ReparamWeightDecay or None, variables it updates)."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return _leaves(optimizer.inner_optimizer, variables)
-    if isinstance(optimizer, _optimizers.ReparamWeightDecay):
-        return [(leaf, reparam or optimizer, vs) for leaf, reparam, vs in
-                _leaves(optimizer.inner_optimizer, variables)]
-    if isinstance(optimizer, Wrapper):
-        return _leaves(optimizer.inner_optimizer, variables)
-    if isinstance(optimizer, _optimizers.Partitioned):
-        group = set(optimizer.group)
-        return (_leaves(optimizer.group_optimizer, [v for v in variables if v.path in group])
-                + _leaves(optimizer.rest_optimizer, [v for v in variables if v.path not in group]))
-    return [(optimizer, None, list(variables))]
+    """(leaf optimizer, innermost enclosing ReparamWeightDecay or None, variables it
+    updates), through the wrapper protocol (`optimizers._wrapper.walk`)."""
+    out = []
+    for leaf, chain, vs in _wrapper.walk(optimizer, variables):
+        reparam = [w for w in chain if isinstance(w, _optimizers.ReparamWeightDecay)]
+        out.append((leaf, reparam[-1] if reparam else None, vs))
+    return out
 
 
 def _kind(optimizer):

@@ -157,7 +157,7 @@ def _equivalent(opt, k):
         if not isinstance(lam, float):
             raise ValueError("equivalent_optimizer: a ReparamWeightDecay whose weight_decay is a "
                              "schedule or callable cannot be mapped; give it a float.")
-        p = _lr_power(_hooks.entry(opt.inner_optimizer))
+        p = _lr_power(_wrapper.unscaled(opt.inner_optimizer))
         if opt.mode == "coupled":  # (λ/η)θ enters the gradient: needs (λ′/η′)·kθ = (λ/η)θ/k
             lam = lam * k ** (p - 2)
         if not lam < 1.0:
