@@ -274,6 +274,8 @@ class ReparamWeightDecay(Wrapper):
     def apply(self, grads, trainable_variables=None):
         trainable_variables = built_on(self, trainable_variables)
         grads = list(grads)
+        if self._clip:  # coupled mode: Keras's own clipping, before the decay term (even with λ = 0)
+            grads = self._clip_gradients(grads)
         if callable(self.weight_decay) or self.weight_decay > 0.0:
             if self.mode == "decoupled":
                 self._decay(grads, trainable_variables)
@@ -298,8 +300,6 @@ class ReparamWeightDecay(Wrapper):
         scale_variables(decayed, [factors[v.dtype] for v in decayed])
 
     def _couple(self, grads, variables):
-        if self._clip:
-            grads = self._clip_gradients(grads)  # Keras's own clipping, with the inner optimizer's settings
         scale = 1.0
         if isinstance(self.inner_optimizer, keras.optimizers.LossScaleOptimizer):
             scale = self.inner_optimizer.dynamic_scale  # the inner optimizer divides it out
