@@ -180,11 +180,14 @@ class ScaleMonitor(keras.callbacks.Callback):
 
                 with torch.no_grad():
                     before = [[ops.copy(v.value) for _, v in pairs] for pairs in picked]
+                    # (read before the update: the LR it uses; after it, the next step's)
+                    lrs = [float(ops.convert_to_numpy(leaf.learning_rate)) if pairs else None
+                           for (leaf, _, _, _), pairs in zip(groups, picked)]
                     result = apply(grads, trainable_variables)
-                    for (leaf, _, _, _), pairs, w0 in zip(groups, picked, before):
+                    for pairs, w0, lr in zip(picked, before, lrs):
                         if pairs:
                             stats = _statistics(pairs, w0, per_neuron)
-                            self._record(step_value, float(ops.convert_to_numpy(leaf.learning_rate)),
+                            self._record(step_value, lr,
                                          [v.path for _, v in pairs], [ops.convert_to_numpy(s) for s in stats])
                 return result
             step = ops.copy(step.value) if isinstance(step, keras.Variable) else step
