@@ -100,3 +100,18 @@ def test_reparam_weight_decay_around_a_multi_optimizer():
     with pytest.raises(ValueError, match="several optimizers"):
         optimizers.ReparamWeightDecay(keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
             keras.optimizers.Adam(1e-2), {"kernel": keras.optimizers.SGD(0.1)})), 0.01, mode="coupled")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("factor", [None, 4.0])
+def test_a_wrapper_inside_a_multi_optimizer_unscales_once(factor):
+    """MultiOptimizer sets its `loss_scale_factor` on each sub-optimizer: a wrapper passes it on
+    to the optimizer that divides it out, so both variables take the same unscaled step."""
+    kernel = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
+    other = keras.Variable(np.ones((2, 2), "float32"), name="other")
+    multi = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(keras.optimizers.SGD(0.1), {
+        "kernel": optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 0.0)}), loss_scale_factor=factor)
+    g = keras.ops.ones((2, 2)) * (factor or 1.0)
+    multi.apply([g, g], [kernel, other])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), np.float32(0.9))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(other), np.float32(0.9))

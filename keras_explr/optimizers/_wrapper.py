@@ -85,6 +85,23 @@ def accumulation_steps(optimizer):
     return steps.pop() if steps else None
 
 
+def forwarded_loss_scale_factor(*inner):
+    """A ``loss_scale_factor`` property that lives on the inner optimizers named `inner`
+    (each divides it out in its own `apply`; Keras's MultiOptimizer sets it on its
+    sub-optimizers, so a wrapper there must pass it on)."""
+
+    def get(self):
+        opt = self.__dict__.get(inner[0])
+        return None if opt is None else opt.loss_scale_factor
+
+    def set_(self, factor):
+        for name in inner:
+            if self.__dict__.get(name) is not None:
+                self.__dict__[name].loss_scale_factor = factor
+
+    return property(get, set_, doc="The inner optimizers' loss_scale_factor (set on all of them).")
+
+
 def value(x):
     """A variable's current value (JAX cannot trace Keras variables directly)."""
     return x.value if isinstance(x, keras.Variable) else x
@@ -206,19 +223,7 @@ class Wrapper(keras.optimizers.Optimizer):
         """The wrapper protocol: [(inner_optimizer, variables)] (it updates them all)."""
         return [(self.inner_optimizer, list(variables))]
 
-    @property
-    def loss_scale_factor(self):
-        """The inner optimizer's (which divides it out): Keras's MultiOptimizer sets it here."""
-        inner = self.__dict__.get("inner_optimizer")
-        return None if inner is None else inner.loss_scale_factor
-
-    @loss_scale_factor.setter
-    def loss_scale_factor(self, factor):
-        inner = self.__dict__.get("inner_optimizer")
-        if inner is not None:
-            inner.loss_scale_factor = factor
-        elif factor is not None:
-            raise ValueError("Set `loss_scale_factor` on the inner optimizer.")
+    loss_scale_factor = forwarded_loss_scale_factor("inner_optimizer")
 
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)

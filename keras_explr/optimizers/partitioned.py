@@ -5,7 +5,7 @@ import types
 import keras
 from keras import ops
 
-from keras_explr.optimizers._wrapper import accumulation_steps, built_on, value
+from keras_explr.optimizers._wrapper import accumulation_steps, built_on, forwarded_loss_scale_factor, value
 from keras_explr.optimizers.renormalize import invariant_group
 from keras_explr.optimizers.sgd import SGD
 
@@ -141,17 +141,7 @@ class Partitioned(keras.optimizers.Optimizer):
         return [(self.group_optimizer, [v for v in variables if v.path in paths]),
                 (self.rest_optimizer, [v for v in variables if v.path not in paths])]
 
-    @property
-    def loss_scale_factor(self):
-        """The inner optimizers' (each divides it out): Keras's MultiOptimizer sets it here."""
-        inner = self.__dict__.get("group_optimizer")
-        return None if inner is None else inner.loss_scale_factor
-
-    @loss_scale_factor.setter
-    def loss_scale_factor(self, factor):
-        for opt in (self.__dict__.get("group_optimizer"), self.__dict__.get("rest_optimizer")):
-            if opt is not None:
-                opt.loss_scale_factor = factor
+    loss_scale_factor = forwarded_loss_scale_factor("group_optimizer", "rest_optimizer")
 
     @property
     def optimizers(self):

@@ -118,7 +118,7 @@ class ReparamWeightDecay(Wrapper):
             )
         leaves = _wrapper.walk(inner_optimizer)
         if any(isinstance(w, ReparamWeightDecay) for _, chain, _ in leaves for w in (inner_optimizer,) + chain):
-            raise ValueError("`inner_optimizer` already contains a ReparamWeightDecay: it would decay twice.")
+            raise ValueError("`inner_optimizer` is already a ReparamWeightDecay (or contains one): it would decay twice.")
         target = _wrapper.unscaled(inner_optimizer)
         for leaf, _, _ in leaves:
             for attr in ("weight_decay", "adam_weight_decay"):  # (Muon has both)
