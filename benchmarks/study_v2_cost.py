@@ -20,10 +20,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import keras_tuner  # noqa: E402
+import keras
+import keras_tuner
 
-from keras_explr.tuning import hypermodels, study_v2  # noqa: E402
+from keras_explr.tuning import hypermodels, study_v2
 
 ARMS = {"sgd_w1": ("sgd", 1), "adam_w1": ("adam", 1), "sgd_w2": ("sgd", 2), "sgd_w4": ("sgd", 4)}
 
@@ -32,7 +32,8 @@ def time_cell(optimizer, width, steps, data, plan):
     (x, y), (xv, yv) = data
     spe = -(-len(x) // plan.batch_size)
     epochs = max(1, steps // spe)
-    hm = hypermodels.StudyHyperModel(optimizer=optimizer, rule="new", learning_rates=[0.1 if optimizer == "sgd" else 1e-3],
+    hm = hypermodels.StudyHyperModel(optimizer=optimizer, rule="new",
+                                     learning_rates=[0.1 if optimizer == "sgd" else 1e-3],
                                      weight_decays=[1e-2], epochs=epochs, steps_per_epoch=spe,
                                      batch_size=plan.batch_size, input_shape=x.shape[1:],
                                      filters=tuple(width * f for f in plan.filters))
@@ -97,7 +98,8 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     for a, v in per.items():
-        print(f"{a}: {v['seconds_per_step'] * 1e3:.1f} ms/step ({out['ratios_seconds_per_step_vs_sgd_w1'][a]:.2f}x sgd_w1), "
+        ratio = out['ratios_seconds_per_step_vs_sgd_w1'][a]
+        print(f"{a}: {v['seconds_per_step'] * 1e3:.1f} ms/step ({ratio:.2f}x sgd_w1), "
               f"overhead {v['overhead_seconds']:.1f} s per cell")
     for mode in ("quick", "full"):
         e = out[f"{mode}_plan"]
@@ -106,11 +108,13 @@ def main(argv=None):
               f"(per-arm costs at load average {out['load_average'][0]:.1f} on {out['cpu_count']} CPUs)")
     if "also" in out:
         print(f"with the per-arm costs of {out['also']['per_arm_measured']}: quick "
-              f"{out['also']['quick_plan_estimated_hours'] * 60:.1f} min, full {out['also']['full_plan_estimated_hours']:.2f} h")
+              f"{out['also']['quick_plan_estimated_hours'] * 60:.1f} min, "
+              f"full {out['also']['full_plan_estimated_hours']:.2f} h")
     if "quick_run_measured" in out:
         m = out["quick_run_measured"]
         print(f"committed quick run: {m['cells']} cells in {m['training_seconds'] / 60:.1f} min "
-              f"({m['measured_over_estimate']:.2f}x its estimate): full plan scaled {m['full_plan_hours_scaled']:.2f} h")
+              f"({m['measured_over_estimate']:.2f}x its estimate): "
+              f"full plan scaled {m['full_plan_hours_scaled']:.2f} h")
 
 
 def measure(args, data):

@@ -62,7 +62,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import _hooks, _keras_internals, theory
+from keras_explr import _checks, _hooks, _keras_internals, theory
 from keras_explr import optimizers as _optimizers
 from keras_explr.optimizers import _wrapper
 from keras_explr.optimizers._wrapper import replicas_in_sync
@@ -94,7 +94,7 @@ class ScaleMonitor(keras.callbacks.Callback):
 
     def __init__(self, every_n_steps=10, variables=None, per_neuron=False, log_dir=None):
         super().__init__()
-        self.every_n_steps = theory.check_steps("every_n_steps", every_n_steps)
+        self.every_n_steps = _checks.check_steps("every_n_steps", every_n_steps)
         if variables is not None and (isinstance(variables, (str, keras.Variable)) or not variables):
             raise ValueError(
                 "`variables` must be a non-empty list of variables or variable paths, or None. "

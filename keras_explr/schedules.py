@@ -1,10 +1,10 @@
-"""Exponential learning-rate schedules that are exactly equivalent to weight decay.
+r"""Exponential learning-rate schedules that are exactly equivalent to weight decay.
 
-Li & Arora (ICLR 2020): for a loss that is scale-invariant in the weights θ
+Li & Arora (ICLR 2020): for a loss that is scale-invariant in the weights \(\theta\)
 (every kernel followed by BatchNorm, LayerNorm or GroupNorm, head fixed), SGD
-with momentum γ, weight decay λ and learning rate η_t produces the same
-networks as SGD with momentum γ, no weight decay and the learning rate
-η̃_t = η_t c_t c_{t+1}, where θ̃_t = c_t θ_t. All math is in
+with momentum \(\gamma\), weight decay \(\lambda\) and learning rate \(\eta_t\) produces the same
+networks as SGD with momentum \(\gamma\), no weight decay and the learning rate
+\(\tilde\eta_t = \eta_t c_t c_{t+1}\), where \(\tilde\theta_t = c_t\theta_t\). All math is in
 `keras_explr.theory`; the classes here are thin Keras faces over it.
 
 Every schedule is a piecewise log-linear function of the step
@@ -25,7 +25,7 @@ A declared ``total_steps`` past that horizon is rejected at construction.
 
 Units. A *step* is one real optimizer update. ``total_steps`` is always in
 steps; `TEXP`'s ``boundaries`` are in steps, or in epochs when
-``steps_per_epoch`` is given (boundary epoch e ↦ step e·steps_per_epoch − 1,
+``steps_per_epoch`` is given (boundary epoch \(e\) ↦ step \(e\cdot\mathrm{steps\_per\_epoch} - 1\),
 `PiecewiseConstantDecay`'s meaning). Under gradient accumulation, Keras calls a
 schedule with its micro-step counter; ``gradient_accumulation_steps=n`` on a
 schedule makes it count real updates (floor(step / n)) for a stock Keras
@@ -355,16 +355,16 @@ def _saturating_cast(lr, dtype):
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class ExpLR(_PiecewiseLogLinear):
-    """Exponentially growing learning rate: η̃_t = η̃_0 · r^t.
+    r"""Exponentially growing learning rate: \(\tilde\eta_t = \tilde\eta_0\, r^t\).
 
     The generic form, ``ExpLR(initial_learning_rate, growth_rate)``, evaluates
-    exp(log η̃_0 + t log r) in log space (float64 or double-float float32, see
+    \(\exp(\log\tilde\eta_0 + t\log r)\) in log space (float64 or double-float float32, see
     the module docstring). Build the schedule that is equivalent to
     a weight-decay run with `ExpLR.from_weight_decay`.
 
     Args:
-      initial_learning_rate: η̃_0 > 0.
-      growth_rate: r > 0, the factor per optimizer step (real update).
+      initial_learning_rate: \(\tilde\eta_0 > 0\).
+      growth_rate: \(r > 0\), the factor per optimizer step (real update).
       total_steps: optional number of steps (real updates; epochs × steps per
         epoch) you will train; rejected if the learning rate would overflow
         float32 (float64 under a float64 floatx) before then.
@@ -414,21 +414,21 @@ class ExpLR(_PiecewiseLogLinear):
         name="ExpLR",
         gradient_accumulation_steps=None,
     ):
-        """The ExpLR that reproduces SGD with constant LR η, weight decay λ, momentum γ.
+        r"""The ExpLR that reproduces SGD with constant LR η, weight decay λ, momentum γ.
 
-        Theorem 1.1 of Li & Arora: η̃_t = η α₊^(−2t−1), α₊ the larger root of
-        x² − (1+γ−λη)x + γ = 0; θ̃_t = α₊^(−t) θ_t. Requires λη ≤ (1−√γ)².
+        Theorem 1.1 of Li & Arora: \(\tilde\eta_t = \eta\,\alpha_+^{-2t-1}\), \(\alpha_+\) the larger root of
+        \(x^2 - (1+\gamma-\lambda\eta)x + \gamma = 0\); \(\tilde\theta_t = \alpha_+^{-t}\theta_t\). Requires \(\lambda\eta \le (1-\sqrt{\gamma})^2\).
 
         Args:
-          learning_rate, weight_decay, momentum: the weight-decay run's η, λ, γ.
+          learning_rate, weight_decay, momentum: the weight-decay run's \(\eta\), \(\lambda\), \(\gamma\).
           exact: True (default) reproduces the weight-decay run started from
             zero momentum buffers, which is what Keras does, to float64
-            round-off: η̃_t = η c_t c_{t+1} from the recurrence of math.md#zero-buffers.
+            round-off: \(\tilde\eta_t = \eta\, c_t c_{t+1}\) from the recurrence of math.md#zero-buffers.
             False gives the paper's closed form, which from zero buffers acts
             like the WD run with a permanent +0.92 % effective LR at
-            η=0.1, λ=5e-4, γ=0.9 (its first LR is η/α₊ instead of η/(1−ηλ)).
+            \(\eta = 0.1\), \(\lambda = 5\times 10^{-4}\), \(\gamma = 0.9\) (its first LR is \(\eta/\alpha_+\) instead of \(\eta/(1-\eta\lambda)\)).
           convention: "paper" for `keras_explr.optimizers.SGD` (buffer of
-            gradients, coupled λ, as in `torch.optim.SGD`); "keras" for
+            gradients, coupled \(\lambda\), as in `torch.optim.SGD`); "keras" for
             `keras.optimizers.SGD`, whose buffer stores displacements.
           steps_per_epoch: optional integer >= 1, real updates per epoch (with
             gradient accumulation n over B batches: ceil(B / n)); sets
@@ -436,10 +436,10 @@ class ExpLR(_PiecewiseLogLinear):
             change the schedule, which is always indexed by steps.
           total_steps: optional, in steps (epochs × steps_per_epoch);
             rejected past the float32 horizon.
-          weight_decay_mode: "coupled" (λθ in the gradient: the paper, or an L2
-            penalty λ/2‖θ‖²) or "decoupled" (θ ← (1−ηλ)θ before the momentum
+          weight_decay_mode: "coupled" (\(\lambda\theta\) in the gradient: the paper, or an L2
+            penalty \(\frac{\lambda}{2}\lVert\theta\rVert^2\)) or "decoupled" (\(\theta \leftarrow (1-\eta\lambda)\theta\) before the momentum
             step: Keras's own ``weight_decay`` argument, or
-            `keras_explr.optimizers.ReparamWeightDecay` with λ_new = ηλ); the
+            `keras_explr.optimizers.ReparamWeightDecay` with \(\lambda_\text{new} = \eta\lambda\)); the
             decoupled twin is exact from zero buffers in both conventions.
           name: optional name.
           gradient_accumulation_steps: see the class docstring (for a stock
@@ -449,7 +449,7 @@ class ExpLR(_PiecewiseLogLinear):
           An `ExpLR`; pass ``schedule.momentum`` to the optimizer.
 
         Raises:
-          ValueError: bad arguments, λη beyond the real-root bound, or (with
+          ValueError: bad arguments, \(\lambda\eta\) beyond the real-root bound, or (with
             convention="keras", coupled, exact=True) no constant Keras momentum
             that is exact; the message names the alternatives.
         """
@@ -498,22 +498,22 @@ class ExpLR(_PiecewiseLogLinear):
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class TEXP(_PiecewiseLogLinear):
-    """Tapered exponential LR: the WD-free twin of step decay with weight decay.
+    r"""Tapered exponential LR: the WD-free twin of step decay with weight decay.
 
     ``boundaries`` and ``values`` mean what they mean in
     `keras.optimizers.schedules.PiecewiseConstantDecay`: the base LR is
     ``values[0]`` for steps ≤ ``boundaries[0]``, ``values[1]`` up to
-    ``boundaries[1]``, and so on; phase I starts at T_I = boundaries[I−1] + 1.
+    ``boundaries[1]``, and so on; phase \(I\) starts at \(T_I\) = ``boundaries[I−1] + 1``.
     With ``steps_per_epoch=S`` the boundaries are epochs instead: ``values[0]``
-    for the first ``boundaries[0]`` epochs, and so on; boundary epoch e ↦ step
-    e·S − 1 (`theory.epoch_boundaries`), so phase I starts at step
-    boundaries[I−1]·S, the first step of that epoch.
+    for the first ``boundaries[0]`` epochs, and so on; boundary epoch \(e\) ↦ step
+    \(eS - 1\) (`theory.epoch_boundaries`), so phase \(I\) starts at step
+    ``boundaries[I−1]·S``, the first step of that epoch.
 
-    exact=False is the paper's TEXP (math.md#texp): with α*_I = α₊(η_I, λ, γ),
-    η̃_0 = η_0/α*_0, η̃_t = η̃_{t−1}/α*_I² inside phase I and
-    η̃_{T_I} = η̃_{T_I−1}(η_I/η_{I−1})/(α*_{I−1}α*_I) at a boundary. It matches
+    exact=False is the paper's TEXP (math.md#texp): with \(\alpha^*_I = \alpha_+(\eta_I, \lambda, \gamma)\),
+    \(\tilde\eta_0 = \eta_0/\alpha^*_0\), \(\tilde\eta_t = \tilde\eta_{t-1}/{\alpha^*_I}^2\) inside phase \(I\) and
+    \(\tilde\eta_{T_I} = \tilde\eta_{T_I-1}(\eta_I/\eta_{I-1})/(\alpha^*_{I-1}\alpha^*_I)\) at a boundary. It matches
     step decay up to the initial-buffer effect (a factor 0.9909 on the LR at
-    η=0.1→0.01→0.001, λ=5e-4, γ=0.9) and boundary corrections κ_I ≈ −2e-7
+    \(\eta\) = 0.1 → 0.01 → 0.001, \(\lambda = 5\times 10^{-4}\), \(\gamma = 0.9\)) and boundary corrections \(\kappa_I \approx -2\times 10^{-7}\)
     (`theory.texp_corrections`).
 
     exact=True (default) is TEXP-exact (math.md#exact-twin-of-any-schedule): the zero-buffer
@@ -530,8 +530,8 @@ class TEXP(_PiecewiseLogLinear):
       boundaries: strictly increasing integers: steps (≥ 0), or epochs (≥ 1)
         when ``steps_per_epoch`` is given.
       values: the learning rates, ``len(boundaries) + 1`` of them.
-      weight_decay: coupled λ ≥ 0 (as in `keras_explr.optimizers.SGD`).
-      momentum: γ in [0, 1); also the momentum to use with this schedule.
+      weight_decay: coupled \(\lambda \ge 0\) (as in `keras_explr.optimizers.SGD`).
+      momentum: \(\gamma\) in [0, 1); also the momentum to use with this schedule.
       exact: see above.
       total_steps: optional, in steps (not epochs) even with
         ``steps_per_epoch``; rejected past the float32 horizon.
@@ -589,23 +589,23 @@ class TEXP(_PiecewiseLogLinear):
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class EquivalentSchedule(_PiecewiseLogLinear):
-    """The exact WD-free twin of any learning-rate schedule with weight decay.
+    r"""The exact WD-free twin of any learning-rate schedule with weight decay.
 
     Given the base run ``keras_explr.optimizers.SGD(schedule, momentum=γ,
     weight_decay=λ)`` from zero buffers, this schedule with
     ``keras_explr.optimizers.SGD(twin, momentum=twin.momentum)`` and no weight
     decay produces the same networks on a scale-invariant loss (math.md#exact-twin-of-any-schedule):
-    ρ_t = η_t/η_{t−1}, q_1 = 1 − η_0λ, q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t,
-    c_{t+1} = c_t/q_{t+1}, η̃_t = η_t c_t c_{t+1}.
+    \(\rho_t = \eta_t/\eta_{t-1}\), \(q_1 = 1 - \eta_0\lambda\), \(q_{t+1} = 1 + \gamma\rho_t - \eta_t\lambda - \gamma\rho_t/q_t\),
+    \(c_{t+1} = c_t/q_{t+1}\), \(\tilde\eta_t = \eta_t c_t c_{t+1}\).
 
     Warm-up from zero is exact too. A zero-LR step moves nothing but puts
-    g_t + λθ_t into the base's buffer. The twin takes η̃_t = 0 at that step
-    (it stands still too and buffers g_t/c_t); the radial part λθ_t, which
-    lies along θ, is carried by the state h_t of `theory.paper_state_step`
-    (twin buffer = (v_t + h_t θ_t)/c_t) into the later steps' q_{t+1}, i.e.
-    their LRs: q_{t+1} = 1 − η_tλ + γη_t h_t, h_{t+1} = (γh_t/q_{t+1} − λ)/(1 − η_tλ).
-    The momentum stays γ. (This is the same recurrence; the ρ_t form above
-    only cannot be written when η_{t−1} = 0.)
+    \(g_t + \lambda\theta_t\) into the base's buffer. The twin takes \(\tilde\eta_t = 0\) at that step
+    (it stands still too and buffers \(g_t/c_t\)); the radial part \(\lambda\theta_t\), which
+    lies along \(\theta\), is carried by the state \(h_t\) of `theory.paper_state_step`
+    (twin buffer \((v_t + h_t\theta_t)/c_t\)) into the later steps' \(q_{t+1}\), i.e.
+    their LRs: \(q_{t+1} = 1 - \eta_t\lambda + \gamma\eta_t h_t\), \(h_{t+1} = (\gamma h_t/q_{t+1} - \lambda)/(1 - \eta_t\lambda)\).
+    The momentum stays \(\gamma\). (This is the same recurrence; the \(\rho_t\) form above
+    only cannot be written when \(\eta_{t-1} = 0\).)
 
     The base schedule is read once, at construction, for steps
     0..total_steps−1, exactly as the optimizer would see it (float32 values of
@@ -617,8 +617,8 @@ class EquivalentSchedule(_PiecewiseLogLinear):
       schedule: a `LearningRateSchedule` (e.g. `CosineDecay` with warm-up,
         from 0 or not), a float > 0, or a sequence of ``total_steps`` per-step
         learning rates ≥ 0.
-      weight_decay: coupled λ ≥ 0.
-      momentum: γ in [0, 1); the twin's `momentum` is the same γ.
+      weight_decay: coupled \(\lambda \ge 0\).
+      momentum: \(\gamma\) in [0, 1); the twin's `momentum` is the same \(\gamma\).
       total_steps: how many steps (real updates, i.e. epochs × steps per
         epoch) to read from `schedule`; `schedule` is called with 0..total_steps−1.
       name: optional name.
@@ -681,7 +681,7 @@ def _read_schedule(schedule, n):
             lrs = np.asarray(lrs, dtype=np.float64)
             if lrs.shape != (n,):
                 raise ValueError
-        except Exception:  # ... some (CosineDecay's warm-up `cond`) need one at a time.
+        except Exception:  # noqa: BLE001 (any failure: some, like CosineDecay's warm-up `cond`, need one at a time)
             lrs = None
             call = schedule
             if keras.backend.backend() == "tensorflow":  # 3× faster than eager, same values
@@ -693,7 +693,7 @@ def _read_schedule(schedule, n):
 
                 try:  # vmap turns the cond into a select of the two branches' values
                     lrs = np.asarray(jax.jit(jax.vmap(schedule))(np.arange(n, dtype=np.int32)), np.float64)
-                except Exception:
+                except Exception:  # noqa: BLE001 (a schedule vmap cannot trace runs one step at a time)
                     call = jax.jit(schedule)
             if lrs is None or lrs.shape != (n,):
                 lrs = np.array([float(ops.convert_to_numpy(call(ops.convert_to_tensor(i, "int64"))))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_explr import _float32, optimizers, schedules, theory
+from keras_explr import _float32, optimizers, schedules
 
 BACKEND = keras.backend.backend()
 MAX_ULP = 2.0

@@ -13,7 +13,7 @@ import pytest
 
 from keras_explr import data, models
 from keras_explr.tuning import hypermodels, report, study
-from tests.conftest import backend, precision
+from tests.conftest import backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -220,7 +220,8 @@ def test_study_v2_command_end_to_end(tmp_path):
         assert m["lr_sensitivity"]["new"]["ci"] is not None
         assert m["new_coords"]["M1_ridge_slope"]["slope"] is not None or m["new_coords"]["M1_ridge_slope"]["reason"]
         assert m["equilibrated_from"] == 1 and m["optimum"]["clock"]["value"] > 0
-        assert m["new_coords"]["M1b_contour_slope"]["value"] is not None or m["new_coords"]["M1b_contour_slope"]["reason"]
+        slope = m["new_coords"]["M1b_contour_slope"]
+        assert slope["value"] is not None or slope["reason"]
     md = (out / "report.md").read_text()
     assert "which hold, which fail" in md and "Grids and clocks" in md and " †" in md
     res2 = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -295,7 +295,8 @@ class ReparamWeightDecay(Wrapper):
                 lam = self._lambda_t(v.dtype)
                 f = 1.0 - lam
                 if not static:
-                    f = ops.where(update, ops.convert_to_tensor(f, v.dtype), ops.ones((), v.dtype))  # (a cast of a Python float goes through float32 on TF)
+                    # (a cast of a Python float goes through float32 on TF)
+                    f = ops.where(update, ops.convert_to_tensor(f, v.dtype), ops.ones((), v.dtype))
                 factors[v.dtype] = f
         scale_variables(decayed, [factors[v.dtype] for v in decayed])
 

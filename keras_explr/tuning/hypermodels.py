@@ -10,7 +10,7 @@ every conv kernel θ with gradient g and learning rate η_t:
 * ``"new"`` (Li & Arora's λ_new, `ReparamWeightDecay` around the paper's SGD):
   by default in its ``"coupled"`` mode, v ← γv + g + (λ_t/η_t)θ; θ ← θ − η_t v,
   so the decay per step is λ_t, whatever η is. λ_t = λ_new (decay rule
-  ``"constant"``) or λ_new·η_t/η_0 (``"follow"``, `follow_schedule=True`).
+  ``"constant"``) or λ_new·η_t/η_0 (``"follow"``, ``lr_exponent=1``).
 
 With a constant LR, "new" at (η, λ_new) *is* "old" at (η, λ_new/η) (the same
 update, up to float rounding), and with a step schedule "new"+"follow" at
@@ -25,7 +25,7 @@ scale-invariant kernels (docs/math.md#study-design).
 import keras
 import numpy as np
 
-from keras_explr import models, optimizers, theory
+from keras_explr import _checks, models, optimizers, theory
 from keras_explr._optional import require
 
 keras_tuner = require("keras_tuner", "tuner", "keras_explr.tuning")
@@ -55,10 +55,10 @@ def _check_range(name, bounds):
 def _check_training_args(epochs, steps_per_epoch, batch_size, input_shape, num_classes, filters):
     """The training budget and the network of a study HyperModel, checked: (epochs, steps_per_epoch,
     batch_size, input_shape, num_classes, filters) with integers ≥ 1 (num_classes ≥ 2) and ≥ 1 conv block."""
-    checked = (theory.check_steps("epochs", epochs), theory.check_steps("steps_per_epoch", steps_per_epoch),
-               theory.check_steps("batch_size", batch_size), tuple(int(d) for d in input_shape),
-               theory.check_steps("num_classes", num_classes, minimum=2),
-               tuple(theory.check_steps("filters", f) for f in filters))
+    checked = (_checks.check_steps("epochs", epochs), _checks.check_steps("steps_per_epoch", steps_per_epoch),
+               _checks.check_steps("batch_size", batch_size), tuple(int(d) for d in input_shape),
+               _checks.check_steps("num_classes", num_classes, minimum=2),
+               tuple(_checks.check_steps("filters", f) for f in filters))
     if not checked[-1]:
         raise ValueError("`filters` must name at least one conv block")
     return checked
@@ -114,7 +114,7 @@ class EntanglementHyperModel(keras_tuner.HyperModel):
         if (learning_rates is None) == (lr_range is None):
             raise ValueError("Give exactly one of `learning_rates` (grid values) and `lr_range` (low, high).")
         if diagonal is not None:
-            diagonal = theory.check_positive("diagonal", diagonal)
+            diagonal = _checks.check_positive("diagonal", diagonal)
             if weight_decays is not None or wd_range is not None:
                 raise ValueError("With `diagonal` (λ = diagonal/η) give neither `weight_decays` nor `wd_range`.")
             weight_decays = [diagonal] if parameterization == "new" else None
@@ -127,9 +127,10 @@ class EntanglementHyperModel(keras_tuner.HyperModel):
         self.wd_range = None if wd_range is None else _check_range("wd_range", wd_range)
         top = max(self.weight_decays or ([self.wd_range[1]] if self.wd_range else [0.0]))
         if parameterization == "new" and top >= 1:
-            raise ValueError(f"λ_new is a fraction per step and must be < 1. Received a largest weight decay of {top!r}")
+            raise ValueError("λ_new is a fraction per step and must be < 1. "
+                             f"Received a largest weight decay of {top!r}")
         self.parameterization = parameterization
-        self.momentum = theory.check_momentum(momentum)
+        self.momentum = _checks.check_momentum(momentum)
         self.schedule = schedule
         self.decay_rule = decay_rule
         (self.epochs, self.steps_per_epoch, self.batch_size, self.input_shape, self.num_classes,
@@ -182,7 +183,7 @@ class EntanglementHyperModel(keras_tuner.HyperModel):
             return opt
         return optimizers.ReparamWeightDecay(
             optimizers.SGD(sched, momentum=self.momentum), weight_decay=wd, mode=self.new_mode,
-            follow_schedule=self.decay_rule == "follow")
+            lr_exponent=1.0 if self.decay_rule == "follow" else 0.0)
 
     def build(self, hp):
         lr, wd = self.hyperparameter_values(hp)
@@ -288,7 +289,7 @@ class StudyHyperModel(keras_tuner.HyperModel):
         self.weight_decays = _check_values("weight_decays", weight_decays)
         if max(self.weight_decays) >= 1:
             raise ValueError(f"`weight_decays` are λ_new, fractions per step < 1. Received: {weight_decays!r}")
-        self.momentum = theory.check_momentum(momentum)
+        self.momentum = _checks.check_momentum(momentum)
         (self.epochs, self.steps_per_epoch, self.batch_size, self.input_shape, self.num_classes,
          self.filters) = _check_training_args(epochs, steps_per_epoch, batch_size, input_shape, num_classes, filters)
         self.diagonal = None  # (the grid loader's interface)

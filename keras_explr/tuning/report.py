@@ -358,7 +358,7 @@ def markdown(analyses, results, plan, pngs):
             s = a["scheduled"]
             L += ["### Arm 2: step decay", "",
                   "Rules: **standard** (decay η_t·λ_old); **λ_new constant**; **λ_new·η_t/η_0** "
-                  "(`ReparamWeightDecay(follow_schedule=True)`). The last is the standard rule in other "
+                  "(`ReparamWeightDecay(lr_exponent=1)`). The last is the standard rule in other "
                   "coordinates: its per-step decay λ_new·η_t/η_0 equals η_t·λ_old with λ_old = λ_new/η_0 "
                   "(a test checks the trajectories agree), so it is shown as the standard runs re-expressed. "
                   "Only 'λ_new constant' is a different algorithm.", "",

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import glob
 import json
-import math
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ import time
 import keras
 import numpy as np
 
-from keras_explr import theory
+from keras_explr import _checks
 from keras_explr.tuning import hypermodels
 from keras_explr._optional import require
 
@@ -57,7 +56,7 @@ class Progress:
     """
 
     def __init__(self, total, done=0, stream=None, label="study"):
-        self.total = theory.check_steps("total", total, minimum=0)
+        self.total = _checks.check_steps("total", total, minimum=0)
         self.done = int(done)
         self.run_here = 0
         self.start = time.perf_counter()
@@ -333,11 +332,11 @@ def run_grid(hypermodel, data, seeds, directory, project_name, kind="grid", max_
         if hypermodel.learning_rates is None or (hypermodel.weight_decays is None and hypermodel.diagonal is None):
             raise ValueError("kind='grid' needs a hypermodel with explicit `learning_rates` and `weight_decays`")
         n = _n_cells(hypermodel)
-        max_trials = n if max_trials is None else theory.check_steps("max_trials", max_trials)
+        max_trials = n if max_trials is None else _checks.check_steps("max_trials", max_trials)
     else:
         if hypermodel.lr_range is None or hypermodel.wd_range is None:
             raise ValueError("kind='random' needs a hypermodel with `lr_range` and `wd_range`")
-        max_trials = theory.check_steps("max_trials", max_trials)
+        max_trials = _checks.check_steps("max_trials", max_trials)
     (x, y), (x_val, y_val) = data
     tuner = SeedTuner(_oracle(kind, max_trials, oracle_seed), hypermodel, seeds=seeds, progress=progress,
                       directory=directory, project_name=project_name, overwrite=overwrite)

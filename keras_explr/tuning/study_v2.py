@@ -97,7 +97,7 @@ def load_data(name, num_train=None):
 
     if name == "mnist14":
         (x, y), (xv, yv) = data.load_mnist_5k(num_train=num_train)
-        pool = lambda a: a.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))  # noqa: E731
+        pool = lambda a: a.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))
         return (pool(x), y), (pool(xv), yv)
     return data.load(name, num_train)
 
@@ -385,7 +385,7 @@ def analyze(results, plan, score="neg_loss", n_boot=1000):
         if a is None or b is None:
             continue
         sa, sb = score_of(a, score), score_of(b, score)
-        best = lambda A: float(A.max())  # noqa: E731
+        best = lambda A: float(A.max())
         cmp[sched] = {
             "best_new_minus_old": _paired(best, sb, sa, n_boot),
             "slope_new_minus_old_own_coords": _paired(
