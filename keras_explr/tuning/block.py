@@ -28,6 +28,7 @@ is what users run: Keras's default ε = 1e-3, γ/β, a trainable head with a bia
 Needs the JAX backend (``KERAS_BACKEND=jax``).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -47,18 +48,19 @@ def require_jax():
             f"KERAS_BACKEND=jax (Keras's backend here is {keras.backend.backend()!r}).")
 
 
-def schedule_factor(schedule, t, total):
-    """f(t) in η_t = η_0·f(t) at step t (0-based) of a run of `total` steps (numpy or jax arrays):
-    "constant" 1; "step" ÷10 at total/2 and again at 3·total/4; "cosine" ½(1 + cos(π t/total))."""
-    import keras.ops as ops
+def schedule_factor(schedule, t, total, dtype="float32"):
+    """f(t) in η_t = η_0·f(t) at step t (0-based) of a run of `total` steps, in `dtype`: "constant" 1;
+    "step" ÷10 at total/2 and again at 3·total/4; "cosine" ½(1 + cos(π t/total)) (Keras's `CosineDecay`)."""
+    from keras import ops
 
-    t = ops.cast(t, "float32") if not isinstance(t, (int, float)) else float(t)
+    t = ops.cast(t, dtype)
     if schedule == "constant":
-        return ops.ones_like(ops.convert_to_tensor(t, "float32"))
+        return ops.ones_like(t)
     if schedule == "step":
-        return ops.where(t < total // 2, 1.0, ops.where(t < (3 * total) // 4, 0.1, 0.01))
+        one, tenth, hundredth = (ops.convert_to_tensor(v, dtype) for v in (1.0, 0.1, 0.01))
+        return ops.where(t < total // 2, one, ops.where(t < (3 * total) // 4, tenth, hundredth))
     if schedule == "cosine":
-        return 0.5 * (1.0 + ops.cos(math.pi * ops.convert_to_tensor(t, "float32") / total))
+        return 0.5 * (1.0 + ops.cos(ops.convert_to_tensor(math.pi, dtype) * t / total))
     raise ValueError(f"`schedule` must be one of {SCHEDULES}. Received: schedule={schedule!r}")
 
 
@@ -78,9 +80,53 @@ def keras_schedule(schedule, learning_rate, total):
     raise ValueError(f"`schedule` must be one of {SCHEDULES}. Received: schedule={schedule!r}")
 
 
+def batch_moments(x):
+    """(mean, biased variance) over axis 0, in x's dtype (`keras.ops.mean` reduces float64 in float32 on
+    JAX; a sum divided by the count does not)."""
+    from keras import ops
+
+    n = ops.cast(ops.shape(x)[0], x.dtype)
+    mean = ops.sum(x, axis=0) / n
+    return mean, ops.sum(ops.square(x - mean), axis=0) / n
+
+
+@functools.lru_cache(maxsize=None)
+def _standardize_class():
+    import keras
+    from keras import ops
+
+    class Standardize(keras.layers.Layer):
+        """Batch normalization without γ/β, computed in the input's dtype: (x − μ_B)/√(σ²_B + ε) in training,
+        (x − m)/√(v + ε) with moving statistics (momentum 0.99, as Keras's) otherwise. Keras's
+        `BatchNormalization` computes float64 inputs in float32; this layer keeps float64 exact, so a cell of
+        a block can be compared with the same cell trained alone to 1e-12."""
+
+        def __init__(self, epsilon, momentum=0.99, **kwargs):
+            super().__init__(**kwargs)
+            self.epsilon, self.momentum = float(epsilon), float(momentum)
+
+        def build(self, input_shape):
+            self.moving_mean = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False,
+                                               name="moving_mean")
+            self.moving_variance = self.add_weight(shape=(input_shape[-1],), initializer="ones",
+                                                   trainable=False, name="moving_variance")
+
+        def call(self, x, training=None):
+            if training:
+                mean, var = batch_moments(x)
+                self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+                self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * var)
+            else:
+                mean, var = ops.cast(self.moving_mean, x.dtype), ops.cast(self.moving_variance, x.dtype)
+            return (x - mean) * ops.rsqrt(var + ops.cast(self.epsilon, x.dtype))
+
+    return Standardize
+
+
 def build_net(seed, hidden=(64, 64), inputs=196, classes=10, invariant=True, epsilon=None):
     """The study's MLP as a Keras functional model with outputs [logits, pre-normalization
-    activations of every hidden layer]; weights drawn from `seed`."""
+    activations of every hidden layer]; weights drawn from `seed`. The invariant net normalizes with
+    `Standardize` (no γ/β, ε = 1e-12), the users' net with Keras's `BatchNormalization` (γ/β, ε = 1e-3)."""
     import keras
 
     eps = (INVARIANT_EPSILON if invariant else KERAS_EPSILON) if epsilon is None else float(epsilon)
@@ -90,8 +136,10 @@ def build_net(seed, hidden=(64, 64), inputs=196, classes=10, invariant=True, eps
         x = keras.layers.Dense(width, use_bias=False, name=f"dense{k}",
                                kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + k))(x)
         pre.append(x)
-        x = keras.layers.BatchNormalization(epsilon=eps, center=not invariant, scale=not invariant,
-                                            name=f"bn{k}")(x)
+        if invariant:
+            x = _standardize_class()(eps, name=f"bn{k}")(x)
+        else:
+            x = keras.layers.BatchNormalization(epsilon=eps, name=f"bn{k}")(x)
         x = keras.layers.ReLU()(x)
     head = keras.layers.Dense(classes, use_bias=not invariant, name="head",
                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + 99))
@@ -213,14 +261,15 @@ class Block:
         import keras.ops as ops
 
         tv, ntv, ov, minvar = carry
-        lr_t = lr0 * ops.cast(schedule_factor(self.schedule, t, self.total), lr0.dtype)
+        lr_t = lr0 * schedule_factor(self.schedule, t, self.total, lr0.dtype)
         lam_t = wd if self.rule == "new" else wd * lr_t
         xb, yb = x[batch], y[batch]
 
         def loss_fn(tv):
             outs, ntv2 = self.model.stateless_call(tv, ntv, xb, training=True)
-            loss = ops.mean(ops.sparse_categorical_crossentropy(yb, outs[0], from_logits=True))
-            var = ops.min(ops.stack([ops.min(ops.var(p, axis=0)) for p in outs[1:]]))
+            ce = ops.sparse_categorical_crossentropy(yb, outs[0], from_logits=True)
+            loss = ops.sum(ce) / ops.cast(ops.shape(ce)[0], ce.dtype)  # (ops.mean reduces float64 in float32)
+            var = ops.min(ops.stack([ops.min(batch_moments(p)[1]) for p in outs[1:]]))
             return loss, (ntv2, var)
 
         grads, (ntv, var) = jax.grad(loss_fn, has_aux=True)(tv)
@@ -254,8 +303,7 @@ class Block:
         outs, _ = self.model.stateless_call(tv, ntv, xref, training=True)
         ntv = list(ntv)
         for (im, iv), p in zip(self._bn_slots, outs[1:]):
-            mean, var = ops.moments(p, axes=[0])
-            ntv[im], ntv[iv] = mean, var
+            ntv[im], ntv[iv] = batch_moments(p)
         outs, _ = self.model.stateless_call(tv, ntv, xv, training=False)
         logits = outs[0]
         ce = ops.mean(ops.sparse_categorical_crossentropy(yv, logits, from_logits=True))
@@ -273,7 +321,7 @@ class Block:
         ts = jnp.arange(self.step, self.step + steps, dtype="int32")
         self.state = self._segment(self.state, jnp.asarray(idx), ts, self.lr0, self.wd, self.x, self.y)
         t = np.arange(self.step, self.step + steps)
-        f = np.asarray(schedule_factor(self.schedule, t, self.total), np.float64)
+        f = np.asarray(schedule_factor(self.schedule, t, self.total, "float64"), np.float64)
         lr0 = np.array([c["learning_rate"] for c in self.cells], np.float64)
         wd = np.array([c["weight_decay"] for c in self.cells], np.float64)
         lam = wd[:, None] * np.ones_like(f)[None] if self.rule == "new" else wd[:, None] * lr0[:, None] * f[None]

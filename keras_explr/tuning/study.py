@@ -160,23 +160,21 @@ def arm_design(plan, arm):
     return optimizer, rule, schedule, invariant, lrs, wds, steps, checkpoints
 
 
-def _chunks(items, size):
-    n = max(1, -(-len(items) // size))
-    per = -(-len(items) // n)
-    return [items[k: k + per] for k in range(0, len(items), per)]
-
-
-def run_arm(plan, arm, data, log=print):
-    """Trains every cell of an arm; returns (cell objects of the results schema, cell-steps, seconds)."""
+def run_block(plan, arm, seed, data, log=print):
+    """Trains one seed of an arm (every (η, λ_new) cell of its grid, in blocks of at most
+    `plan.block_size` cells); returns (cell objects of the results schema with that one seed, cell-steps,
+    seconds)."""
     from keras_explr.tuning import block
 
     optimizer, rule, schedule, invariant, lrs, wds, steps, checkpoints = arm_design(plan, arm)
-    cells = [{"learning_rate": lr, "lambda_new": w,
-              "weight_decay": w if rule == "new" else w / lr, "seed": s}
-             for lr in lrs for w in wds for s in plan.seeds]
+    cells = [{"learning_rate": lr, "lambda_new": w, "weight_decay": w if rule == "new" else w / lr, "seed": seed}
+             for lr in lrs for w in wds]
     t0 = time.perf_counter()
-    records = {}  # (i_lr, i_wd, checkpoint) -> per-seed lists
-    for k, chunk in enumerate(_chunks(cells, plan.block_size)):
+    out = []
+    n = max(1, -(-len(cells) // plan.block_size))
+    per = -(-len(cells) // n)
+    for k in range(0, len(cells), per):
+        chunk = cells[k: k + per]
         b = block.Block(chunk, optimizer, rule, schedule, steps, data, invariant=invariant, hidden=plan.hidden,
                         batch_size=plan.batch_size)
         for ck in checkpoints:
@@ -184,29 +182,35 @@ def run_arm(plan, arm, data, log=print):
             ev = b.evaluate()
             for c, loss, acc, mv, clock in zip(chunk, ev["loss"], ev["accuracy"],
                                                ev["min_prenorm_variance_over_epsilon"], b.clock):
-                key = (c["learning_rate"], c["lambda_new"], ck)
-                r = records.setdefault(key, {"seeds": [], "scores": [], "accuracy": [], "minvar": [],
-                                             "clock": float(clock), "epsilon": b.epsilon})
-                r["seeds"].append(c["seed"])
-                r["scores"].append(-float(loss) if math.isfinite(loss) else None)
-                r["accuracy"].append(float(acc))
-                r["minvar"].append(float(mv))
-        log(f"  {arm}: block {k + 1} ({len(chunk)} cells) done at {time.perf_counter() - t0:.0f} s")
-    out = []
-    for (lr, w, ck), r in records.items():
-        order = np.argsort(r["seeds"])
-        out.append({
-            "arm": arm, "label": LABELS[arm], "parameterization": rule, "schedule": schedule,
-            "optimizer": {"sgd": "SGD(momentum=0.9)", "adam": "Adam"}[optimizer],
-            "learning_rate": lr, "weight_decay": w if rule == "new" else w / lr, "lambda_new": w,
-            "lambda_old": w / lr, "steps": ck, "total_steps": steps, "clock": r["clock"], "bn_epsilon": r["epsilon"],
-            "min_prenorm_variance_over_epsilon": float(np.min(r["minvar"])),
-            "min_prenorm_variance_over_epsilon_per_seed": [r["minvar"][i] for i in order],
-            "seeds": [int(r["seeds"][i]) for i in order],
-            "scores": [r["scores"][i] for i in order], "accuracy": [r["accuracy"][i] for i in order],
-            "score_name": SCORE_NAME,
-        })
+                out.append({
+                    "arm": arm, "label": LABELS[arm], "parameterization": rule, "schedule": schedule,
+                    "optimizer": {"sgd": "SGD(momentum=0.9)", "adam": "Adam"}[optimizer],
+                    "learning_rate": c["learning_rate"], "weight_decay": c["weight_decay"],
+                    "lambda_new": c["lambda_new"], "lambda_old": c["lambda_new"] / c["learning_rate"],
+                    "steps": ck, "total_steps": steps, "clock": float(clock), "bn_epsilon": b.epsilon,
+                    "min_prenorm_variance_over_epsilon": float(mv),
+                    "min_prenorm_variance_over_epsilon_per_seed": [float(mv)], "seeds": [seed],
+                    "scores": [-float(loss) if math.isfinite(loss) else None], "accuracy": [float(acc)],
+                    "score_name": SCORE_NAME})
     return out, len(cells) * steps, time.perf_counter() - t0
+
+
+def merge_cells(cells, new):
+    """`cells` with the seeds of `new` added to the matching cells (arm, η, λ_new, steps), seeds sorted."""
+    index = {(c["arm"], c["learning_rate"], c["lambda_new"], c["steps"]): c for c in cells}
+    for n in new:
+        key = (n["arm"], n["learning_rate"], n["lambda_new"], n["steps"])
+        c = index.get(key)
+        if c is None:
+            index[key] = c = dict(n, seeds=[], scores=[], accuracy=[], min_prenorm_variance_over_epsilon_per_seed=[])
+            cells.append(c)
+        for field in ("seeds", "scores", "accuracy", "min_prenorm_variance_over_epsilon_per_seed"):
+            c[field] = c[field] + n[field]
+        order = np.argsort(c["seeds"])
+        for field in ("seeds", "scores", "accuracy", "min_prenorm_variance_over_epsilon_per_seed"):
+            c[field] = [c[field][i] for i in order]
+        c["min_prenorm_variance_over_epsilon"] = float(np.min(c["min_prenorm_variance_over_epsilon_per_seed"]))
+    return cells
 
 
 def clean_json(o):
@@ -256,7 +260,8 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True):
     path = os.path.join(out, "results.json")
     rec = plan_record(plan)
     results = {"plan": rec, "wall_seconds": 0.0, "cell_steps": 0, "cell_steps_per_second": None,
-               "arms_done": [], "arm_seconds": {}, "cells": [], "predictions": []}
+               "blocks_done": [], "arm_seconds": {}, "load_average": [], "cells": [],
+               "predictions": []}
     if os.path.exists(path) and not overwrite:
         with open(path) as f:
             old = json.load(f)
@@ -265,26 +270,29 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True):
                              "another folder.")
         results = old
     data = load_mnist14(plan.num_train)
-    for arm in arms:
-        if arm in results["arms_done"]:
-            log(f"{arm}: already done")
-            continue
-        log(f"{arm}: {LABELS[arm]}")
-        cells, cell_steps, seconds = run_arm(plan, arm, data, log=log)
-        results["cells"] = [c for c in results["cells"] if c["arm"] != arm] + cells
-        results["arms_done"].append(arm)
-        results["arm_seconds"][arm] = seconds
-        results["wall_seconds"] += seconds
-        results["cell_steps"] += cell_steps
-        results["cell_steps_per_second"] = results["cell_steps"] / results["wall_seconds"]
-        results["load_average"] = list(os.getloadavg())
-        _write(path, results)
-        log(f"{arm}: {cell_steps:,} cell-steps in {seconds:.0f} s ({cell_steps / seconds:,.0f} cell-steps/s, "
-            f"load average {os.getloadavg()[0]:.1f})")
+    # Seed-major: every arm gets its first seed before any gets its second, so a run that is stopped
+    # early still answers every prediction (with fewer seeds).
+    for seed in plan.seeds:
+        for arm in arms:
+            key = f"{arm}/{seed}"
+            if key in results["blocks_done"]:
+                continue
+            log(f"{arm}, seed {seed}: {LABELS[arm]}")
+            cells, cell_steps, seconds = run_block(plan, arm, seed, data, log=log)
+            results["cells"] = merge_cells(results["cells"], cells)
+            results["blocks_done"].append(key)
+            results["arm_seconds"][arm] = results["arm_seconds"].get(arm, 0.0) + seconds
+            results["wall_seconds"] += seconds
+            results["cell_steps"] += cell_steps
+            results["cell_steps_per_second"] = results["cell_steps"] / results["wall_seconds"]
+            results["load_average"].append(os.getloadavg()[0])
+            _write(path, results)
+            log(f"{key}: {cell_steps:,} cell-steps in {seconds:.0f} s ({cell_steps / seconds:,.0f} cell-steps/s, "
+                f"load average {os.getloadavg()[0]:.1f}); {results['wall_seconds'] / 60:.1f} min so far")
     if analyse:
         from keras_explr.tuning import report
 
-        if "constant" in results["arms_done"] and "tuner" not in results:
+        if "constant/0" in results["blocks_done"] and "tuner" not in results:
             t0 = time.perf_counter()
             from keras_explr.tuning import hypermodels
 
