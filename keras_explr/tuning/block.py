@@ -48,19 +48,17 @@ def require_jax():
             f"KERAS_BACKEND=jax (Keras's backend here is {keras.backend.backend()!r}).")
 
 
-def schedule_factor(schedule, t, total, dtype="float32"):
-    """f(t) in η_t = η_0·f(t) at step t (0-based) of a run of `total` steps, in `dtype`: "constant" 1;
+def schedule_factor(schedule, t, total):
+    """f(t) in η_t = η_0·f(t) at steps t (0-based) of a run of `total` steps, float64 numpy (the block feeds
+    it to the compiled program as data: `keras.ops.cos` rounds float64 through float32 on JAX): "constant" 1;
     "step" ÷10 at total/2 and again at 3·total/4; "cosine" ½(1 + cos(π t/total)) (Keras's `CosineDecay`)."""
-    from keras import ops
-
-    t = ops.cast(t, dtype)
+    t = np.asarray(t, np.float64)
     if schedule == "constant":
-        return ops.ones_like(t)
+        return np.ones_like(t)
     if schedule == "step":
-        one, tenth, hundredth = (ops.convert_to_tensor(v, dtype) for v in (1.0, 0.1, 0.01))
-        return ops.where(t < total // 2, one, ops.where(t < (3 * total) // 4, tenth, hundredth))
+        return np.where(t < total // 2, 1.0, np.where(t < (3 * total) // 4, 0.1, 0.01))
     if schedule == "cosine":
-        return 0.5 * (1.0 + ops.cos(ops.convert_to_tensor(math.pi, dtype) * t / total))
+        return 0.5 * (1.0 + np.cos(np.pi * t / total))
     raise ValueError(f"`schedule` must be one of {SCHEDULES}. Received: schedule={schedule!r}")
 
 
@@ -256,12 +254,12 @@ class Block:
         self._segment, self._evaluate = _COMPILED[key]
 
     # -- one cell ------------------------------------------------------------------
-    def _cell_step(self, carry, batch, t, lr0, wd, x, y):
+    def _cell_step(self, carry, batch, factor, lr0, wd, x, y):
         import jax
         import keras.ops as ops
 
         tv, ntv, ov, minvar = carry
-        lr_t = lr0 * schedule_factor(self.schedule, t, self.total, lr0.dtype)
+        lr_t = lr0 * factor
         lam_t = wd if self.rule == "new" else wd * lr_t
         xb, yb = x[batch], y[batch]
 
@@ -318,10 +316,10 @@ class Block:
         if self.step + steps > self.total:
             raise ValueError(f"`steps` runs past the block's {self.total} steps (at step {self.step}).")
         idx = np.stack([self.orders[int(c["seed"])][self.step: self.step + steps] for c in self.cells], axis=1)
-        ts = jnp.arange(self.step, self.step + steps, dtype="int32")
-        self.state = self._segment(self.state, jnp.asarray(idx), ts, self.lr0, self.wd, self.x, self.y)
         t = np.arange(self.step, self.step + steps)
-        f = np.asarray(schedule_factor(self.schedule, t, self.total, "float64"), np.float64)
+        f = schedule_factor(self.schedule, t, self.total)
+        self.state = self._segment(self.state, jnp.asarray(idx), jnp.asarray(f, self.lr0.dtype), self.lr0, self.wd,
+                                   self.x, self.y)
         lr0 = np.array([c["learning_rate"] for c in self.cells], np.float64)
         wd = np.array([c["weight_decay"] for c in self.cells], np.float64)
         lam = wd[:, None] * np.ones_like(f)[None] if self.rule == "new" else wd[:, None] * lr0[:, None] * f[None]

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -128,7 +129,7 @@ PLANS = {
                   n_boot=500, tuner_trials=8, tuner_repeats=20, tuner_budgets=(2000,), tuner_real_trials=3,
                   tuner_real_budget=500),
     # The whole pipeline at its smallest (tests).
-    "smoke": Plan("smoke", sgd_lr=(-2.0, 0.0), adam_lr=(-3.0, -1.0), wd_new=(-4.0, -2.0), h=1.0, seeds=(0, 1),
+    "smoke": Plan("smoke", sgd_lr=(-2.0, 0.0), adam_lr=(-3.0, -1.0), wd_new=(-5.0, -2.0), h=1.0, seeds=(0, 1),
                   constant_steps=40, checkpoints=(20, 40), schedule_steps=20,
                   arms=("constant", "step_standard", "step_new"), hidden=(8, 8), num_train=512, n_boot=50,
                   tuner_trials=3, tuner_repeats=3, tuner_budgets=(40,), tuner_real_trials=2, tuner_real_budget=20),
@@ -296,8 +297,8 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True):
             t0 = time.perf_counter()
             from keras_explr.tuning import hypermodels
 
-            results["tuner"] = hypermodels.tuner_study(plan, results, data, directory=os.path.join(out, "tuner"),
-                                                       log=log)
+            with tempfile.TemporaryDirectory() as tmp:  # KerasTuner's trial files
+                results["tuner"] = hypermodels.tuner_study(plan, results, data, directory=tmp, log=log)
             results["tuner_seconds"] = time.perf_counter() - t0
             _write(path, results)
         results["predictions"] = report.predictions(results)
