@@ -246,8 +246,11 @@ class Block:
         self.step = 0
         self.clock = np.zeros(len(self.cells))  # Σ_t λ_t per cell (the equilibration clock)
         # One compiled program per design (not per block): blocks of the same arm and size reuse it.
+        # Cells that share a seed share the batch order: the batch is then gathered once for the block, and
+        # the first layer is one matrix product for every cell.
+        self.shared = len(seeds) == 1
         key = (optimizer, rule, schedule, self.total, bool(invariant), self.epsilon, tuple(hidden), dtype,
-               tuple(x.shape), batch_size, reference)
+               tuple(x.shape), batch_size, reference, self.shared)
         if key not in _COMPILED:
             _COMPILED[key] = (jax.jit(self._make_segment(), donate_argnums=(0,)),
                               jax.jit(jax.vmap(self._cell_eval, in_axes=(0, 0, None, None, None))))
@@ -283,7 +286,7 @@ class Block:
     def _make_segment(self):
         import jax
 
-        step = jax.vmap(self._cell_step, in_axes=(0, 0, None, 0, 0, None, None))
+        step = jax.vmap(self._cell_step, in_axes=(0, None if self.shared else 0, None, 0, 0, None, None))
 
         def segment(state, batches, ts, lr0, wd, x, y):
             def body(carry, xs):
@@ -315,7 +318,10 @@ class Block:
 
         if self.step + steps > self.total:
             raise ValueError(f"`steps` runs past the block's {self.total} steps (at step {self.step}).")
-        idx = np.stack([self.orders[int(c["seed"])][self.step: self.step + steps] for c in self.cells], axis=1)
+        if self.shared:
+            idx = self.orders[int(self.cells[0]["seed"])][self.step: self.step + steps]
+        else:
+            idx = np.stack([self.orders[int(c["seed"])][self.step: self.step + steps] for c in self.cells], axis=1)
         t = np.arange(self.step, self.step + steps)
         f = schedule_factor(self.schedule, t, self.total)
         self.state = self._segment(self.state, jnp.asarray(idx), jnp.asarray(f, self.lr0.dtype), self.lr0, self.wd,

@@ -196,6 +196,25 @@ def run_block(plan, arm, seed, data, log=print):
     return out, len(cells) * steps, time.perf_counter() - t0
 
 
+PRIORITY = (("constant", "step_standard", "step_new"), ("eps_step_standard", "eps_step_new"),
+            ("adam_standard", "adam_new"), ("cosine_standard", "cosine_new"))
+
+
+def block_order(plan, arms):
+    """The (arm, seed) blocks in the order they run: the first two seeds of each group of `PRIORITY` (P1-P3,
+    then P5, P4, the cosine arms), then the remaining seeds of every arm, so that a run stopped early has
+    answered the first predictions with two seeds (an interval) rather than every prediction with one."""
+    first, rest = plan.seeds[:2], plan.seeds[2:]
+    order = []
+    for group in PRIORITY:
+        for seed in first:
+            order += [(a, seed) for a in group if a in arms]
+    for seed in rest:
+        order += [(a, seed) for a in arms]
+    order += [(a, s) for a in arms for s in plan.seeds if (a, s) not in order]  # arms outside PRIORITY
+    return order
+
+
 def merge_cells(cells, new):
     """`cells` with the seeds of `new` added to the matching cells (arm, η, λ_new, steps), seeds sorted."""
     index = {(c["arm"], c["learning_rate"], c["lambda_new"], c["steps"]): c for c in cells}
@@ -271,25 +290,22 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True):
                              "another folder.")
         results = old
     data = load_mnist14(plan.num_train)
-    # Seed-major: every arm gets its first seed before any gets its second, so a run that is stopped
-    # early still answers every prediction (with fewer seeds).
-    for seed in plan.seeds:
-        for arm in arms:
-            key = f"{arm}/{seed}"
-            if key in results["blocks_done"]:
-                continue
-            log(f"{arm}, seed {seed}: {LABELS[arm]}")
-            cells, cell_steps, seconds = run_block(plan, arm, seed, data, log=log)
-            results["cells"] = merge_cells(results["cells"], cells)
-            results["blocks_done"].append(key)
-            results["arm_seconds"][arm] = results["arm_seconds"].get(arm, 0.0) + seconds
-            results["wall_seconds"] += seconds
-            results["cell_steps"] += cell_steps
-            results["cell_steps_per_second"] = results["cell_steps"] / results["wall_seconds"]
-            results["load_average"].append(os.getloadavg()[0])
-            _write(path, results)
-            log(f"{key}: {cell_steps:,} cell-steps in {seconds:.0f} s ({cell_steps / seconds:,.0f} cell-steps/s, "
-                f"load average {os.getloadavg()[0]:.1f}); {results['wall_seconds'] / 60:.1f} min so far")
+    for arm, seed in block_order(plan, arms):
+        key = f"{arm}/{seed}"
+        if key in results["blocks_done"]:
+            continue
+        log(f"{arm}, seed {seed}: {LABELS[arm]}")
+        cells, cell_steps, seconds = run_block(plan, arm, seed, data, log=log)
+        results["cells"] = merge_cells(results["cells"], cells)
+        results["blocks_done"].append(key)
+        results["arm_seconds"][arm] = results["arm_seconds"].get(arm, 0.0) + seconds
+        results["wall_seconds"] += seconds
+        results["cell_steps"] += cell_steps
+        results["cell_steps_per_second"] = results["cell_steps"] / results["wall_seconds"]
+        results["load_average"].append(os.getloadavg()[0])
+        _write(path, results)
+        log(f"{key}: {cell_steps:,} cell-steps in {seconds:.0f} s ({cell_steps / seconds:,.0f} cell-steps/s, "
+            f"load average {os.getloadavg()[0]:.1f}); {results['wall_seconds'] / 60:.1f} min so far")
     if analyse:
         from keras_explr.tuning import report
 
