@@ -31,6 +31,8 @@ def add_parser(subparsers):
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates")
     p.add_argument("--dry-run", action="store_true", help="print the plan (arms, grids, steps) and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="analyse what --out holds (results.json of a finished or stopped run) without training")
     p.set_defaults(func=_dispatch)
     return p
 
@@ -68,6 +70,9 @@ def _dispatch(args):
                   f"checkpoints {list(cks)}: {n} cells")
         print(f"total {total:,} cell-steps")
         return 0
-    study.run(plan, args.out, arms=arms, overwrite=args.overwrite, log=lambda m: print(m, flush=True))
+    if args.report_only and args.overwrite:
+        raise ValueError("`--report-only` reads the results in --out; it cannot be combined with --overwrite")
+    study.run(plan, args.out, arms=arms, overwrite=args.overwrite, log=lambda m: print(m, flush=True),
+              train=not args.report_only)
     print(f"Wrote {os.path.join(args.out, 'results.json')} and {os.path.join(args.out, 'report.md')}", flush=True)
     return 0

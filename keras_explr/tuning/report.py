@@ -529,12 +529,12 @@ def _ci(ci, d=3):
 
 
 def markdown(results, a, pngs, folder=""):
-    """report.md: H2 and below (it is included in the study page, whose H1 is its own)."""
+    """report.md: H3 and below (it is included in a section of the study page, whose H1 is its own)."""
     plan = results["plan"]
     L = []
     done = results.get("blocks_done", [])
     planned = [f"{arm}/{s}" for s in plan["seeds"] for arm in plan["arms"]]
-    L.append(f"## Study v3 ({plan['mode']}): results\n")
+    L.append(f"### Study v3 ({plan['mode']}): the generated report\n")
     L.append(f"Generated from `results.json` by `keras_explr.tuning.report`. Backend {plan['backend']}. "
              f"Training wall time {results['wall_seconds'] / 60:.1f} min for {results['cell_steps']:,} cell-steps: "
              f"**{results['cell_steps_per_second']:,.0f} cell-steps/s** (blocks of ≤ {plan['block_size']} cells "
@@ -544,7 +544,7 @@ def markdown(results, a, pngs, folder=""):
         missing = [p for p in planned if p not in done]
         L.append(f"**Partial run:** {len(done)} of {len(planned)} (arm, seed) blocks finished; missing: "
                  f"{', '.join(missing)}. Every number below uses the seeds each grid has (column *seeds*).\n")
-    L.append("### Design\n")
+    L.append("#### Design\n")
     L.append(f"Net: MLP 196-{'-'.join(str(h) for h in plan['hidden'])}-10 on 14×14 MNIST (4000 train / 1000 "
              "validation), exactly scale-invariant (normalization without γ/β, ε = 1e-12, frozen head) except in "
              "the ε arm. Score: − validation cross-entropy with BatchNorm statistics recomputed on 1024 training "
@@ -560,9 +560,9 @@ def markdown(results, a, pngs, folder=""):
     for arm in plan["arms"]:
         L.append(f"| {NAMES[arm]} | {study.LABELS[arm]} |")
     L.append("")
-    L.append("### Predictions (fixed before the run)\n")
+    L.append("#### Predictions (fixed before the run)\n")
     L.append("```text\n" + plan["predictions_text"] + "```\n")
-    L.append("### Verdicts\n")
+    L.append("#### Verdicts\n")
     L.append("| prediction | estimate | 95 % CI | verdict |\n|---|---|---|---|")
     for p in results.get("predictions", []):
         L.append(f"| {p['name']} | {_f(p['estimate'])} | {_ci(p['ci'])} | **{p['verdict']}** |")
@@ -574,7 +574,7 @@ def markdown(results, a, pngs, folder=""):
                  f"in the arms that claim scale invariance: {worst:.3g} "
                  f"({'≥ 100 in every cell: the normalization is exact' if worst >= 100 else 'BELOW 100 somewhere'}).\n")
     if "P1" in a:
-        L.append("### P1, P2: constant LR\n")
+        L.append("#### P1, P2: constant LR\n")
         L.append("| steps | seeds | S_new (best fixed λ_new) | S_old (best fixed λ_old) | S_old − S_new | best λ_new | "
                  "best λ_old | best λ_new moves (decades) | best λ_old moves | best score |\n"
                  "|---|---|---|---|---|---|---|---|---|---|")
@@ -595,7 +595,7 @@ def markdown(results, a, pngs, folder=""):
         if name not in a:
             continue
         p = a[name]
-        L.append(f"### {label}\n")
+        L.append(f"#### {label}\n")
         L.append(f"{p['steps']} steps, {p['seeds']} seeds. η_0-shortfall at the best fixed λ_new: standard rule "
                  f"{_f(p['shortfall_standard'])} {_ci(p['ci_standard'])}, λ_new constant {_f(p['shortfall_new'])} "
                  f"{_ci(p['ci_new'])}. Best over the grid: standard {_f(p['best_standard'])}, λ_new constant "
@@ -617,7 +617,7 @@ def markdown(results, a, pngs, folder=""):
                  f"{_f(p['loss_low'])} nats against the invariant net (elsewhere {_f(p['loss_high'])}).\n")
     if "P6" in a:
         t = a["P6"]
-        L.append("### P6: KerasTuner\n")
+        L.append("#### P6: KerasTuner\n")
         L.append(t["description"] + "\n")
         for B, tab in sorted(t["tabular"].items(), key=lambda kv: int(kv[0])):
             L.append(f"{B} steps, {tab['repeats']} searches × {tab['trials']} trials each:\n")
@@ -627,7 +627,7 @@ def markdown(results, a, pngs, folder=""):
             L.append("")
         if t.get("real"):
             L.append("Real searches (KerasTuner trials that train the cell): " + t["real"]["summary"] + "\n")
-    L.append("### Figures\n")
+    L.append("#### Figures\n")
     for p in pngs:
         L.append(f"![{p}]({folder}{p})\n")
     return "\n".join(L) + "\n"

@@ -266,9 +266,10 @@ def plan_record(plan):
     return json.loads(json.dumps(rec))
 
 
-def run(plan, out, arms=None, overwrite=False, log=print, analyse=True):
-    """Runs (or resumes) a study into folder `out`: results.json after every arm (a partial run is usable),
-    then the KerasTuner stage, the predictions, report.md and the figures. Returns the results dict."""
+def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=True):
+    """Runs (or resumes) a study into folder `out`: results.json after every (arm, seed) block (a partial run
+    is usable), then the KerasTuner stage, the predictions, report.md and the figures. ``train=False``
+    analyses what results.json holds without training more. Returns the results dict."""
     from keras_explr.tuning import block
 
     block.require_jax()
@@ -285,12 +286,17 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True):
     if os.path.exists(path) and not overwrite:
         with open(path) as f:
             old = json.load(f)
-        if old.get("plan") != rec:
+        analysis_only = {"n_boot"}  # may change between a run and its report
+        if {k: v for k, v in old.get("plan", {}).items() if k not in analysis_only} != \
+                {k: v for k, v in rec.items() if k not in analysis_only}:
             raise ValueError(f"`out` {out} holds a study with another plan: pass overwrite=True (--overwrite) or "
                              "another folder.")
         results = old
+        results["plan"] = rec
     data = load_mnist14(plan.num_train)
-    for arm, seed in block_order(plan, arms):
+    if not train and not results["blocks_done"]:
+        raise ValueError(f"`out` {out} holds no finished block to report on: run the study first.")
+    for arm, seed in block_order(plan, arms) if train else ():
         key = f"{arm}/{seed}"
         if key in results["blocks_done"]:
             continue
