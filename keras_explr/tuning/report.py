@@ -97,11 +97,12 @@ def sweeps(A, x, y, kind):
 
 
 def best_sweep(A, x, y, kind):
-    """The sweep holding the best cell among the sweeps of that kind."""
+    """The best fixed λ of that kind: the sweep with the highest mean score over the learning rates (what a
+    user who fixes λ and then varies η gets on average)."""
     ss = sweeps(A, x, y, kind)
     if not ss:
         return None
-    return max(ss, key=lambda s: max(A[c] for c in s))
+    return max(ss, key=lambda s: float(np.mean([A[c] for c in s])))
 
 
 def shortfall(A, sweep):
@@ -387,7 +388,8 @@ def sensitivity_figure(path, results):
     import matplotlib.pyplot as plt
 
     Bs = [B for B in budgets(results, "constant") if B >= 500] or budgets(results, "constant")[-1:]
-    fig, axes = plt.subplots(1, len(Bs), figsize=(3.2 * len(Bs), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(Bs), figsize=(3.2 * len(Bs), 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
     for ax, B in zip(axes[0], Bs):
         g = Grid(results["cells"], "constant", B)
         for kind, color, lab in (("new", "C0", "best fixed λ_new"), ("old", "C3", "best fixed λ_old")):
@@ -418,7 +420,7 @@ def clock_figure(path, a):
     import matplotlib.pyplot as plt
 
     names = [n for n, _, _ in PAIRS if n in a]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names), 3.6), squeeze=False, layout="constrained")
     for ax, n in zip(axes[0], names):
         cols = a[n]["columns"]
         for rule, color, lab in (("standard", "C3", "standard rule"), ("new", "C0", "λ_new constant")):
@@ -441,7 +443,7 @@ def epsilon_figure(path, results, a):
     import matplotlib.pyplot as plt
 
     T = a["eps_step"]["steps"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.6), squeeze=False)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.6), squeeze=False, layout="constrained")
     for r, (eps_arm, inv_arm) in enumerate((("eps_step_standard", "step_standard"), ("eps_step_new", "step_new"))):
         ge, gi = Grid(results["cells"], eps_arm, T), Grid(results["cells"], inv_arm, T)
         xe, ye = _edges(ge.x), _edges(ge.y)
@@ -471,7 +473,7 @@ def tuner_figure(path, tuner):
     import matplotlib.pyplot as plt
 
     tabs = sorted(tuner["tabular"].items(), key=lambda kv: int(kv[0]))
-    fig, axes = plt.subplots(1, len(tabs), figsize=(5 * len(tabs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tabs), figsize=(5.5 * len(tabs), 3.8), squeeze=False, layout="constrained")
     for ax, (B, t) in zip(axes[0], tabs):
         labels, data = [], []
         for key, vals in t["best_found"].items():
@@ -500,7 +502,7 @@ def figures(results, out, a):
         p = heatmap_figure(os.path.join(out, "constant.png"), grids,
                            [f"{NAMES['constant']}, {B} steps" for B in pick],
                            "The same runs in both coordinates (constant LR: λ_new = η·λ_old). Star: best cell; "
-                           "dashed/dotted: clock t·λ_new = 1 / 3 (left of/below it the decay has not acted yet)")
+                           "dashed/dotted: clock t·λ_new = 1 / 3 (below it the decay has not acted yet: the transient)")
         pngs.append(os.path.basename(p))
         pngs.append(os.path.basename(sensitivity_figure(os.path.join(out, "sensitivity.png"), results)))
     for name, std, new in PAIRS:
