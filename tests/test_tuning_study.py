@@ -205,8 +205,8 @@ def test_smoke_study_writes_the_stable_schema(tmp_path):
     assert r["tuner"]["real"]["max_abs_difference"] < 1e-4  # a real trial reproduces the table's cell
     text = (out / "report.md").read_text()
     assert not any(line.startswith("# ") for line in text.splitlines())  # sections of the study page only
-    for png in ("constant.png", "sensitivity.png", "step.png", "tuner.png"):
-        assert (out / png).stat().st_size > 10_000
+    for png in ("constant", "sensitivity", "step", "tuner"):
+        assert (out / f"study_v3_smoke_{png}.png").stat().st_size > 10_000
     # resuming does not retrain, and --report-only rewrites the report from the same cells
     assert main(["study", "--smoke", "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["cells"] == r["cells"]

@@ -492,32 +492,35 @@ def tuner_figure(path, tuner):
 
 
 def figures(results, out, a):
-    """Writes every figure; returns their file names."""
+    """Writes every figure (named study_v3_<mode>_*.png: the docs serve every results PNG under one folder);
+    returns their file names."""
     pngs = []
+    prefix = f"study_v3_{results['plan']['mode']}_"
+    out = os.path.join(out, prefix)  # (joined with each name below)
     if has(results, "constant"):
         Bs = budgets(results, "constant")
         pick = [B for B in (1000, Bs[-1]) if B in Bs] or Bs[-1:]
         pick = sorted(set(pick))
         grids = [Grid(results["cells"], "constant", B) for B in pick]
-        p = heatmap_figure(os.path.join(out, "constant.png"), grids,
+        p = heatmap_figure(out + "constant.png", grids,
                            [f"{NAMES['constant']}, {B} steps" for B in pick],
                            "The same runs in both coordinates (constant LR: λ_new = η·λ_old). Star: best cell; "
                            "dashed/dotted: clock t·λ_new = 1 / 3 (below it the decay has not acted yet: the transient)")
         pngs.append(os.path.basename(p))
-        pngs.append(os.path.basename(sensitivity_figure(os.path.join(out, "sensitivity.png"), results)))
+        pngs.append(os.path.basename(sensitivity_figure(out + "sensitivity.png", results)))
     for name, std, new in PAIRS:
         if name in a:
             T = a[name]["steps"]
             grids = [Grid(results["cells"], arm, T) for arm in (std, new)]
-            p = heatmap_figure(os.path.join(out, f"{name}.png"), grids, [NAMES[std], NAMES[new]],
+            p = heatmap_figure(out + f"{name}.png", grids, [NAMES[std], NAMES[new]],
                                f"{T} steps; cells rectangular in (η_0, λ_new at η_0); star: best cell")
             pngs.append(os.path.basename(p))
     if any(n in a for n, _, _ in PAIRS):
-        pngs.append(os.path.basename(clock_figure(os.path.join(out, "post_drop_clock.png"), a)))
+        pngs.append(os.path.basename(clock_figure(out + "post_drop_clock.png", a)))
     if "eps_step" in a and "step" in a:
-        pngs.append(os.path.basename(epsilon_figure(os.path.join(out, "epsilon.png"), results, a)))
+        pngs.append(os.path.basename(epsilon_figure(out + "epsilon.png", results, a)))
     if a.get("P6"):
-        pngs.append(os.path.basename(tuner_figure(os.path.join(out, "tuner.png"), a["P6"])))
+        pngs.append(os.path.basename(tuner_figure(out + "tuner.png", a["P6"])))
     return pngs
 
 
