@@ -40,6 +40,7 @@ _COMPILED = {}
 
 
 def require_jax():
+    """Raises a `RuntimeError` that says how to run the study unless Keras runs on JAX."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -51,7 +52,11 @@ def require_jax():
 def schedule_factor(schedule, t, total):
     """f(t) in η_t = η_0·f(t) at steps t (0-based) of a run of `total` steps, float64 numpy (the block feeds
     it to the compiled program as data: `keras.ops.cos` rounds float64 through float32 on JAX): "constant" 1;
-    "step" ÷10 at total/2 and again at 3·total/4; "cosine" ½(1 + cos(π t/total)) (Keras's `CosineDecay`)."""
+    "step" ÷10 at total/2 and again at 3·total/4; "cosine" ½(1 + cos(π t/total)) (Keras's `CosineDecay`).
+
+    >>> schedule_factor("step", [0, 49, 50, 74, 75], 100).tolist()
+    [1.0, 1.0, 0.1, 0.1, 0.01]
+    """
     t = np.asarray(t, np.float64)
     if schedule == "constant":
         return np.ones_like(t)
@@ -178,7 +183,12 @@ class _CellValue:
 
 def batch_order(seed, n_train, batch_size, steps):
     """[steps, batch_size] training indices of a seed: a fresh permutation per epoch (epochs of
-    n_train // batch_size full batches), the same in every cell that shares the seed."""
+    n_train // batch_size full batches), the same in every cell that shares the seed.
+
+    >>> order = batch_order(0, 10, 4, 3)  # 2 batches per epoch: the third step starts a new epoch
+    >>> order.shape, len(set(order[:2].ravel()))
+    ((3, 4), 8)
+    """
     per_epoch = n_train // batch_size
     rng = np.random.default_rng(10_000 + seed)
     out = np.empty((steps, batch_size), np.int32)

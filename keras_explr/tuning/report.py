@@ -64,10 +64,12 @@ class Grid:
 
 
 def budgets(results, arm):
+    """The budgets (steps) at which an arm's cells were scored, ascending."""
     return sorted({c["steps"] for c in results["cells"] if c["arm"] == arm})
 
 
 def has(results, arm):
+    """Whether results.json holds cells of `arm`."""
     return any(c["arm"] == arm for c in results["cells"])
 
 
@@ -106,11 +108,18 @@ def best_sweep(A, x, y, kind):
 
 
 def shortfall(A, sweep):
+    """Mean over a sweep's cells of (best of the sweep − score): Wortsman et al.'s LR sensitivity.
+
+    >>> import numpy as np
+    >>> shortfall(np.array([[1.0], [0.5], [0.0]]), [(0, 0), (1, 0), (2, 0)])
+    0.5
+    """
     v = np.array([A[c] for c in sweep])
     return float(np.mean(v.max() - v))
 
 
 def shortfall_stat(x, y, kind):
+    """A statistic of a mean grid: the shortfall along the best fixed λ of `kind` ("new" or "old")."""
     def stat(A):
         s = best_sweep(A, x, y, kind)
         return math.nan if s is None else shortfall(A, s)
@@ -151,7 +160,11 @@ def bootstrap(stat, grids, n_boot, seed=0):
 
 
 def verdict_positive(ci):
-    """"holds" if the interval lies above 0, "fails" if below, else "inconclusive"."""
+    """"holds" if the interval lies above 0, "fails" if below, else "inconclusive".
+
+    >>> verdict_positive([0.01, 0.05]), verdict_positive([-0.02, 0.01])
+    ('holds', 'inconclusive')
+    """
     if ci[0] is None:
         return "inconclusive"
     if ci[0] > 0:
@@ -467,6 +480,7 @@ def epsilon_figure(path, results, a):
 
 
 def tuner_figure(path, tuner):
+    """Box plots of the best cell each repeated search found, per tuner and parameterization."""
     import matplotlib
 
     matplotlib.use("Agg")

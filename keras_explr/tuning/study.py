@@ -258,6 +258,7 @@ def _write(path, obj):
 
 
 def plan_record(plan):
+    """The plan as stored in results.json: its fields, the backend and the predictions' text."""
     import keras
 
     rec = dataclasses.asdict(plan)
