@@ -96,12 +96,13 @@ def _oracle(keras_tuner, kind, box, trials, seed):
     return cls(objective=objective, max_trials=trials, hyperparameters=hp, tune_new_entries=False, seed=seed)
 
 
-def _quiet(tuner):
-    # KerasTuner prints a block per trial; the study prints its own progress.
-    tuner.on_trial_begin = lambda trial: None
-    tuner.on_trial_end = lambda trial: tuner.oracle.end_trial(trial)
-    tuner.on_search_begin = lambda: None
-    tuner.on_search_end = lambda: None
+def _search(tuner):
+    """tuner.search() without KerasTuner's per-trial printout (the study prints its own progress)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        tuner.search()
     return tuner
 
 
@@ -147,10 +148,9 @@ def tuner_study(plan, results, data, directory, log=print):
                 vals = []
                 for r in range(plan.tuner_repeats):
                     seed = 1000 * r + 7
-                    tuner = _quiet(GridTuner(_oracle(keras_tuner, kind, bx[param], plan.tuner_trials, seed), grid,
-                                             param, np.random.default_rng(seed), directory=directory,
-                                             project_name=f"{kind}_{param}_{B}_{r}", overwrite=True))
-                    tuner.search()
+                    tuner = _search(GridTuner(_oracle(keras_tuner, kind, bx[param], plan.tuner_trials, seed), grid,
+                                              param, np.random.default_rng(seed), directory=directory,
+                                              project_name=f"{kind}_{param}_{B}_{r}", overwrite=True))
                     score, i, j, _ = max(tuner.visited, key=lambda v: v[0])
                     vals.append(float(grid.A[i, j]))
                 found[f"{kind}_{param}"] = vals
@@ -170,10 +170,9 @@ def tuner_study(plan, results, data, directory, log=print):
         grid = report.Grid(results["cells"], "constant", B)
         real = {}
         for param in ("new", "old"):
-            tuner = _quiet(TrainingTuner(_oracle(keras_tuner, "random", bx[param], plan.tuner_real_trials, 11), grid,
-                                         param, np.random.default_rng(11), data, B, tuple(plan.hidden),
-                                         directory=directory, project_name=f"real_{param}", overwrite=True))
-            tuner.search()
+            tuner = _search(TrainingTuner(_oracle(keras_tuner, "random", bx[param], plan.tuner_real_trials, 11), grid,
+                                          param, np.random.default_rng(11), data, B, tuple(plan.hidden),
+                                          directory=directory, project_name=f"real_{param}", overwrite=True))
             real[param] = [{"score": v[0], "table": v[4], "learning_rate": grid.lrs[v[1]],
                             "lambda_new": grid.wds[v[2]], "seed": grid.seeds[v[3]]} for v in tuner.visited]
         diffs = [abs(t["score"] - t["table"]) for p in real.values() for t in p]

@@ -104,9 +104,9 @@ class Plan:
     hidden: tuple = (64, 64)
     num_train: int = None
     n_boot: int = 2000
-    tuner_trials: int = 15
+    tuner_trials: int = 12
     tuner_repeats: int = 20
-    tuner_budgets: tuple = (2000, 8000)
+    tuner_budgets: tuple = (2000,)
     tuner_real_trials: int = 6
     tuner_real_budget: int = 2000
 
@@ -126,7 +126,7 @@ PLANS = {
     "quick": Plan("quick", h=1.0, seeds=(0, 1), constant_steps=2000, checkpoints=(250, 500, 1000, 2000),
                   schedule_steps=1000, arms=("constant", "step_standard", "step_new", "eps_step_standard",
                                              "eps_step_new", "adam_standard", "adam_new"),
-                  n_boot=500, tuner_trials=8, tuner_repeats=20, tuner_budgets=(2000,), tuner_real_trials=3,
+                  n_boot=500, tuner_trials=6, tuner_repeats=20, tuner_budgets=(2000,), tuner_real_trials=3,
                   tuner_real_budget=500),
     # The whole pipeline at its smallest (tests).
     "smoke": Plan("smoke", sgd_lr=(-2.0, 0.0), adam_lr=(-3.0, -1.0), wd_new=(-5.0, -2.0), h=1.0, seeds=(0, 1),
@@ -287,7 +287,9 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
     if os.path.exists(path) and not overwrite:
         with open(path) as f:
             old = json.load(f)
-        analysis_only = {"n_boot"}  # may change between a run and its report
+        # Fields that only the analysis reads may change between a run and its report.
+        analysis_only = {"n_boot", "tuner_trials", "tuner_repeats", "tuner_budgets", "tuner_real_trials",
+                         "tuner_real_budget"}
         if {k: v for k, v in old.get("plan", {}).items() if k not in analysis_only} != \
                 {k: v for k, v in rec.items() if k not in analysis_only}:
             raise ValueError(f"`out` {out} holds a study with another plan: pass overwrite=True (--overwrite) or "
