@@ -28,11 +28,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+import numpy as np
+from keras import layers
 
-from keras_explr import invariance  # noqa: E402
+from keras_explr import _keras_internals, invariance
 
 APPS = ["ResNet50V2", "ResNet50", "MobileNetV2", "EfficientNetB0", "ConvNeXtTiny"]
 WEIGHT_NAMES = {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
@@ -48,7 +48,8 @@ def transformer(pre_ln):
         x = layers.Dense(16, name="embed")(inp)
         h = layers.LayerNormalization()(x)
         x = layers.Add()([x, layers.MultiHeadAttention(2, 8, name="mha")(h, h)])
-        h = layers.Dense(16, name="ff2")(layers.Dense(32, activation="relu", name="ff1")(layers.LayerNormalization()(x)))
+        h = layers.Dense(32, activation="relu", name="ff1")(layers.LayerNormalization()(x))
+        h = layers.Dense(16, name="ff2")(h)
         x = layers.LayerNormalization()(layers.Add()([x, h]))
     else:
         inp = keras.Input((6, 16))
@@ -72,7 +73,7 @@ class Brute:
 
     def __init__(self, model, x):
         rng = np.random.default_rng(0)
-        for layer in model._flatten_layers(include_self=False):
+        for layer in _keras_internals.all_sublayers(model):
             if isinstance(getattr(layer, "epsilon", None), float):
                 layer.epsilon = 1e-300
         for v in model.trainable_variables:
@@ -124,8 +125,8 @@ def measure(name):
         brute = Brute(m64, x64)
         g64 = [v for v in m64.trainable_variables if v.path in paths]
         false_positives = 0 if not g64 or brute.invariant(g64) else len(g64)
-        by_layer = [[v for v in getattr(layer, "_trainable_variables", []) if v.name in WEIGHT_NAMES]
-                    for layer in m64._flatten_layers(include_self=False)]
+        by_layer = [[v for v in _keras_internals.own_trainable_variables(layer) if v.name in WEIGHT_NAMES]
+                    for layer in _keras_internals.all_sublayers(m64)]
         pattern = UNITS_FROM.get(name)
         by_layer = [own for own in by_layer if own and (pattern is None or re.search(pattern, own[0].path))]
         units = [[v] for own in by_layer for v in own] + [own for own in by_layer if len(own) > 1]

@@ -18,14 +18,14 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import alternating_medians, check_positive_flags, seconds_per_step_in_fit, timing_parser  # noqa: E402,E501
+from common import alternating_medians, check_positive_flags, seconds_per_step_in_fit, timing_parser
 
-from keras_explr import models, optimizers  # noqa: E402
-from keras_explr.callbacks import ScaleMonitor  # noqa: E402
+from keras_explr import models, optimizers
+from keras_explr.callbacks import ScaleMonitor
 
 
 def time_arm(arm, x, y, epochs, batch, every, size):

@@ -72,10 +72,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_explr import callbacks, data, models, optimizers, schedules  # noqa: E402
+from keras_explr import callbacks, data, models, optimizers, schedules
 
 ARMS = {
     "step_decay": "step decay + WD (baseline)",

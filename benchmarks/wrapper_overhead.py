@@ -17,13 +17,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import alternating_medians, check_positive_flags, seconds_per_step, timing_parser  # noqa: E402
+from common import alternating_medians, check_positive_flags, seconds_per_step, timing_parser
 
-from keras_explr import models, optimizers  # noqa: E402
+from keras_explr import models, optimizers
 
 
 def make_data(size, n=2048, seed=0):

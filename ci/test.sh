@@ -9,6 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 workers=${KERAS_EXPLR_TEST_WORKERS:-$(python -c "import os; print(max(1, len(os.sched_getaffinity(0))))")}
 xdist=(-n "$workers" --dist loadfile)
 [ "$workers" -le 1 ] && xdist=()
+# The linter first (configuration: [tool.ruff] in pyproject.toml): seconds, and it fails fast.
+python -m ruff check .
 KERAS_BACKEND=jax python -m pytest -q -m backends -p no:cacheprovider "${xdist[@]}" "$@"
 KERAS_BACKEND=torch python -m pytest -q -m backends -p no:cacheprovider "${xdist[@]}" "$@"
 KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider "${xdist[@]}" "$@"

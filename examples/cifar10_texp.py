@@ -31,10 +31,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_explr import callbacks, data, models, optimizers, schedules  # noqa: E402
+from keras_explr import callbacks, data, models, optimizers, schedules
 
 
 def _positive(kind, name, upper=None):
@@ -102,7 +102,7 @@ def load(args):
         return x_all[:n], y_all[:n], x_all[n:], y_all[n:], f"synthetic 32x32x3 ({n} train)"
     try:
         (x, y), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    except Exception as e:  # offline: urllib / HTTP errors
+    except Exception as e:  # noqa: BLE001 (offline: urllib, HTTP and archive errors alike)
         raise SystemExit(f"Could not load CIFAR-10 ({type(e).__name__}: {e}). Offline, run with "
                          "--synthetic or --digits.")
     mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2))

@@ -35,10 +35,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_explr import models, optimizers, schedules, theory  # noqa: E402
+from keras_explr import models, optimizers, schedules, theory
 
 
 def pick_strategy():
@@ -86,7 +86,7 @@ def load_data(synthetic, quick):
         try:
             (x, y), (xt, yt) = keras.datasets.cifar10.load_data()
             return (x.astype("float32") / 255.0, y.ravel()), (xt.astype("float32") / 255.0, yt.ravel()), "CIFAR-10"
-        except Exception as e:  # offline: fall back rather than fail
+        except Exception as e:  # noqa: BLE001 (offline: fall back rather than fail)
             print(f"CIFAR-10 unavailable ({type(e).__name__}); using synthetic data.")
     rng = np.random.default_rng(0)
     n, nt = (1024, 256) if quick else (20000, 4000)

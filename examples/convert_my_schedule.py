@@ -16,10 +16,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_explr import plots, schedules, theory  # noqa: E402
+from keras_explr import plots, schedules, theory
 
 
 def main(argv=None):

@@ -11,7 +11,8 @@ coordinates) and returns a ready, serializable optimizer:
   removes η·λ per step (``learning_rate`` and ``weight_decay``).
 
 The model is what users write: a small convnet with BatchNormalization (γ/β,
-Keras's default ε, moving-statistics momentum 0.9 for these short runs) and a trainable head, on scikit-learn's real 8x8 digits
+Keras's default ε, moving-statistics momentum 0.9 for these short runs) and a trainable head, on scikit-learn's
+real 8x8 digits
 (offline). One `keras_tuner.RandomSearch` per parameterization, the same seed;
 the script prints every trial, the best hyperparameters of each, the decay per
 step each best trial used (λ_new, or η·λ), and reloads the best model from its
@@ -27,12 +28,12 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import keras_tuner  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import keras_tuner
+import numpy as np
 
-from keras_explr import data  # noqa: E402
-from keras_explr.tuning import hp_optimizer  # noqa: E402
+from keras_explr import data
+from keras_explr.tuning import hp_optimizer
 
 
 def _count(text):
@@ -103,7 +104,8 @@ def main():
         model.save(path)
         loaded = keras.saving.load_model(path)
         state = [(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-                 for a, b in zip(model.weights + model.optimizer.variables, loaded.weights + loaded.optimizer.variables)]
+                 for a, b in zip(model.weights + model.optimizer.variables,
+                                 loaded.weights + loaded.optimizer.variables)]
         same = len(state) == len(model.weights) + len(model.optimizer.variables) and all(
             np.array_equal(a, b) for a, b in state)
         accuracy = float(np.mean(np.argmax(loaded.predict(x_test, verbose=0), -1) == y_test))

@@ -32,11 +32,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import keras_tuner  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import keras_tuner
+import numpy as np
 
-from keras_explr import data, models, optimizers, schedules, theory  # noqa: E402
+from keras_explr import data, models, optimizers, schedules, theory
 
 
 def _values(name, lo, hi):

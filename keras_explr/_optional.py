@@ -6,7 +6,7 @@
 >>> require("no_such_module_xyz", "demo")
 Traceback (most recent call last):
 ...
-keras_explr._optional.MissingOptionalDependency: this needs 'no_such_module_xyz', which is not installed: pip install 'keras-explr[demo]'
+keras_explr._optional.MissingOptionalDependency: this needs 'no_such_module_xyz', which is not installed: ...
 """
 
 import importlib

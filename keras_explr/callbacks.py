@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_explr._prenorm import EpsilonDominanceWarning  # noqa: F401  (public here)
 from keras_explr.monitor import ScaleMonitor  # noqa: F401  (public here)
 
 

@@ -1,11 +1,20 @@
-"""The `keras-explr` command (also `python -m keras_explr`)."""
+"""The `keras-explr` command (also `python -m keras_explr`).
+
+Each subcommand's implementation is a function that imports its heavy modules
+inside, so `--help`, `convert` and argument errors load no framework.
+"""
+
+import os
+
+# TensorFlow's C++ log (and XLA's absl log) must be silenced before any framework import.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_explr import _checks
 
 
 def _demo_parser(sub):
@@ -31,7 +40,6 @@ def _demo_parser(sub):
                    help="train in float32 (default: float64 on TensorFlow, to show round-off agreement)")
     p.add_argument("--out", default="keras-explr-demo", help="folder for the PNG (created)")
     p.add_argument("--verbose", action="store_true", help="show Keras's progress bar for every epoch")
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.set_defaults(func=demo)
 
 
@@ -67,16 +75,17 @@ def convert(args):
     from keras_explr import theory
 
     if args.steps_per_epoch is not None:
-        theory.check_steps("--steps-per-epoch", args.steps_per_epoch)
-    theory.check_positive("--learning-rate", args.learning_rate)
-    theory.check_non_negative("--weight-decay", args.weight_decay)
-    theory.check_momentum(args.momentum, "--momentum")
+        _checks.check_steps("--steps-per-epoch", args.steps_per_epoch)
+    _checks.check_positive("--learning-rate", args.learning_rate)
+    _checks.check_non_negative("--weight-decay", args.weight_decay)
+    _checks.check_momentum(args.momentum, "--momentum")
     rows = theory.weight_decay_table(args.weight_decay, args.learning_rate, args.source, args.momentum,
                                      args.steps_per_epoch, approximate=args.approximate)
     print(f"weight_decay={args.weight_decay:g} in the {args.source} convention, learning_rate="
           f"{args.learning_rate:g}, momentum={args.momentum:g}"
           + (f", {args.steps_per_epoch} steps/epoch" if args.steps_per_epoch else ""))
-    header = f"{'convention':<12} {'weight_decay':>13} {'':<7} {'decay/step':>11} {'tau (iter)':>11} {'tau (epochs)':>12}"
+    header = (f"{'convention':<12} {'weight_decay':>13} {'':<7} {'decay/step':>11} {'tau (iter)':>11} "
+              f"{'tau (epochs)':>12}")
     print(header)
     print("-" * len(header))
 
@@ -111,8 +120,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:  # bad arguments: say which, no traceback
-        parser.error(str(e))
+    except ValueError as e:  # bad arguments: say which, with the subcommand's usage, no traceback
+        sub.choices[args.command].error(str(e))
     except ModuleNotFoundError as e:  # a missing optional dependency: say which extra installs it
         from keras_explr import _optional
 
@@ -129,17 +138,20 @@ def demo(args):
     # Optional dependencies first, so that a missing one costs nothing and names its extra.
     for module in ("sklearn", "matplotlib"):
         _optional.require(module, "demo", purpose="`keras-explr demo`")
-    import keras
-    import numpy as np
-
-    from keras_explr import callbacks, data, models, optimizers, plots, schedules, theory
+    from keras_explr import theory
 
     for name in ("epochs", "batch_size"):
-        theory.check_steps(f"--{name.replace('_', '-')}", getattr(args, name))
-    # Every argument is checked before anything changes (floatx, files).
+        _checks.check_steps(f"--{name.replace('_', '-')}", getattr(args, name))
+    # Every argument is checked before anything changes (floatx, files) and before the framework loads.
     theory.check_real_roots(args.learning_rate, args.weight_decay, args.momentum)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out must be a folder; {args.out!r} is a file.")
+    import keras
+    import numpy as np
+
+    from keras_explr import callbacks, data, models, optimizers, plots, schedules
+
+    step_trace, test_accuracy = _callbacks()
     float64 = keras.backend.backend() == "tensorflow" and not args.float32
     keras.config.set_floatx("float64" if float64 else "float32")
     keras.config.set_dtype_policy(keras.config.floatx())
@@ -168,8 +180,8 @@ def demo(args):
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         rec = callbacks.FunctionRecorder(x[:256], every_n_steps=1)  # the outputs after every step
-        trace = _StepTrace(lr)
-        test_acc = _TestAccuracy(x_test, y_test)
+        trace = step_trace(lr)
+        test_acc = test_accuracy(x_test, y_test)
         start = time.perf_counter()
         hist = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=False,
                          verbose=1 if args.verbose else 0, callbacks=[rec, trace, test_acc])
@@ -227,49 +239,43 @@ def _describe(label, args):
             "with the same momentum and no weight decay")
 
 
-def _callback_base():
+def _callbacks():
+    """The demo's two callbacks, built on first use (they subclass a Keras class)."""
     import keras
+    import numpy as np
 
-    return keras.callbacks.Callback
+    class StepTrace(keras.callbacks.Callback):
+        """The LR used by each step (`learning_rate`: the float or schedule the
+        optimizer was given) and the norm of the trainable weights after it."""
 
+        def __init__(self, learning_rate):
+            super().__init__()
+            self.learning_rate = learning_rate
+            self.lr, self.norm = [], []
 
-class _StepTrace(_callback_base()):
-    """The LR used by each step (`learning_rate`: the float or schedule the
-    optimizer was given) and the norm of the trainable weights after it."""
+        def on_train_batch_end(self, batch, logs=None):
+            opt = self.model.optimizer
+            # iterations has already advanced: the step just taken used iterations − 1.
+            it = int(keras.ops.convert_to_numpy(opt.iterations)) - 1
+            lr = self.learning_rate
+            self.lr.append(float(keras.ops.convert_to_numpy(lr(it) if callable(lr) else lr)))
+            self.norm.append(float(np.sqrt(sum(np.sum(keras.ops.convert_to_numpy(v) ** 2)
+                                               for v in self.model.trainable_variables))))
 
-    def __init__(self, learning_rate):
-        super().__init__()
-        self.learning_rate = learning_rate
-        self.lr, self.norm = [], []
+    class TestAccuracy(keras.callbacks.Callback):
+        def __init__(self, x, y):
+            super().__init__()
+            self.x, self.y, self.values = x, y, []
 
-    def on_train_batch_end(self, batch, logs=None):
-        import keras
-        import numpy as np
+        def on_epoch_end(self, epoch, logs=None):
+            m = self.model  # BN on the test set's own batch statistics (see the demo's note)
+            logits, _ = m.stateless_call([v.value for v in m.trainable_variables],
+                                         [v.value for v in m.non_trainable_variables],
+                                         self.x, training=True)
+            logits = keras.ops.convert_to_numpy(logits)
+            self.values.append(float(np.mean(np.argmax(logits, -1) == self.y)))
 
-        opt = self.model.optimizer
-        # iterations has already advanced: the step just taken used iterations − 1.
-        it = int(keras.ops.convert_to_numpy(opt.iterations)) - 1
-        lr = self.learning_rate
-        self.lr.append(float(keras.ops.convert_to_numpy(lr(it) if callable(lr) else lr)))
-        self.norm.append(float(np.sqrt(sum(np.sum(keras.ops.convert_to_numpy(v) ** 2)
-                                           for v in self.model.trainable_variables))))
-
-
-class _TestAccuracy(_callback_base()):
-    def __init__(self, x, y):
-        super().__init__()
-        self.x, self.y, self.values = x, y, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        import keras
-        import numpy as np
-
-        m = self.model  # BN on the test set's own batch statistics (see the demo's note)
-        logits, _ = m.stateless_call([v.value for v in m.trainable_variables],
-                                     [v.value for v in m.non_trainable_variables],
-                                     self.x, training=True)
-        logits = keras.ops.convert_to_numpy(logits)
-        self.values.append(float(np.mean(np.argmax(logits, -1) == self.y)))
+    return StepTrace, TestAccuracy
 
 
 if __name__ == "__main__":

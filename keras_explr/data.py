@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from keras_explr import _optional
+from keras_explr import _checks, _optional
 
 
 def load_digits(num_train=None, seed=0):
@@ -21,9 +21,8 @@ def load_digits(num_train=None, seed=0):
     datasets = _optional.require("sklearn.datasets", "demo", purpose="`keras_explr.data.load_digits`")
 
     if num_train is not None:
-        from keras_explr import theory
 
-        theory.check_steps("num_train", num_train)  # past the 1348 training images: all of them
+        _checks.check_steps("num_train", num_train)  # past the 1348 training images: all of them
     d = datasets.load_digits()
     x = (d.images / 16.0).astype("float32")[..., None]
     y = d.target.astype("int64")

@@ -1,10 +1,10 @@
-"""`ScaleProbe`: a layer whose trainable variables are stored at scale k.
+r"""`ScaleProbe`: a layer whose trainable variables are stored at scale k.
 
-docs/math.md#scale-probe. The layer stores w′ = k·w and computes with w′/k, so
+docs/math.md#scale-probe. The layer stores \(w' = k\,w\) and computes with \(w'/k\), so
 the network computes the same function, its gradient with respect to the
-stored variable is g′ = g/k, and an optimizer sees a parameter k times larger
+stored variable is \(g' = g/k\), and an optimizer sees a parameter k times larger
 with a gradient k times smaller. For Adam that is exactly the run with
-learning rate η/k and ε·k: the parameter's scale acts as an inverse learning
+learning rate \(\eta/k\) and \(\epsilon k\): the parameter's scale acts as an inverse learning
 rate. `keras_explr.probe.scale_model` and `keras_explr.probe.equivalent_optimizer`
 build the pair of runs that are the same trajectory.
 """
@@ -12,8 +12,9 @@ build the pair of runs that are the same trajectory.
 import keras
 import numpy as np
 from keras import ops
+
+from keras_explr import _checks
 from keras_explr import _keras_internals as _internals
-from keras_explr import theory
 
 _SERIALIZABLE = "keras_explr"
 
@@ -35,13 +36,13 @@ class _OnUnscaled:
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class ScaleProbe(keras.layers.Wrapper):
-    """Stores each trainable variable w of `layer` as w′ = k·w; computes with w′/k.
+    r"""Stores each trainable variable w of `layer` as w′ = k·w; computes with w′/k.
 
-    The wrapped layer computes exactly what it computed before (w′/k = w,
+    The wrapped layer computes exactly what it computed before (\(w'/k = w\),
     bit for bit when k is a power of two); the optimizer sees variables k
-    times larger with gradients g′ = g/k (chain rule). With Adam, the run at
-    scale k with learning rate k·η and epsilon ε/k is the run at scale 1 with
-    (η, ε) (docs/math.md#scale-probe); `keras_explr.probe.equivalent_optimizer`
+    times larger with gradients \(g' = g/k\) (chain rule). With Adam, the run at
+    scale \(k\) with learning rate \(k\eta\) and epsilon \(\epsilon/k\) is the run at scale 1 with
+    \((\eta, \epsilon)\) (docs/math.md#scale-probe); `keras_explr.probe.equivalent_optimizer`
     gives the mapping for each optimizer.
 
     * The stored variables are not autocast: under ``mixed_float16`` w′ stays
@@ -76,7 +77,7 @@ class ScaleProbe(keras.layers.Wrapper):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(
                 f"`layer` must be a keras.layers.Layer instance. Received: layer={layer!r}")
-        self.scale = theory.check_positive("scale", scale)
+        self.scale = _checks.check_positive("scale", scale)
         super().__init__(layer, **kwargs)
         self._wrapped = []      # the wrapped layer's trainable variables (untracked)
         self._stored = []       # ours: w′ = k·w, in the same order

@@ -5,7 +5,7 @@ import numbers
 import keras
 from keras import layers
 
-from keras_explr import theory
+from keras_explr import _checks
 
 
 def _check_common(input_shape, num_classes, bn_epsilon, sizes_name, sizes):
@@ -17,8 +17,8 @@ def _check_common(input_shape, num_classes, bn_epsilon, sizes_name, sizes):
                                            or d < 1) for d in shape):
         raise ValueError("`input_shape` must be a tuple of integers >= 1. "
                          f"Received: input_shape={input_shape!r}")
-    theory.check_steps("num_classes", num_classes)
-    theory.check_non_negative("bn_epsilon", bn_epsilon)
+    _checks.check_steps("num_classes", num_classes)
+    _checks.check_non_negative("bn_epsilon", bn_epsilon)
     try:
         sizes = list(sizes)
     except TypeError:
@@ -27,7 +27,7 @@ def _check_common(input_shape, num_classes, bn_epsilon, sizes_name, sizes):
         raise ValueError(f"`{sizes_name}` must be a non-empty sequence of integers >= 1. "
                          f"Received: {sizes_name}={sizes!r}")
     for i, f in enumerate(sizes):
-        theory.check_steps(f"{sizes_name}[{i}]", f)
+        _checks.check_steps(f"{sizes_name}[{i}]", f)
 
 
 def _activation(activation):
@@ -41,13 +41,13 @@ def _activation(activation):
 def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
                scale_invariant=True, bn_epsilon=1e-3, activation="relu",
                pooling="max", synchronized=False, name="bn_convnet"):
-    """A convnet of [Conv (no bias) → BatchNorm → ReLU] blocks, then GAP → Dense.
+    r"""A convnet of [Conv (no bias) → BatchNorm → ReLU] blocks, then GAP → Dense.
 
     With ``scale_invariant=True`` (the paper's setting, docs/math.md#paper-setting) the BN
     layers have no affine parameters and the Dense head is frozen, so the loss
-    is invariant to the scale of each conv kernel (up to BN's ε, which acts as
-    ε/c² on a kernel scaled by c: pass a tiny ``bn_epsilon`` for float64
-    round-off checks). Otherwise BN has γ/β and the head trains.
+    is invariant to the scale of each conv kernel (up to BN's \(\epsilon\), which acts as
+    \(\epsilon/c^2\) on a kernel scaled by \(c\): pass a tiny ``bn_epsilon`` for float64
+    round-off checks). Otherwise BN has \(\gamma/\beta\) and the head trains.
 
     ``activation`` and ``pooling`` ("max" or "average") choose the blocks'
     nonlinearity and downsampling. ReLU and max pooling have gradients that
@@ -103,7 +103,7 @@ def preact_resnet(input_shape=(8, 8, 1), num_classes=10, widths=(8, 16), blocks_
     smooth activation ("gelu", "softplus", "tanh") has no such event.
     """
     _check_common(input_shape, num_classes, bn_epsilon, "widths", widths)
-    theory.check_steps("blocks_per_stage", blocks_per_stage)
+    _checks.check_steps("blocks_per_stage", blocks_per_stage)
     act = _activation(activation)
 
     def bn(tag):

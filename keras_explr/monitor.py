@@ -62,7 +62,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import _hooks, _keras_internals, theory
+from keras_explr import _checks, _hooks, _keras_internals, _prenorm, theory
 from keras_explr import optimizers as _optimizers
 from keras_explr.optimizers._wrapper import Wrapper, replicas_in_sync
 
@@ -83,6 +83,18 @@ class ScaleMonitor(keras.callbacks.Callback):
         trainable variable of rank ≥ 2.
       per_neuron: also keep the statistics per output neuron (last axis).
       log_dir: a directory for TensorBoard event files (needs TensorFlow).
+      epsilon_margin: the ε alarm's threshold (default 100): at the end of
+        every epoch the monitor records, for every normalization layer it can
+        measure, σ²/ε of its input (mean over channels and the worst channel;
+        series ``"prenorm_variance_over_epsilon"`` and
+        ``"prenorm_variance_over_epsilon_worst"`` under the layer's path) and
+        warns once per layer with `EpsilonDominanceWarning` when the mean
+        falls below ``epsilon_margin``. BatchNorm layers are read from their
+        moving variance; None switches the alarm off.
+      epsilon_data: a batch of inputs on which to measure every
+        BatchNormalization, LayerNormalization and GroupNormalization layer's
+        input variance (`keras_explr.invariance.epsilon_margin`) instead of
+        BatchNorm's moving variance.
 
     Example:
 
@@ -91,9 +103,11 @@ class ScaleMonitor(keras.callbacks.Callback):
     >>> steps, angles = monitor.series("conv2d/kernel", "angular_update")  # doctest: +SKIP
     """
 
-    def __init__(self, every_n_steps=10, variables=None, per_neuron=False, log_dir=None):
+    def __init__(self, every_n_steps=10, variables=None, per_neuron=False, log_dir=None,
+                 epsilon_margin=_prenorm.DEFAULT_MARGIN, epsilon_data=None):
         super().__init__()
-        self.every_n_steps = theory.check_steps("every_n_steps", every_n_steps)
+        self._epsilon_init(epsilon_margin, epsilon_data)
+        self.every_n_steps = _checks.check_steps("every_n_steps", every_n_steps)
         if variables is not None and (isinstance(variables, (str, keras.Variable)) or not variables):
             raise ValueError(
                 "`variables` must be a non-empty list of variables or variable paths, or None. "
@@ -152,6 +166,7 @@ class ScaleMonitor(keras.callbacks.Callback):
             import tensorflow as tf
 
             self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._epsilon_begin()
         # The step function may already be traced without the hook.
         model.make_train_function(force=True)
 
@@ -326,6 +341,7 @@ class ScaleMonitor(keras.callbacks.Callback):
         return out
 
     def on_epoch_end(self, epoch, logs=None):
+        self._epsilon_check()
         new = self._drain()
         history = getattr(self.model, "history", None)
         if history is None or not hasattr(history, "history"):
@@ -354,6 +370,8 @@ class ScaleMonitor(keras.callbacks.Callback):
     # -------------------------------------------------------------- reading
     def series(self, path, quantity):
         """(steps, values) of one quantity of one monitored variable, as arrays."""
+        if quantity in _prenorm_quantities():
+            return self._epsilon_series(path, quantity)
         if path not in getattr(self, "_specs", {}):
             raise ValueError(f"{path!r} is not a monitored variable. Monitored: "
                              f"{sorted(getattr(self, '_specs', {}))}")
@@ -368,6 +386,121 @@ class ScaleMonitor(keras.callbacks.Callback):
     @property
     def monitored_paths(self):
         return sorted(getattr(self, "_specs", {}))
+
+    # ------------------------------------------------ the ε alarm and equilibration
+    def _epsilon_init(self, epsilon_margin, epsilon_data):
+        if epsilon_margin is not None:
+            epsilon_margin = _checks.check_positive("epsilon_margin", epsilon_margin)
+        self.epsilon_margin = epsilon_margin
+        self.epsilon_data = epsilon_data
+        self.normalization_records = []  # {"step": int, "layers": {path: (mean, worst)}}
+        self._epsilon_warned = set()
+
+    def _epsilon_begin(self):
+        self._epsilon_check(log=False)
+
+    def _epsilon_check(self, log=True):
+        """Measures σ²/ε of every normalization layer now, records it, warns once per layer;
+        `log`: also into History (at the end of an epoch, so that its lists follow the epochs)."""
+        if self.epsilon_margin is None:
+            return
+        model = self.model
+        if self.epsilon_data is not None:
+            layers = _prenorm.normalization_layers(model)
+            margins = {}
+            for layer, x in zip(layers, _prenorm.layer_inputs(model, self.epsilon_data, layers)):
+                if x is not None:
+                    margins[layer.path] = _prenorm.margins_from_variances(
+                        _prenorm.unit_variances(layer, x), layer.epsilon)
+        else:
+            margins = _prenorm.moving_variance_margins(model)
+        if not margins:
+            return
+        step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        self.normalization_records.append({"step": step, "layers": margins})
+        history = getattr(model, "history", None)
+        for path, (mean, worst) in margins.items():
+            if log and history is not None and hasattr(history, "history"):
+                history.history.setdefault(f"scale/{path}/prenorm_variance_over_epsilon", []).append(mean)
+                history.history.setdefault(f"scale/{path}/prenorm_variance_over_epsilon_worst", []).append(worst)
+            if mean < self.epsilon_margin:
+                _prenorm.warn_once(self._epsilon_warned, path, mean, worst, self.epsilon_margin, stacklevel=3)
+
+    def _epsilon_series(self, path, quantity):
+        rows = [(r["step"], r["layers"][path]) for r in self.normalization_records if path in r["layers"]]
+        if not rows:
+            known = sorted({p for r in self.normalization_records for p in r["layers"]})
+            raise ValueError(f"{path!r} is not a measured normalization layer. Measured: {known}")
+        which = 0 if quantity == "prenorm_variance_over_epsilon" else 1
+        return (np.array([s for s, _ in rows], dtype=np.int64),
+                np.array([m[which] for _, m in rows], dtype=np.float64))
+
+    def equilibration(self, path, tolerance=0.1, jump=0.05, window=5):
+        """Time to equilibrium after each learning-rate change, predicted and measured.
+
+        For the monitored variable `path` (one with a predicted angular update), each
+        change of the learning rate by more than `jump` (relative) between two
+        monitored steps starts an *event*. Its prediction is
+        `theory.equilibration_steps` at the new decay per step d (one equilibration
+        time, 1/d steps); its measurement is the number of steps until the angular
+        update, averaged over `window` monitored steps, is back within ±`tolerance`
+        of the predicted equilibrium angular update (None if it never is). Each
+        *decay phase* (a run of monitored steps over which the LR falls) gets its
+        clock Σ d_t; a phase that ends before one equilibration time (clock < 1)
+        gets a note: the weights' norm has not caught up with the LR when it ends.
+
+        Returns:
+          {"events": [{"step", "learning_rate_before", "learning_rate", "predicted_steps",
+          "measured_steps", "predicted_angular_update"}], "decay_phases": [{"start", "end",
+          "clock", "note"}]}.
+        """
+        spec = self._specs.get(path)
+        if spec is None:
+            raise ValueError(f"{path!r} is not a monitored variable. Monitored: {self.monitored_paths}")
+        if spec.decay is None or spec.rule is None:
+            raise ValueError(f"{path!r} has no predicted equilibrium (no weight decay with a known rule).")
+        tol = _checks.check_positive("tolerance", tolerance)
+        steps, lrs = self.series(path, "learning_rate")
+        _, angles = self.series(path, "angular_update")
+        _, predicted = self.series(path, "predicted_angular_update")
+        window = _checks.check_steps("window", window)
+        smooth = np.array([np.mean(angles[i:i + window]) for i in range(len(angles))])
+        events = []
+        for i in range(1, len(steps)):
+            if not (lrs[i - 1] > 0 and abs(lrs[i] / lrs[i - 1] - 1.0) > jump):
+                continue
+            d = spec.decay(lrs[i])
+            inside = np.flatnonzero((np.arange(len(steps)) >= i)
+                                    & (np.abs(smooth / predicted - 1.0) <= tol)
+                                    & (np.arange(len(steps)) + window <= len(steps)))
+            events.append({
+                "step": int(steps[i]), "learning_rate_before": float(lrs[i - 1]),
+                "learning_rate": float(lrs[i]),
+                "predicted_steps": theory.equilibration_steps(d, float(lrs[i]), "independent"),
+                "measured_steps": int(steps[inside[0]] - steps[i]) if inside.size else None,
+                "predicted_angular_update": float(predicted[i])})
+        phases = []
+        falling = np.r_[False, lrs[1:] < lrs[:-1] * (1.0 - 1e-9)]
+        i = 0
+        while i < len(steps):
+            if not falling[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(steps) and falling[j + 1]:
+                j += 1
+            d = np.array([spec.decay(x) for x in lrs[i - 1:j + 1]], dtype=np.float64)
+            gaps = np.diff(steps[i - 1:j + 1]).astype(np.float64)
+            clock = float(np.sum(d[1:] * gaps))
+            note = None
+            if clock < 1.0:
+                note = (f"{path}: the decay phase from step {int(steps[i - 1])} to {int(steps[j])} lasts "
+                        f"{clock:.3g} equilibration times: it ends before one, so the weight norm "
+                        "has not re-equilibrated to the final learning rate (the effective LR "
+                        "still falls after the decay; a longer decay or more decay per step shortens the lag).")
+            phases.append({"start": int(steps[i - 1]), "end": int(steps[j]), "clock": clock, "note": note})
+            i = j + 1
+        return {"events": events, "decay_phases": phases}
 
 
 _LOGGED = QUANTITIES + ("grad_ratio", "learning_rate", "effective_learning_rate", "clock",
@@ -468,7 +601,7 @@ class _Spec:
             # (a λ(t) schedule has no prediction here: the decay would need the step too)
             if (reparam.decays(variable) and not callable(reparam.weight_decay)
                     and reparam.weight_decay > 0):
-                lam, ref, p = reparam.weight_decay, reparam.reference_learning_rate, reparam.lr_exponent
+                lam, ref, p = reparam.weight_decay, reparam.reference_learning_rate, reparam.lr_exponent_for(variable)
                 self.decay = ((lambda lr: theory.scheduled_weight_decay(lam, lr, ref, p))
                               if p > 0 else (lambda lr: lam))
                 self.rule = theory.equilibrium_rule(family, reparam.mode)
@@ -507,3 +640,7 @@ def _effective_lr(kind, lr, norm, size):
         return None
     family = {"paper_sgd": "sgd", "adaptive": "adam"}.get(kind, kind)
     return theory.effective_learning_rate(family, lr, norm, size)
+
+
+def _prenorm_quantities():
+    return ("prenorm_variance_over_epsilon", "prenorm_variance_over_epsilon_worst")

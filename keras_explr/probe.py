@@ -49,7 +49,7 @@ from keras import ops
 from keras_explr import _hooks, _keras_internals, theory
 from keras_explr import optimizers as _optimizers
 from keras_explr.layers import ScaleProbe
-from keras_explr.schedules import ScaledSchedule  # noqa: F401  (public here too, where it is used)
+from keras_explr.schedules import ScaledSchedule
 
 
 # class: (p with η′ = k^p η, q with ε′ = ε/k^q or None without ε)
@@ -224,7 +224,7 @@ def _rule_class(opt):
     for cls in type(opt).__mro__:
         if cls in _RULES:
             return cls
-        if not cls.__module__.startswith("keras.src.backend"):
+        if not _keras_internals.is_backend_class(cls):
             break
     known = ", ".join(sorted(f"{c.__module__.split('.')[0]}.{c.__name__}" for c in _RULES))
     raise ValueError(

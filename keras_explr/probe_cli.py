@@ -2,6 +2,8 @@
 
 import os
 
+from keras_explr import _checks
+
 OPTIMIZERS = ("sgd", "keras-sgd", "adamw", "reparam-sgd", "reparam-adam")
 _DEFAULT_LR = {"sgd": 0.1, "keras-sgd": 0.1, "adamw": 1e-2, "reparam-sgd": 0.1, "reparam-adam": 1e-2}
 
@@ -57,27 +59,28 @@ def run(args):
     # Optional dependencies first: a missing one names its extra before any training or file.
     for module in ("sklearn", "matplotlib"):
         _optional.require(module, "demo", purpose="`keras-explr probe`")
-    import keras
-    import numpy as np
-
-    from keras_explr import data, models, plots, theory
-    from keras_explr.monitor import ScaleMonitor
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     bad = [n for n in names if n not in OPTIMIZERS]
     if bad or not names:
         raise ValueError(f"--optimizers must be a comma-separated list from {OPTIMIZERS}. "
                          f"Received: {args.optimizers!r}")
-    decay = theory.check_positive("--decay-per-step", args.decay_per_step)
+    decay = _checks.check_positive("--decay-per-step", args.decay_per_step)
     if not decay < 1:
         raise ValueError(f"--decay-per-step must be in (0, 1). Received: {decay}")
     if args.learning_rate is not None:
-        theory.check_positive("--learning-rate", args.learning_rate)
-    theory.check_momentum(args.momentum, "--momentum")
+        _checks.check_positive("--learning-rate", args.learning_rate)
+    _checks.check_momentum(args.momentum, "--momentum")
     for flag in ("epochs", "batch_size", "every"):
-        theory.check_steps(f"--{flag.replace('_', '-')}", getattr(args, flag))
+        _checks.check_steps(f"--{flag.replace('_', '-')}", getattr(args, flag))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out must be a folder; {args.out!r} is a file.")
+    import keras  # the framework loads once every argument has been checked
+    import numpy as np
+
+    from keras_explr import data, models, plots
+    from keras_explr.monitor import ScaleMonitor
+
     os.makedirs(args.out, exist_ok=True)
     (x, y), _ = data.load_digits()
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))

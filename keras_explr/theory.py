@@ -1,26 +1,33 @@
-"""The math of Li & Arora (ICLR 2020) in float64: the single source of truth.
+r"""The math of Li & Arora (ICLR 2020) in float64: the single source of truth.
 
-Pure Python and numpy; this module imports nothing from Keras and nothing else
-from `keras_explr`. Every Keras-facing class calls it, and validates its
-arguments through it, so that a formula exists in exactly one place.
+Pure Python and numpy; this module imports nothing from Keras and, from
+`keras_explr`, only the shared input checks (`keras_explr._checks`). Every
+Keras-facing class calls it, so that a formula exists in exactly one place.
 
-Indexing (math.md#notation): steps are t = 0, 1, 2, ...; step t maps θ_t to θ_{t+1}
-with the gradient g_t and the learning rate η_t. Two momentum conventions:
+Indexing (math.md#notation): steps are \(t = 0, 1, 2, \dots\); step \(t\) maps \(\theta_t\) to \(\theta_{t+1}\)
+with the gradient \(g_t\) and the learning rate \(\eta_t\). Two momentum conventions:
 
 * ``"paper"`` (Def. 1.2 = ``torch.optim.SGD`` = `keras_explr.optimizers.SGD`):
-  ``v ← γ v + g + λθ``, ``θ ← θ − η_t v``, v_0 = 0.
-* ``"keras"`` (``keras.optimizers.SGD``): ``m ← μ m − η_t (g + λθ)``,
-  ``θ ← (1 − η_t w) θ + m``; ``w`` is Keras's decoupled ``weight_decay``.
+  \(v \leftarrow \gamma v + g + \lambda\theta\), \(\theta \leftarrow \theta - \eta_t v\), \(v_0 = 0\).
+* ``"keras"`` (``keras.optimizers.SGD``): \(m \leftarrow \mu m - \eta_t (g + \lambda\theta)\),
+  \(\theta \leftarrow (1 - \eta_t w)\theta + m\); ``w`` is Keras's decoupled ``weight_decay``.
 
-For a loss that is scale-invariant in θ, SGD with weight decay is equivalent in
-function space to SGD without it, with the learning rate η̃_t = η_t c_t c_{t+1}
-and θ̃_t = c_t θ_t. The constructions below give c_t and η̃_t.
+For a loss that is scale-invariant in \(\theta\), SGD with weight decay is equivalent in
+function space to SGD without it, with the learning rate \(\tilde\eta_t = \eta_t c_t c_{t+1}\)
+and \(\tilde\theta_t = c_t\theta_t\). The constructions below give \(c_t\) and \(\tilde\eta_t\).
 """
 
 import dataclasses
 import math
 
 import numpy as np
+
+# The input checks live in keras_explr/_checks.py; the math validates its arguments with them.
+from keras_explr._checks import check_bool as _check_bool
+from keras_explr._checks import is_integer as _is_integer
+from keras_explr._checks import (check_accumulation, check_boundaries, check_momentum, check_non_negative,
+                                 check_positive, check_steps)
+from keras_explr._checks import check_lr_exponent as check_lr_exponent  # re-exported: theory.check_lr_exponent
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64_MAX = float(np.finfo(np.float64).max)
@@ -36,49 +43,10 @@ CONVENTIONS = ("paper", "keras")
 
 
 class NoEquivalentError(ValueError):
-    """No WD-free schedule reproduces the run (complex roots, q_t ≤ 0, ...)."""
+    r"""No WD-free schedule reproduces the run (complex roots, \(q_t \le 0\), ...)."""
 
 
 # --------------------------------------------------------------- validation
-def check_positive(name, value):
-    """Returns `value` as a float if it is finite and > 0, else raises."""
-    v = _as_float(name, value, "a finite number > 0")
-    if not (math.isfinite(v) and v > 0.0):
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
-        )
-    return v
-
-
-def check_non_negative(name, value):
-    """Returns `value` as a float if it is finite and ≥ 0, else raises."""
-    v = _as_float(name, value, "a finite number >= 0")
-    if not (math.isfinite(v) and v >= 0.0):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
-    return v
-
-
-def check_momentum(value, name="momentum"):
-    """Returns the momentum γ as a float if 0 ≤ γ < 1, else raises."""
-    v = _as_float(name, value, "in the range [0, 1)")
-    if not (0.0 <= v < 1.0):
-        raise ValueError(
-            f"`{name}` must be in the range [0, 1). Received: {name}={value!r}"
-        )
-    return v
-
-
-def check_steps(name, value, minimum=1):
-    """Returns `value` as an int if it is an integer ≥ `minimum`, else raises."""
-    if isinstance(value, bool) or not _is_integer(value) or int(value) < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
 def check_convention(value):
     if value not in CONVENTIONS:
         raise ValueError(
@@ -87,49 +55,12 @@ def check_convention(value):
     return value
 
 
-def check_boundaries(boundaries, values):
-    """Validates a step-decay schedule in `PiecewiseConstantDecay`'s terms.
-
-    `boundaries` must be strictly increasing non-negative integers and
-    `len(values) == len(boundaries) + 1`; every value must be a finite LR > 0.
-    Returns (list of int, list of float).
-    """
-    try:
-        boundaries = list(boundaries)
-        values = list(values)
-    except TypeError:
-        raise ValueError(
-            "`boundaries` and `values` must be sequences. Received: "
-            f"boundaries={boundaries!r}, values={values!r}"
-        ) from None
-    if len(values) != len(boundaries) + 1:
-        raise ValueError(
-            "`values` must have exactly len(boundaries) + 1 entries. Received: "
-            f"len(boundaries)={len(boundaries)}, len(values)={len(values)}"
-        )
-    out_b = []
-    for i, b in enumerate(boundaries):
-        if isinstance(b, bool) or not _is_integer(b) or int(b) < 0:
-            raise ValueError(
-                "`boundaries` must be non-negative integers (optimizer steps). "
-                f"Received: boundaries[{i}]={b!r}"
-            )
-        if out_b and int(b) <= out_b[-1]:
-            raise ValueError(
-                "`boundaries` must be strictly increasing. Received: "
-                f"boundaries[{i - 1}]={out_b[-1]} >= boundaries[{i}]={int(b)}"
-            )
-        out_b.append(int(b))
-    out_v = [check_positive(f"values[{i}]", v) for i, v in enumerate(values)]
-    return out_b, out_v
-
-
 def epoch_boundaries(boundaries, steps_per_epoch):
-    """Step boundaries for epoch boundaries, in `PiecewiseConstantDecay`'s meaning.
+    r"""Step boundaries for epoch boundaries, in `PiecewiseConstantDecay`'s meaning.
 
     With S steps (optimizer updates) per epoch, ``values[0]`` holds for the
-    first e_0 epochs, i.e. steps 0..e_0·S − 1, and ``values[1]`` from epoch e_0
-    (step e_0·S) on: boundary epoch e ↦ step e·S − 1. `boundaries` must be
+    first \(e_0\) epochs, i.e. steps \(0, \dots, e_0 S - 1\), and ``values[1]`` from epoch \(e_0\)
+    (step \(e_0 S\)) on: boundary epoch \(e\) ↦ step \(eS - 1\). `boundaries` must be
     strictly increasing integers ≥ 1 (epochs), `steps_per_epoch` an integer ≥ 1.
 
     >>> from keras_explr.theory import epoch_boundaries
@@ -160,11 +91,11 @@ def epoch_boundaries(boundaries, steps_per_epoch):
 
 
 def accumulated_step(step, gradient_accumulation_steps):
-    """The real-update count k seen by a schedule under gradient accumulation.
+    r"""The real-update count k seen by a schedule under gradient accumulation.
 
     Keras 3 calls a `LearningRateSchedule` with its micro-step counter
     (``optimizer._iterations``); with ``gradient_accumulation_steps=n`` the
-    k-th real update (k = 0, 1, ...) is applied at micro-step k·n + n − 1, so
+    \(k\)-th real update (\(k = 0, 1, \dots\)) is applied at micro-step \(kn + n - 1\), so
     floor(step / n) = k. ``None`` (no accumulation) returns `step`.
 
     >>> from keras_explr.theory import accumulated_step
@@ -178,44 +109,9 @@ def accumulated_step(step, gradient_accumulation_steps):
     return int(out) if np.ndim(out) == 0 and _is_integer(step) else out
 
 
-def check_accumulation(value):
-    """Returns None or the int n ≥ 1 of ``gradient_accumulation_steps``, else raises."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not _is_integer(value) or int(value) < 1:
-        raise ValueError(
-            "`gradient_accumulation_steps` must be None or an integer >= 1. "
-            f"Received: gradient_accumulation_steps={value!r}"
-        )
-    return int(value)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return bool(value)
-
-
-def _as_float(name, value, what="a number"):
-    if isinstance(value, (bool, str, bytes)):  # float("0.1") would accept text silently
-        raise ValueError(f"`{name}` must be {what}. Received: {name}={value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be {what}. Received: {name}={value!r}"
-        ) from None
-
-
-def _is_integer(value):
-    if isinstance(value, (int, np.integer)):
-        return True
-    return isinstance(value, (float, np.floating)) and float(value).is_integer()
-
-
 # --------------------------------------------------------------- growth roots
 def real_root_bound(momentum):
-    """(1 − √γ)²: the largest λη for which x² − (1+γ−λη)x + γ has real roots.
+    r"""\((1 - \sqrt{\gamma})^2\): the largest \(\lambda\eta\) for which \(x^2 - (1+\gamma-\lambda\eta)x + \gamma\) has real roots.
 
     math.md#real-roots. Beyond it no WD-free exponential equivalent exists.
     """
@@ -224,7 +120,7 @@ def real_root_bound(momentum):
 
 
 def check_real_roots(learning_rate, weight_decay, momentum):
-    """Raises `NoEquivalentError` if λη > (1 − √γ)²; returns (η, λ, γ)."""
+    r"""Raises `NoEquivalentError` if \(\lambda\eta > (1 - \sqrt{\gamma})^2\); returns \((\eta, \lambda, \gamma)\)."""
     eta = check_positive("learning_rate", learning_rate)
     lam = check_non_negative("weight_decay", weight_decay)
     gam = check_momentum(momentum)
@@ -242,17 +138,17 @@ def check_real_roots(learning_rate, weight_decay, momentum):
 
 
 def growth_roots(learning_rate, weight_decay, momentum):
-    """Both roots (α₊, α₋) of x² − (1+γ−λη)x + γ = 0 (math.md#the-growth-root).
+    r"""Both roots \((\alpha_+, \alpha_-)\) of \(x^2 - (1+\gamma-\lambda\eta)x + \gamma = 0\) (math.md#the-growth-root).
 
-    Numerically stable: 1 − α₊ = 2λη / (1 − γ + λη + √D) with
-    D = (1−γ)² − 2λη(1+γ) + (λη)², and α₋ = γ/α₊.
+    Numerically stable: \(1 - \alpha_+ = 2\lambda\eta / (1 - \gamma + \lambda\eta + \sqrt{D})\) with
+    \(D = (1-\gamma)^2 - 2\lambda\eta(1+\gamma) + (\lambda\eta)^2\), and \(\alpha_- = \gamma/\alpha_+\).
     """
     a_plus = 1.0 - _one_minus_growth_root(learning_rate, weight_decay, momentum)
     return a_plus, float(momentum) / a_plus
 
 
 def _one_minus_growth_root(learning_rate, weight_decay, momentum):
-    """1 − α₊ = 2λη / (1 − γ + λη + √D), without cancellation (validates)."""
+    r"""\(1 - \alpha_+ = 2\lambda\eta / (1 - \gamma + \lambda\eta + \sqrt{D})\), without cancellation (validates)."""
     eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
     le = lam * eta
     disc = max((1.0 - gam) ** 2 - 2.0 * le * (1.0 + gam) + le * le, 0.0)
@@ -260,11 +156,11 @@ def _one_minus_growth_root(learning_rate, weight_decay, momentum):
 
 
 def growth_root(learning_rate, weight_decay, momentum):
-    """α₊, the larger root of x² − (1+γ−λη)x + γ = 0 (Theorem 1.1).
+    r"""\(\alpha_+\), the larger root of \(x^2 - (1+\gamma-\lambda\eta)x + \gamma = 0\) (Theorem 1.1).
 
-    SGD with constant LR η, weight decay λ and momentum γ is equivalent to SGD
-    with momentum γ, no weight decay and LR η̃_t = η α₊^(−2t−1). γ = 0 gives
-    α₊ = 1 − λη. Raises `NoEquivalentError` beyond `real_root_bound`.
+    SGD with constant LR \(\eta\), weight decay \(\lambda\) and momentum \(\gamma\) is equivalent to SGD
+    with momentum \(\gamma\), no weight decay and LR \(\tilde\eta_t = \eta\,\alpha_+^{-2t-1}\). \(\gamma = 0\) gives
+    \(\alpha_+ = 1 - \lambda\eta\). Raises `NoEquivalentError` beyond `real_root_bound`.
 
     >>> round(growth_root(0.1, 5e-4, 0.9), 12)
     0.999497728368
@@ -273,12 +169,12 @@ def growth_root(learning_rate, weight_decay, momentum):
 
 
 def log_growth_root(learning_rate, weight_decay, momentum):
-    """log α₊, computed as log1p(−(1 − α₊)) without cancellation."""
+    r"""\(\log\alpha_+\), computed as \(\operatorname{log1p}(-(1 - \alpha_+))\) without cancellation."""
     return math.log1p(-_one_minus_growth_root(learning_rate, weight_decay, momentum))
 
 
 def growth_per_epoch(learning_rate, weight_decay, momentum, steps_per_epoch):
-    """The ExpLR factor per epoch, α₊^(−2·steps_per_epoch).
+    r"""The ExpLR factor per epoch, \(\alpha_+^{-2\cdot\mathrm{steps\_per\_epoch}}\).
 
     >>> round(growth_per_epoch(0.1, 5e-4, 0.9, 391), 6)
     1.481233
@@ -288,10 +184,10 @@ def growth_per_epoch(learning_rate, weight_decay, momentum, steps_per_epoch):
 
 
 def explr_closed_form(learning_rate, weight_decay, momentum, steps):
-    """The paper's ExpLR, η̃_t = η α₊^(−2t−1), at the given steps (float64).
+    r"""The paper's ExpLR, \(\tilde\eta_t = \eta\,\alpha_+^{-2t-1}\), at the given steps (float64).
 
-    Exact when the WD-free run starts from ṽ_0 = −(1−α)θ_0/(ηα); from zero
-    buffers it is the WD run started from v_0 = +(1−α)θ_0/(ηα) (math.md#zero-buffers).
+    Exact when the WD-free run starts from \(\tilde v_0 = -(1-\alpha)\theta_0/(\eta\alpha)\); from zero
+    buffers it is the WD run started from \(v_0 = +(1-\alpha)\theta_0/(\eta\alpha)\) (math.md#zero-buffers).
     """
     eta = check_positive("learning_rate", learning_rate)
     la = log_growth_root(learning_rate, weight_decay, momentum)
@@ -307,13 +203,13 @@ def explr_closed_form(learning_rate, weight_decay, momentum, steps):
 # --------------------------------------------------------------- conversion
 @dataclasses.dataclass(frozen=True)
 class Conversion:
-    """The exact WD-free equivalent of a run (math.md#the-general-converter).
+    r"""The exact WD-free equivalent of a run (math.md#the-general-converter).
 
     Attributes:
-      scale: c_0..c_T, with θ̃_t = c_t θ_t (length T+1).
-      learning_rate: η̃_0..η̃_{T−1}.
+      scale: \(c_0, \dots, c_T\), with \(\tilde\theta_t = c_t\theta_t\) (length \(T+1\)).
+      learning_rate: \(\tilde\eta_0, \dots, \tilde\eta_{T-1}\).
       momentum: the target optimizer's momentum hyperparameter per step.
-      q: q_1..q_T, with c_{t+1} = c_t / q_{t+1}.
+      q: \(q_1, \dots, q_T\), with \(c_{t+1} = c_t / q_{t+1}\).
     """
 
     scale: np.ndarray
@@ -330,42 +226,42 @@ def exact_conversion(
     target="paper",
     decoupled_weight_decay=0.0,
 ):
-    """The general converter of math.md#the-general-converter, for any LR sequence (zeros included).
+    r"""The general converter of math.md#the-general-converter, for any LR sequence (zeros included).
 
-    The base run is linear in (θ_t, θ_{t−1}, g_t) for a scale-invariant loss:
-    θ_{t+1} = a_t θ_t − b_t θ_{t−1} − η_t g_t, with
+    The base run is linear in \((\theta_t, \theta_{t-1}, g_t)\) for a scale-invariant loss:
+    \(\theta_{t+1} = a_t\theta_t - b_t\theta_{t-1} - \eta_t g_t\), with
 
-    * ``base="paper"`` (coupled λ): a_t = 1 + γρ_t − η_tλ, b_t = γρ_t, ρ_t = η_t/η_{t−1};
-    * ``base="keras"`` (coupled λ and decoupled w): a_t = 1 + γ − η_t(λ+w),
-      b_t = γ(1 − η_{t−1}w).
+    * ``base="paper"`` (coupled \(\lambda\)): \(a_t = 1 + \gamma\rho_t - \eta_t\lambda\), \(b_t = \gamma\rho_t\), \(\rho_t = \eta_t/\eta_{t-1}\);
+    * ``base="keras"`` (coupled \(\lambda\) and decoupled \(w\)): \(a_t = 1 + \gamma - \eta_t(\lambda+w)\),
+      \(b_t = \gamma(1 - \eta_{t-1}w)\).
 
-    With zero buffers in both runs: q_1 = 1 − η_0(λ+w), q_{t+1} = a_t − b_t/q_t,
-    c_0 = 1, c_{t+1} = c_t/q_{t+1}, η̃_t = η_t c_t c_{t+1}, and the displacement
-    momentum β̃_t = b_t/(q_t q_{t+1}); the target's momentum hyperparameter is
-    β̃_t η̃_{t−1}/η̃_t (``target="paper"``) or β̃_t (``target="keras"``).
+    With zero buffers in both runs: \(q_1 = 1 - \eta_0(\lambda+w)\), \(q_{t+1} = a_t - b_t/q_t\),
+    \(c_0 = 1\), \(c_{t+1} = c_t/q_{t+1}\), \(\tilde\eta_t = \eta_t c_t c_{t+1}\), and the displacement
+    momentum \(\tilde\beta_t = b_t/(q_t q_{t+1})\); the target's momentum hyperparameter is
+    \(\tilde\beta_t\tilde\eta_{t-1}/\tilde\eta_t\) (``target="paper"``) or \(\tilde\beta_t\) (``target="keras"``).
 
     For ``base="paper"`` the scales come from the state form of the same
-    recurrence (`paper_state_step`), which needs no ρ_t and so also holds
-    across zero-LR steps (a warm-up from 0): q_{t+1} = 1 − η_tλ + γη_t h_t,
-    h_{t+1} = (γh_t/q_{t+1} − λ)/(1 − η_tλ), h_0 = 0. Zero LRs are allowed
+    recurrence (`paper_state_step`), which needs no \(\rho_t\) and so also holds
+    across zero-LR steps (a warm-up from 0): \(q_{t+1} = 1 - \eta_t\lambda + \gamma\eta_t h_t\),
+    \(h_{t+1} = (\gamma h_t/q_{t+1} - \lambda)/(1 - \eta_t\lambda)\), \(h_0 = 0\). Zero LRs are allowed
     where an exact twin exists:
 
     * paper → paper: always. The twin's LR is 0 at the same steps and its
-      momentum is γ at every step.
-    * keras → keras: always (the Keras displacement form has no ρ_t).
-    * paper → keras: not if γ > 0 and a zero-LR step is followed by a nonzero
-      one: the base then uses γη_{t+1}g_t, and a Keras buffer, which holds
+      momentum is \(\gamma\) at every step.
+    * keras → keras: always (the Keras displacement form has no \(\rho_t\)).
+    * paper → keras: not if \(\gamma > 0\) and a zero-LR step is followed by a nonzero
+      one: the base then uses \(\gamma\eta_{t+1}g_t\), and a Keras buffer, which holds
       displacements only, cannot hold g_t from a step that did not move.
-    * keras → paper: not if γ > 0 and a zero-LR step comes after a nonzero
-      one: the base still moves by γ·m_t there, and a paper-convention twin
+    * keras → paper: not if \(\gamma > 0\) and a zero-LR step comes after a nonzero
+      one: the base still moves by \(\gamma m_t\) there, and a paper-convention twin
       moves only if its LR is > 0, which would add a gradient the base does
       not use. Leading zeros are allowed (the twin clears its buffer with
       momentum 0 at the first nonzero step).
 
     Args:
-      learning_rates: 1-D sequence of the base run's η_t (all ≥ 0, finite).
-      weight_decay: coupled λ (a float, or one value per step).
-      momentum: γ (for ``base="keras"``, Keras's momentum hyperparameter).
+      learning_rates: 1-D sequence of the base run's \(\eta_t\) (all ≥ 0, finite).
+      weight_decay: coupled \(\lambda\) (a float, or one value per step).
+      momentum: \(\gamma\) (for ``base="keras"``, Keras's momentum hyperparameter).
       base, target: ``"paper"`` or ``"keras"``.
       decoupled_weight_decay: Keras's decoupled w (``base="keras"`` only).
 
@@ -373,8 +269,8 @@ def exact_conversion(
       A `Conversion`.
 
     Raises:
-      NoEquivalentError: if some q_t ≤ 0 (then no positive scaling exists), if
-        η̃_t overflows float64, or for the zero-LR cases above.
+      NoEquivalentError: if some \(q_t \le 0\) (then no positive scaling exists), if
+        \(\tilde\eta_t\) overflows float64, or for the zero-LR cases above.
 
     Example:
 
@@ -457,32 +353,32 @@ def exact_conversion(
 
 
 def paper_state_step(learning_rate, weight_decay, momentum, h, step=0):
-    """One step of the zero-buffer conversion of the paper's SGD, in state form.
+    r"""One step of the zero-buffer conversion of the paper's SGD, in state form.
 
-    Base: v_{t+1} = γv_t + g_t + λθ_t, θ_{t+1} = θ_t − η_t v_{t+1}, v_0 = 0.
-    Twin: ṽ_{t+1} = γṽ_t + g̃_t, θ̃_{t+1} = θ̃_t − η̃_t ṽ_{t+1}, no weight decay.
-    With the ansatz θ̃_t = c_t θ_t and ṽ_t = (v_t + h_t θ_t)/c_t (g̃_t = g_t/c_t on
-    a scale-invariant loss), matching the coefficients of v_t, θ_t and g_t
-    gives, for any η_t ≥ 0:
+    Base: \(v_{t+1} = \gamma v_t + g_t + \lambda\theta_t\), \(\theta_{t+1} = \theta_t - \eta_t v_{t+1}\), \(v_0 = 0\).
+    Twin: \(\tilde v_{t+1} = \gamma\tilde v_t + \tilde g_t\), \(\tilde\theta_{t+1} = \tilde\theta_t - \tilde\eta_t\tilde v_{t+1}\), no weight decay.
+    With the ansatz \(\tilde\theta_t = c_t\theta_t\) and \(\tilde v_t = (v_t + h_t\theta_t)/c_t\) (\(\tilde g_t = g_t/c_t\) on
+    a scale-invariant loss), matching the coefficients of \(v_t\), \(\theta_t\) and \(g_t\)
+    gives, for any \(\eta_t \ge 0\):
 
-        q_{t+1} = c_t/c_{t+1} = 1 − η_tλ + γη_t h_t,
-        h_{t+1} = (γh_t/q_{t+1} − λ)/(1 − η_tλ),      h_0 = 0,
-        η̃_t = η_t c_t c_{t+1}.
+    \[q_{t+1} = \frac{c_t}{c_{t+1}} = 1 - \eta_t\lambda + \gamma\eta_t h_t,\quad
+    h_{t+1} = \frac{\gamma h_t/q_{t+1} - \lambda}{1 - \eta_t\lambda},\quad h_0 = 0,\quad
+    \tilde\eta_t = \eta_t c_t c_{t+1}.\]
 
-    h_t c_t θ_t is the radial part λθ that the base keeps in its buffer and
-    the twin does not. When η_{t−1} > 0, h_t = (1 − 1/q_t)/η_{t−1} and this is
-    the recurrence q_{t+1} = 1 + γρ_t − η_tλ − γρ_t/q_t of math.md#exact-twin-of-any-schedule. At a
-    zero-LR step (η_t = 0) the base does not move but puts g_t + λθ_t into its
-    buffer; the twin takes η̃_t = 0, keeps c, puts g̃_t into its buffer, and
-    h carries the radial part λθ_t into the later steps' q, i.e. their LRs.
+    \(h_t c_t\theta_t\) is the radial part \(\lambda\theta\) that the base keeps in its buffer and
+    the twin does not. When \(\eta_{t-1} > 0\), \(h_t = (1 - 1/q_t)/\eta_{t-1}\) and this is
+    the recurrence \(q_{t+1} = 1 + \gamma\rho_t - \eta_t\lambda - \gamma\rho_t/q_t\) of math.md#exact-twin-of-any-schedule. At a
+    zero-LR step (\(\eta_t = 0\)) the base does not move but puts \(g_t + \lambda\theta_t\) into its
+    buffer; the twin takes \(\tilde\eta_t = 0\), keeps \(c\), puts \(\tilde g_t\) into its buffer, and
+    \(h\) carries the radial part \(\lambda\theta_t\) into the later steps' \(q\), i.e. their LRs.
     So a warm-up that starts at LR 0 has an exact WD-free twin with constant
-    momentum γ. h_t ≤ 0 for all t, so q_{t+1} > 0 implies 1 − η_tλ > 0.
+    momentum \(\gamma\). \(h_t \le 0\) for all \(t\), so \(q_{t+1} > 0\) implies \(1 - \eta_t\lambda > 0\).
 
     Returns:
-      (q_{t+1}, h_{t+1}).
+      \((q_{t+1}, h_{t+1})\).
 
     Raises:
-      NoEquivalentError: if q_{t+1} ≤ 0 (`step` names t in the message).
+      NoEquivalentError: if \(q_{t+1} \le 0\) (`step` names \(t\) in the message).
     """
     q = 1.0 - learning_rate * weight_decay + momentum * learning_rate * h
     _check_q(q, step)
@@ -543,10 +439,10 @@ def _check_q(q, t):
 
 
 def texp_corrections(boundaries, values, weight_decay, momentum):
-    """The momentum corrections κ_I of exact TEXP at t = T_I (math.md#texp-exactness).
+    r"""The momentum corrections \(\kappa_I\) of exact TEXP at \(t = T_I\) (math.md#texp-exactness).
 
-    κ_I = (γ/α*_I)[(1/α*_I − 1) − (η_I/η_{I−1})(1/α*_{I−1} − 1)], I ≥ 1.
-    With the initial buffer of §2.2 and ṽ_{t+1} −= κ_I θ̃_t/η̃_t at each t = T_I,
+    \(\kappa_I = (\gamma/\alpha^*_I)[(1/\alpha^*_I - 1) - (\eta_I/\eta_{I-1})(1/\alpha^*_{I-1} - 1)]\), \(I \ge 1\).
+    With the initial buffer of §2.2 and \(\tilde v_{t+1} \mathrel{-}= \kappa_I\tilde\theta_t/\tilde\eta_t\) at each \(t = T_I\),
     the closed-form TEXP equals step decay exactly.
     """
     boundaries, values = check_boundaries(boundaries, values)
@@ -568,13 +464,13 @@ def texp_corrections(boundaries, values, weight_decay, momentum):
 # --------------------------------------------------------------- piecewise log-linear schedules
 @dataclasses.dataclass(frozen=True)
 class Pieces:
-    """A learning-rate schedule stored as piecewise log-linear segments.
+    r"""A learning-rate schedule stored as piecewise log-linear segments.
 
-    Segment i covers steps starts[i] ≤ t < starts[i+1]. With k = t − starts[i]
+    Segment \(i\) covers steps ``starts[i]`` ≤ \(t\) < ``starts[i+1]``. With \(k = t\) − ``starts[i]``
     and n_i = len(tables[i]):
 
-    * log η̃_t = tables[i][k]                              if k < n_i;
-    * log η̃_t = intercepts[i] + slopes[i] · (k − n_i)     otherwise.
+    * \(\log\tilde\eta_t\) = ``tables[i][k]`` if \(k < n_i\);
+    * \(\log\tilde\eta_t\) = ``intercepts[i] + slopes[i] * (k - n_i)`` otherwise.
 
     Every schedule of this package has this form: ExpLR and closed-form TEXP
     are log-linear (empty tables); the exact variants add a transient table
@@ -587,7 +483,7 @@ class Pieces:
     slopes: tuple
 
     def log_learning_rate(self, steps):
-        """log η̃_t at the given (non-negative) steps, in float64."""
+        r"""\(\log\tilde\eta_t\) at the given (non-negative) steps, in float64."""
         t = np.asarray(steps, dtype=np.float64)
         starts = np.asarray(self.starts, dtype=np.float64)
         seg = np.searchsorted(starts, t, side="right") - 1
@@ -599,7 +495,7 @@ class Pieces:
         return np.where(k < lens, flat[idx], tail)
 
     def learning_rate(self, steps):
-        """η̃_t at the given steps, in float64 (inf past float64's range)."""
+        r"""\(\tilde\eta_t\) at the given steps, in float64 (inf past float64's range)."""
         with np.errstate(over="ignore"):
             return np.exp(self.log_learning_rate(steps))
 
@@ -611,7 +507,7 @@ class Pieces:
         return flat, offsets
 
     def horizon(self, log_max=LOG_FLOAT32_MAX):
-        """The first step t with log η̃_t > log_max (float32 overflow by default), or None."""
+        r"""The first step \(t\) with \(\log\tilde\eta_t\) > ``log_max`` (float32 overflow by default), or None."""
         ends = list(self.starts[1:]) + [math.inf]
         for start, end, table, a, s in zip(
             self.starts, ends, self.tables, self.intercepts, self.slopes
@@ -636,22 +532,22 @@ class Pieces:
 
 
 def _build_pieces(phases, weight_decay, momentum):
-    """Runs the exact zero-buffer recurrence (paper convention) phase by phase.
+    r"""Runs the exact zero-buffer recurrence (paper convention) phase by phase.
 
     `phases` is a list of (start, lr): `lr` is a float (constant until the next
     phase, the last one forever) or a 1-D array with one LR per step that fills
     its phase exactly. LRs may be 0 (a warm-up from 0): the twin's LR is 0 there.
 
     Each step is `paper_state_step` (math.md#exact-twin-of-any-schedule in state form):
-    q_{t+1} = 1 − η_tλ + γη_t h_t, log η̃_t = log η_t + 2 log c_t − log q_{t+1},
-    log c_{t+1} = log c_t − log q_{t+1}.
+    \(q_{t+1} = 1 - \eta_t\lambda + \gamma\eta_t h_t\), \(\log\tilde\eta_t = \log\eta_t + 2\log c_t - \log q_{t+1}\),
+    \(\log c_{t+1} = \log c_t - \log q_{t+1}\).
 
-    Inside a constant phase η > 0 (after its first step) it is run in its
-    deviation form d = q − α₊, d ← γd/(α₊(α₊ + d)), which follows from
-    α₊ + γ/α₊ = 1 + γ − ηλ: rounding errors then shrink with d instead of piling
-    up against the fixed point. Once |d| ≤ a few ulps the segment continues
-    geometrically (slope −2 log α₊), so no table is longer than the transient.
-    A constant phase at η = 0 has η̃ = 0 throughout (q = 1, h ← γh − λ).
+    Inside a constant phase \(\eta > 0\) (after its first step) it is run in its
+    deviation form \(d = q - \alpha_+\), \(d \leftarrow \gamma d/(\alpha_+(\alpha_+ + d))\), which follows from
+    \(\alpha_+ + \gamma/\alpha_+ = 1 + \gamma - \eta\lambda\): rounding errors then shrink with \(d\) instead of piling
+    up against the fixed point. Once \(\lvert d\rvert\) ≤ a few ulps the segment continues
+    geometrically (slope \(-2\log\alpha_+\)), so no table is longer than the transient.
+    A constant phase at \(\eta = 0\) has \(\tilde\eta = 0\) throughout (\(q = 1\), \(h \leftarrow \gamma h - \lambda\)).
     """
     lam, gam = weight_decay, momentum
     starts, tables, intercepts, slopes = [], [], [], []
@@ -705,10 +601,10 @@ def _build_pieces(phases, weight_decay, momentum):
 
 
 def explr_pieces(learning_rate, weight_decay, momentum, exact=True):
-    """ExpLR for constant (η, λ, γ), paper convention, as `Pieces`.
+    r"""ExpLR for constant \((\eta, \lambda, \gamma)\), paper convention, as `Pieces`.
 
     exact=True: the zero-buffer recurrence (bitwise-faithful to the WD run from
-    zero buffers). exact=False: the paper's closed form η α₊^(−2t−1).
+    zero buffers). exact=False: the paper's closed form \(\eta\,\alpha_+^{-2t-1}\).
     """
     eta, lam, gam = check_real_roots(learning_rate, weight_decay, momentum)
     _check_bool("exact", exact)
@@ -719,9 +615,9 @@ def explr_pieces(learning_rate, weight_decay, momentum, exact=True):
 
 
 def standard_weight_decay(weight_decay, learning_rate):
-    """λ_old = λ_new/η: the standard (LR-coupled) weight decay of a
-    `ReparamWeightDecay` run with λ_new at the constant LR η (blog, part 2:
-    λ_new = λ_old·η). With it, `explr_equivalent(η, λ_old, γ, ...)` gives the
+    r"""\(\lambda_\text{old} = \lambda_\text{new}/\eta\): the standard (LR-coupled) weight decay of a
+    `ReparamWeightDecay` run with \(\lambda_\text{new}\) at the constant LR \(\eta\) (blog, part 2:
+    \(\lambda_\text{new} = \lambda_\text{old}\,\eta\)). With it, ``explr_equivalent(η, λ_old, γ, ...)`` gives the
     wrapper's WD-free twin: weight_decay_mode="coupled" for mode="coupled" (N1),
     "decoupled" for mode="decoupled" (N2).
     """
@@ -737,22 +633,22 @@ def explr_equivalent(
     convention="paper",
     weight_decay_mode="coupled",
 ):
-    """The WD-free ExpLR twin of constant-LR SGD, and the momentum it needs.
+    r"""The WD-free ExpLR twin of constant-LR SGD, and the momentum it needs.
 
     Returns (pieces, target_momentum), for these bases and targets (math.md#keras-convention):
 
-    * ``convention="paper"``, coupled λ (`keras_explr.optimizers.SGD`):
-      target momentum γ; exact=True is the zero-buffer recurrence, exact=False
-      the closed form η α₊^(−2t−1) (a constant +0.92 % effective LR at
-      η=0.1, λ=5e-4, γ=0.9, from the initial buffer it leaves out).
-    * ``convention="keras"``, coupled λ (an L2 term λ/2‖θ‖² in the loss, with
-      ``keras.optimizers.SGD``): closed form with Keras momentum γ/α₊², exact
-      only from the buffer m̃_0 = (1−α₊)θ_0; exact=True raises, because no
+    * ``convention="paper"``, coupled \(\lambda\) (`keras_explr.optimizers.SGD`):
+      target momentum \(\gamma\); exact=True is the zero-buffer recurrence, exact=False
+      the closed form \(\eta\,\alpha_+^{-2t-1}\) (a constant +0.92 % effective LR at
+      \(\eta = 0.1\), \(\lambda = 5\times 10^{-4}\), \(\gamma = 0.9\), from the initial buffer it leaves out).
+    * ``convention="keras"``, coupled \(\lambda\) (an L2 term \(\frac{\lambda}{2}\lVert\theta\rVert^2\) in the loss, with
+      ``keras.optimizers.SGD``): closed form with Keras momentum \(\gamma/\alpha_+^2\), exact
+      only from the buffer \(\tilde m_0 = (1-\alpha_+)\theta_0\); exact=True raises, because no
       constant Keras momentum reproduces the zero-buffer run.
-    * ``weight_decay_mode="decoupled"``, θ ← (1−ηw)θ before the momentum step
-      (Keras's own ``weight_decay=w``, or `ReparamWeightDecay` with λ_new = ηw):
-      the roots are 1−ηw and γ, so η̃_t = η(1−ηw)^(−2t−1) is exact from zero
-      buffers, with Keras momentum γ/(1−ηw) or paper momentum γ(1−ηw).
+    * ``weight_decay_mode="decoupled"``, \(\theta \leftarrow (1-\eta w)\theta\) before the momentum step
+      (Keras's own ``weight_decay=w``, or `ReparamWeightDecay` with \(\lambda_\text{new} = \eta w\)):
+      the roots are \(1-\eta w\) and \(\gamma\), so \(\tilde\eta_t = \eta(1-\eta w)^{-2t-1}\) is exact from zero
+      buffers, with Keras momentum \(\gamma/(1-\eta w)\) or paper momentum \(\gamma(1-\eta w)\).
     """
     check_convention(convention)
     _check_bool("exact", exact)
@@ -793,12 +689,12 @@ def explr_equivalent(
 
 
 def texp_pieces(boundaries, values, weight_decay, momentum, exact=True):
-    """TEXP for step decay with `PiecewiseConstantDecay`'s (boundaries, values).
+    r"""TEXP for step decay with `PiecewiseConstantDecay`'s (boundaries, values).
 
-    Phase I starts at T_I = boundaries[I−1] + 1. exact=True: the TEXP-exact
+    Phase \(I\) starts at \(T_I\) = ``boundaries[I−1] + 1``. exact=True: the TEXP-exact
     recurrence of math.md#exact-twin-of-any-schedule (zero buffers, no corrections needed).
-    exact=False: the closed form of §3.2, c_{t+1} = c_t/α*_{I(t)},
-    η̃_t = η_{I(t)} c_t c_{t+1}.
+    exact=False: the closed form of §3.2, \(c_{t+1} = c_t/\alpha^*_{I(t)}\),
+    \(\tilde\eta_t = \eta_{I(t)}\, c_t c_{t+1}\).
     """
     boundaries, values = check_boundaries(boundaries, values)
     lam = check_non_negative("weight_decay", weight_decay)
@@ -851,9 +747,9 @@ def dense_pieces(learning_rates, weight_decay, momentum):
 
 
 def float32_horizon(learning_rate, weight_decay, momentum, exact=False):
-    """The first step at which ExpLR's LR exceeds float32's max (3.40e38).
+    r"""The first step at which ExpLR's LR exceeds float32's max (3.40e38).
 
-    exact=False (the API's meaning): the paper's closed form η α₊^(−2t−1);
+    exact=False (the API's meaning): the paper's closed form \(\eta\,\alpha_+^{-2t-1}\);
     exact=True: the zero-buffer recurrence variant, which starts slower.
 
     >>> float32_horizon(0.1, 5e-4, 0.9), float32_horizon(0.1, 5e-4, 0.9, exact=True)
@@ -863,12 +759,12 @@ def float32_horizon(learning_rate, weight_decay, momentum, exact=False):
 
 
 def equivalent_rescaling(convention):
-    """Lemma 2's equivalent scaling, as powers of s (math.md#equivalent-rescaling).
+    r"""Lemma 2's equivalent scaling, as powers of s (math.md#equivalent-rescaling).
 
     For the scale-invariant group at a step boundary, with s > 0: every
-    quantity q becomes q · s**p with p from this table. The moving statistics
+    quantity \(q\) becomes \(q\,s^p\) with \(p\) from this table. The moving statistics
     of a normalization layer whose input has degree d in the group scale with
-    p·d. Non-invariant parameters and their buffers are unchanged.
+    \(p\,d\). Non-invariant parameters and their buffers are unchanged.
 
     >>> equivalent_rescaling("paper")["momentum_buffer"], equivalent_rescaling("keras")["momentum_buffer"]
     (1, -1)
@@ -889,21 +785,21 @@ EQUILIBRIUM_RULES = ("sgd_coupled", "sgd_decoupled", "adamw", "lion")
 
 
 def equilibrium_angular_update(rule, decay_per_step, momentum=0.0, beta_1=0.9, beta_2=0.99):
-    """Predicted steady-state angular update per step of a scale-invariant weight.
+    r"""Predicted steady-state angular update per step of a scale-invariant weight.
 
     math.md#rotational-equilibrium (random-walk, noise-dominated model; valid past
-    the transient, t·ηλ ≳ 1). With ηλ the fraction of the weight the decay
-    removes per step (``decay_per_step``; λ_new for `ReparamWeightDecay`):
+    the transient, \(t\,\eta\lambda \gtrsim 1\)). With \(\eta\lambda\) the fraction of the weight the decay
+    removes per step (``decay_per_step``; \(\lambda_\text{new}\) for `ReparamWeightDecay`):
 
-    * ``"sgd_coupled"``: λθ inside the momentum buffer, v ← αv + g + λθ
+    * ``"sgd_coupled"``: \(\lambda\theta\) inside the momentum buffer, \(v \leftarrow \gamma v + g + \lambda\theta\)
       (`keras_explr.optimizers.SGD`, PyTorch, an L2 regularizer with Keras
-      SGD; SMD, Wan et al.): √(2ηλ/(1+α)).
-    * ``"sgd_decoupled"``: θ ← (1 − ηλ)θ, then the heavy-ball step (Keras
-      ``SGD(momentum=α, weight_decay=λ)``; derived): √(2ηλ(1−α)/(1+α)).
-    * ``"adamw"``: Adam with θ ← (1 − ηλ)θ (Keras ``AdamW``/``Adam(weight_decay)``;
-      Kosson et al.): √(2ηλ(1−β1)/(1+β1)).
+      SGD; SMD, Wan et al.): \(\sqrt{2\eta\lambda/(1+\gamma)}\).
+    * ``"sgd_decoupled"``: \(\theta \leftarrow (1 - \eta\lambda)\theta\), then the heavy-ball step (Keras
+      ``SGD(momentum=γ, weight_decay=λ)``; derived): \(\sqrt{2\eta\lambda(1-\gamma)/(1+\gamma)}\).
+    * ``"adamw"``: Adam with \(\theta \leftarrow (1 - \eta\lambda)\theta\) (Keras ``AdamW``/``Adam(weight_decay)``;
+      Kosson et al.): \(\sqrt{2\eta\lambda(1-\beta_1)/(1+\beta_1)}\).
     * ``"lion"``: Lion with decoupled decay (Kosson et al.'s code):
-      √(π/2)·√(2ηλ)·√((1−β1)² + β1²(1−β2)/(1+β2)).
+      \(\sqrt{\pi/2}\cdot\sqrt{2\eta\lambda}\cdot\sqrt{(1-\beta_1)^2 + \beta_1^2(1-\beta_2)/(1+\beta_2)}\).
 
     >>> round(equilibrium_angular_update("sgd_coupled", 0.1 * 5e-4, momentum=0.9), 6)
     0.007255
@@ -925,10 +821,10 @@ def equilibrium_angular_update(rule, decay_per_step, momentum=0.0, beta_1=0.9, b
 
 
 def equilibrium_norm_adamw(learning_rate, decay_per_step, size):
-    """Predicted steady-state ‖w‖ of a scale-invariant weight under AdamW.
+    r"""Predicted steady-state \(\lVert w\rVert\) of a scale-invariant weight under AdamW.
 
-    ‖w‖ ≈ √(ηC/(2λ)) = η·√(C/(2ηλ)) (Kosson et al.; math.md#rotational-equilibrium),
-    with C the number of entries and ηλ = ``decay_per_step``.
+    \(\lVert w\rVert \approx \sqrt{\eta C/(2\lambda)} = \eta\sqrt{C/(2\eta\lambda)}\) (Kosson et al.; math.md#rotational-equilibrium),
+    with \(C\) the number of entries and \(\eta\lambda\) = ``decay_per_step``.
 
     >>> round(equilibrium_norm_adamw(1e-3, 1e-3 * 0.1, 100), 4)
     0.7071
@@ -940,9 +836,9 @@ def equilibrium_norm_adamw(learning_rate, decay_per_step, size):
 
 
 def equilibration_clock(step, decay_per_step):
-    """t·ηλ: steps elapsed in units of the decay's time scale 1/(ηλ).
+    r"""\(t\,\eta\lambda\): steps elapsed in units of the decay's time scale \(1/(\eta\lambda)\).
 
-    The weight norm relaxes at rate ≈ 2ηλ per step (math.md#rotational-equilibrium),
+    The weight norm relaxes at rate \(\approx 2\eta\lambda\) per step (math.md#rotational-equilibrium),
     so the equilibrium predictions apply once the clock is ≳ 1.
     """
     return check_non_negative("step", step) * check_non_negative("decay_per_step", decay_per_step)
@@ -952,11 +848,11 @@ EFFECTIVE_LR_KINDS = ("sgd", "adam", "lion", "lamb")
 
 
 def effective_learning_rate(kind, learning_rate, norm, size):
-    """The effective LR on a scale-invariant weight of norm ‖w‖ and `size` entries.
+    r"""The effective LR on a scale-invariant weight of norm \(\lVert w\rVert\) and `size` entries.
 
-    math.md#effective-learning-rate: η/‖w‖² for SGD, η/‖w‖ for the Adam family,
-    η/RMS(w) = η·√C/‖w‖ for Lion (sign update), η for Lamb (its trust ratio
-    fixes ‖Δw‖/‖w‖).
+    math.md#effective-learning-rate: \(\eta/\lVert w\rVert^2\) for SGD, \(\eta/\lVert w\rVert\) for the Adam family,
+    \(\eta/\operatorname{RMS}(w) = \eta\sqrt{C}/\lVert w\rVert\) for Lion (sign update), \(\eta\) for Lamb (its trust ratio
+    fixes \(\lVert\Delta w\rVert/\lVert w\rVert\)).
 
     >>> effective_learning_rate("sgd", 0.1, 2.0, 4), effective_learning_rate("lion", 0.1, 2.0, 4)
     (0.025, 0.1)
@@ -980,12 +876,12 @@ def effective_learning_rate(kind, learning_rate, norm, size):
 # (formulas the Keras classes call; written once, here).
 # ---------------------------------------------------------------------------
 def scheduled_weight_decay(weight_decay, learning_rate, reference_learning_rate, lr_exponent=1):
-    """λ_t = λ·(η_t/η_ref)^p: decay that follows the LR's shape (math.md#new-parameterization).
+    r"""\(\lambda_t = \lambda\,(\eta_t/\eta_\text{ref})^p\): decay that follows the LR's shape (math.md#new-parameterization).
 
-    p = ``lr_exponent`` in [0, 2]: 0 the independent rule (λ per step), 1 the
-    standard one (λ·η_t/η_ref, the fraction Keras/PyTorch remove, up to the
-    constant η_ref), 2 the corrected one (timm's ``corrected_weight_decay``,
-    AdamC: λ·η_t²/η_ref²). p = 1 is computed as λ·η_t/η_ref exactly. Plain
+    \(p\) = ``lr_exponent`` in [0, 2]: 0 the independent rule (\(\lambda\) per step), 1 the
+    standard one (\(\lambda\eta_t/\eta_\text{ref}\), the fraction Keras/PyTorch remove, up to the
+    constant \(\eta_\text{ref}\)), 2 the corrected one (timm's ``corrected_weight_decay``,
+    AdamC: \(\lambda\eta_t^2/\eta_\text{ref}^2\)). \(p = 1\) is computed as \(\lambda\eta_t/\eta_\text{ref}\) exactly. Plain
     arithmetic, so it serves floats and backend tensors alike
     (`ReparamWeightDecay(lr_exponent=p)` and `ScaleMonitor` call it).
 
@@ -1004,17 +900,9 @@ def scheduled_weight_decay(weight_decay, learning_rate, reference_learning_rate,
     return weight_decay * ratio ** lr_exponent
 
 
-def check_lr_exponent(value, name="lr_exponent"):
-    """Returns p as a float if 0 ≤ p ≤ 2, else raises."""
-    v = _as_float(name, value, "in the range [0, 2]")
-    if not (0.0 <= v <= 2.0):
-        raise ValueError(f"`{name}` must be in the range [0, 2]. Received: {name}={value!r}")
-    return v
-
-
 def l2_as_coupled_weight_decay(l2):
-    """A ``keras.regularizers.L2(l2)`` penalty l2·‖θ‖² adds 2·l2·θ to the
-    gradient: coupled weight decay λ = 2·l2 under SGD.
+    r"""A ``keras.regularizers.L2(l2)`` penalty \(l_2\lVert\theta\rVert^2\) adds \(2 l_2\theta\) to the
+    gradient: coupled weight decay \(\lambda = 2 l_2\) under SGD.
 
     >>> l2_as_coupled_weight_decay(5e-4)
     0.001
@@ -1031,9 +919,9 @@ _EQUILIBRIUM_RULE = {
 
 
 def equilibrium_rule(family, decay):
-    """Which rotational equilibrium (`equilibrium_angular_update`'s ``rule``)
+    r"""Which rotational equilibrium (`equilibrium_angular_update`'s ``rule``)
     an optimizer family reaches with decay applied ``"coupled"`` (inside the
-    gradient/buffer) or ``"decoupled"`` (θ ← (1 − d)θ); None where no
+    gradient/buffer) or ``"decoupled"`` (\(\theta \leftarrow (1 - d)\theta\)); None where no
     prediction is known (math.md#rotational-equilibrium).
 
     >>> equilibrium_rule("adam", "decoupled")
@@ -1056,7 +944,7 @@ SCALE_SYMMETRY = {
 
 
 def scale_symmetry(family):
-    """(p, q) for an optimizer family: η′ = k^p·η, ε′ = ε/k^q (`SCALE_SYMMETRY`).
+    r"""\((p, q)\) for an optimizer family: \(\eta' = k^p\eta\), \(\epsilon' = \epsilon/k^q\) (`SCALE_SYMMETRY`).
 
     >>> scale_symmetry("sgd")
     (2, None)
@@ -1133,11 +1021,11 @@ def _decay_shape(convention, lrs, reference_learning_rate):
 
 
 def decay_per_step(weight_decay, learning_rate, convention, momentum=0.0, reference_learning_rate=None):
-    """d_t, the fraction of θ each step removes (zero gradient), under `convention`.
+    r"""\(d_t\), the fraction of \(\theta\) each step removes (zero gradient), under `convention`.
 
-    For ``"torch_sgd"`` (coupled L2 in the momentum buffer) with momentum γ > 0
+    For ``"torch_sgd"`` (coupled L2 in the momentum buffer) with momentum \(\gamma > 0\)
     no per-step fraction exists; this returns the steady-state one,
-    η_tλ/(1 − γ) (the buffer accumulates λθ over ≈ 1/(1 − γ) steps; the same
+    \(\eta_t\lambda/(1 - \gamma)\) (the buffer accumulates \(\lambda\theta\) over \(\approx 1/(1 - \gamma)\) steps; the same
     factor equates the rotational equilibria, math.md#rotational-equilibrium).
 
     >>> [round(float(d), 8) for d in decay_per_step(5e-4, [0.1, 0.05], "composer")]
@@ -1155,33 +1043,33 @@ def decay_per_step(weight_decay, learning_rate, convention, momentum=0.0, refere
 
 def convert_weight_decay(weight_decay, learning_rate, source, target, momentum=0.0,
                          reference_learning_rate=None, approximate=False):
-    """The `target` convention's weight decay that reproduces `source`'s.
+    r"""The `target` convention's weight decay that reproduces `source`'s.
 
-    Conventions (γ the momentum, η_t the LR of step t, u_t the base update):
+    Conventions (\(\gamma\) the momentum, \(\eta_t\) the LR of step \(t\), \(u_t\) the base update):
 
     * ``"torch_sgd"``: coupled L2, ``torch.optim.SGD(weight_decay=λ)``:
-      v ← γv + g + λθ, θ ← θ − η_t v.
-    * ``"torch_adamw"``, ``"keras"``, ``"optax_adamw"``: decoupled, θ ← θ − η_tλθ − η_t u_t
+      \(v \leftarrow \gamma v + g + \lambda\theta\), \(\theta \leftarrow \theta - \eta_t v\).
+    * ``"torch_adamw"``, ``"keras"``, ``"optax_adamw"``: decoupled, \(\theta \leftarrow \theta - \eta_t\lambda\theta - \eta_t u_t\)
       (``torch.optim.AdamW``, ``keras.optimizers.AdamW``/``SGD(weight_decay=λ)``,
       ``optax.adamw``).
-    * ``"composer"``: θ ← θ − (η_t/η_0)λθ − η_t u_t (Composer's DecoupledSGDW/AdamW).
-    * ``"independent"``: θ ← (1 − λ)θ − η_t u_t (`ReparamWeightDecay`, lr_exponent=0).
-    * ``"corrected"``: θ ← θ − η_t(λη_t/η_max)θ − η_t u_t (timm's
+    * ``"composer"``: \(\theta \leftarrow \theta - (\eta_t/\eta_0)\lambda\theta - \eta_t u_t\) (Composer's DecoupledSGDW/AdamW).
+    * ``"independent"``: \(\theta \leftarrow (1 - \lambda)\theta - \eta_t u_t\) (`ReparamWeightDecay`, lr_exponent=0).
+    * ``"corrected"``: \(\theta \leftarrow \theta - \eta_t(\lambda\eta_t/\eta_\text{max})\theta - \eta_t u_t\) (timm's
       ``corrected_weight_decay``, AdamC; `ReparamWeightDecay` lr_exponent=2).
 
     `learning_rate` is a constant LR or the sequence η_0, η_1, ... of the whole
-    run (η_0 is Composer's reference, max η_t the corrected rule's, unless
+    run (\(\eta_0\) is Composer's reference, \(\max\eta_t\) the corrected rule's, unless
     `reference_learning_rate` is given). The map is exact when the target
     removes the same fraction d_t as the source at every step: always for a
     constant LR between decoupled rules, and for a schedule only between rules
-    whose d_t has the same shape in η_t (torch_adamw = keras = optax_adamw ∝
+    whose \(d_t\) has the same shape in \(\eta_t\) (torch_adamw = keras = optax_adamw ∝
     composer; independent, corrected only to themselves). ``"torch_sgd"`` with
-    momentum 0 is plain SGD with d_t = η_tλ (exact to a decoupled rule over the
+    momentum 0 is plain SGD with \(d_t = \eta_t\lambda\) (exact to a decoupled rule over the
     same SGD update); with momentum > 0 its decay sits in the buffer and no
     decoupled rule reproduces it. Where no exact map exists this raises
     `NoEquivalentError` with the reason, unless ``approximate=True``: then the
-    target gets the same total decay Σ_t d_t over the given LRs, torch_sgd
-    counting η_tλ/(1 − γ) per step (`decay_per_step`).
+    target gets the same total decay \(\sum_t d_t\) over the given LRs, torch_sgd
+    counting \(\eta_t\lambda/(1 - \gamma)\) per step (`decay_per_step`).
 
     >>> convert_weight_decay(5e-4, 0.1, "torch_adamw", "independent")
     5e-05
@@ -1246,7 +1134,7 @@ def _shape_text(convention):
 
 
 class WeightDecayTimescale(tuple):
-    """(iterations, epochs): τ = 1/d, d the fraction removed per step."""
+    r"""(iterations, epochs): \(\tau = 1/d\), \(d\) the fraction removed per step."""
 
     __slots__ = ()
 
@@ -1262,12 +1150,12 @@ class WeightDecayTimescale(tuple):
 
 def weight_decay_timescale(weight_decay, learning_rate, convention="torch_adamw", momentum=0.0,
                            steps_per_epoch=None, reference_learning_rate=None):
-    """τ, the EMA timescale of decoupled weight decay: τ_iter = 1/(ηλ) (Wang &
+    r"""\(\tau\), the EMA timescale of decoupled weight decay: \(\tau_\text{iter} = 1/(\eta\lambda)\) (Wang &
     Aitchison 2024), in iterations and (with `steps_per_epoch`) in epochs.
 
-    Generally τ_iter = 1/d with d = `decay_per_step` at the constant LR
-    `learning_rate` (1/λ for ``"independent"``; (1 − γ)/(ηλ) for ``"torch_sgd"``
-    with momentum γ, its steady-state decay). It is the quantity to keep fixed
+    Generally \(\tau_\text{iter} = 1/d\) with \(d\) = `decay_per_step` at the constant LR
+    `learning_rate` (\(1/\lambda\) for ``"independent"``; \((1 - \gamma)/(\eta\lambda)\) for ``"torch_sgd"``
+    with momentum \(\gamma\), its steady-state decay). It is the quantity to keep fixed
     across model and data size; ``inf`` when nothing decays.
 
     >>> weight_decay_timescale(5e-4, 0.1, "torch_adamw", steps_per_epoch=391)
@@ -1319,16 +1207,16 @@ def weight_decay_table(weight_decay, learning_rate, source, momentum=0.0, steps_
 
 
 def equilibrium_gradient_ratio(rule, learning_rate, decay_per_step, momentum=0.0):
-    """Predicted steady-state ‖g‖/‖w‖ of a scale-invariant weight under SGD.
+    r"""Predicted steady-state \(\lVert g\rVert/\lVert w\rVert\) of a scale-invariant weight under SGD.
 
     Defazio (2025): without momentum the norm is stationary when
-    (1 − ηλ)²‖w‖² + η²‖g‖² = ‖w‖² (g ⟂ w), so ‖g‖/‖w‖ ≈ √(2λ/η) = √(2d)/η
-    with d = ηλ = ``decay_per_step``: the gradient norm rises as the LR decays
-    (by √(η_before/η_after) at fixed λ, by η_before/η_after for a fixed
-    fraction d = λ_new). With momentum γ, the same random-walk model as
-    `equilibrium_angular_update` (‖v‖² ≈ ‖g‖²/(1 − γ²); derived,
-    math.md#rotational-equilibrium) gives √(2d(1 − γ))/η for ``"sgd_coupled"``
-    and √(2d)(1 − γ)/η for ``"sgd_decoupled"``. Other rules: ValueError.
+    \((1 - \eta\lambda)^2\lVert w\rVert^2 + \eta^2\lVert g\rVert^2 = \lVert w\rVert^2\) (\(g \perp w\)), so \(\lVert g\rVert/\lVert w\rVert \approx \sqrt{2\lambda/\eta} = \sqrt{2d}/\eta\)
+    with \(d = \eta\lambda\) = ``decay_per_step``: the gradient norm rises as the LR decays
+    (by \(\sqrt{\eta_\text{before}/\eta_\text{after}}\) at fixed \(\lambda\), by \(\eta_\text{before}/\eta_\text{after}\) for a fixed
+    fraction \(d = \lambda_\text{new}\)). With momentum \(\gamma\), the same random-walk model as
+    `equilibrium_angular_update` (\(\lVert v\rVert^2 \approx \lVert g\rVert^2/(1 - \gamma^2)\); derived,
+    math.md#rotational-equilibrium) gives \(\sqrt{2d(1 - \gamma)}/\eta\) for ``"sgd_coupled"``
+    and \(\sqrt{2d}\,(1 - \gamma)/\eta\) for ``"sgd_decoupled"``. Other rules: ValueError.
 
     >>> round(equilibrium_gradient_ratio("sgd_coupled", 0.1, 0.1 * 5e-4), 6)
     0.1
@@ -1342,3 +1230,149 @@ def equilibrium_gradient_ratio(rule, learning_rate, decay_per_step, momentum=0.0
     if rule == "sgd_coupled":
         return math.sqrt(2.0 * d * (1.0 - a)) / lr
     return math.sqrt(2.0 * d) * (1.0 - a) / lr
+
+
+# ---------------------------------------------------------------------------
+# Equilibrium-aware training: the timescale parameterization, the time to
+# equilibrium, warm-up–stable–decay (math.md#rotational-equilibrium).
+# ---------------------------------------------------------------------------
+TIMESCALE_UNITS = ("epochs", "steps", "fraction")
+
+
+def timescale_in_steps(timescale, unit="epochs", steps_per_epoch=None, total_steps=None):
+    """τ in optimizer steps: τ·steps_per_epoch ("epochs"), τ ("steps") or
+    τ·total_steps ("fraction" of the run).
+
+    >>> timescale_in_steps(5, "epochs", steps_per_epoch=391)
+    1955.0
+    """
+    tau = check_positive("timescale", timescale)
+    if unit not in TIMESCALE_UNITS:
+        raise ValueError(f"`unit` must be one of {TIMESCALE_UNITS}. Received: unit={unit!r}")
+    if unit == "epochs":
+        if steps_per_epoch is None:
+            raise ValueError("`steps_per_epoch` (an integer >= 1) is needed for unit='epochs'. "
+                             "Received: steps_per_epoch=None")
+        return tau * check_steps("steps_per_epoch", steps_per_epoch)
+    if unit == "fraction":
+        if total_steps is None:
+            raise ValueError("`total_steps` (an integer >= 1) is needed for unit='fraction'. "
+                             "Received: total_steps=None")
+        return tau * check_steps("total_steps", total_steps)
+    return tau
+
+
+def weight_decay_from_timescale(timescale, learning_rate, convention="torch_adamw", steps_per_epoch=None,
+                                unit="epochs", total_steps=None, momentum=0.0, reference_learning_rate=None):
+    """λ whose EMA timescale is τ (Wang & Aitchison 2024): the inverse of
+    `weight_decay_timescale`.
+
+    τ_iter = `timescale_in_steps` (τ epochs × steps_per_epoch, τ steps, or
+    τ × total_steps for unit "fraction"), d = 1/τ_iter the fraction removed per
+    step, and λ = d / f(η) with f the convention's decay per unit λ at the
+    constant LR η (`decay_per_step`): λ = 1/(ητ_iter) for ``"torch_adamw"``,
+    ``"keras"``, ``"optax_adamw"``; 1/τ_iter for ``"independent"`` (λ_new of
+    `keras_explr.optimizers.ReparamWeightDecay`); (1 − γ)/(ητ_iter) for
+    ``"torch_sgd"`` with momentum γ. τ in epochs held fixed, 4× the data (4×
+    steps_per_epoch) gives exactly ¼ of λ.
+
+    >>> weight_decay_from_timescale(51.150895140664964, 0.1, steps_per_epoch=391)
+    0.0005
+    >>> weight_decay_from_timescale(0.25, 1e-3, unit="fraction", total_steps=4000)
+    1.0
+    """
+    tau_iter = timescale_in_steps(timescale, unit, steps_per_epoch, total_steps)
+    lr = check_positive("learning_rate", learning_rate)
+    per_unit = float(decay_per_step(1.0, lr, convention, momentum, reference_learning_rate)[0])
+    if not per_unit > 0.0:
+        raise ValueError(f"The {convention!r} convention removes nothing at learning_rate={learning_rate!r}: "
+                         "no weight decay has a finite timescale there.")
+    return (1.0 / tau_iter) / per_unit
+
+
+def equilibration_steps(weight_decay, learning_rate, convention, momentum=0.0, clock=1.0,
+                        reference_learning_rate=None):
+    r"""The steps a run needs to reach ``clock`` equilibration times (the inverse of
+    `equilibration_clock`): the clock is Σ_t d_t, d_t the fraction of a decayed
+    weight removed at step t (`decay_per_step`; math.md#rotational-equilibrium).
+
+    A constant `learning_rate` gives clock/d (a float, inf when nothing decays);
+    a sequence of per-step LRs (a schedule) gives the first step count n with
+    \(\sum_{t<n} d_t \ge\) clock, or None when the sequence never gets there.
+
+    >>> equilibration_steps(5e-4, 0.1, "torch_adamw")
+    20000.0
+    >>> equilibration_steps(0.01, [0.1] * 50 + [0.01] * 100, "composer", clock=0.6)
+    150
+    """
+    c = check_non_negative("clock", clock)
+    d = decay_per_step(weight_decay, learning_rate, convention, momentum, reference_learning_rate)
+    if np.ndim(learning_rate) == 0:
+        d0 = float(d[0])
+        return c / d0 if d0 > 0.0 else (0.0 if c == 0.0 else math.inf)
+    total = np.cumsum(d)
+    reached = np.nonzero(total >= c * (1.0 - 1e-12))[0]
+    if c == 0.0:
+        return 0
+    return int(reached[0]) + 1 if reached.size else None
+
+
+WSD_DECAYS = ("linear", "cosine", "1-sqrt")
+
+
+def check_wsd(peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate):
+    """Checks the arguments of `wsd_learning_rates`; returns them as numbers."""
+    peak = check_positive("peak_learning_rate", peak_learning_rate)
+    warm = check_steps("warmup_steps", warmup_steps, minimum=0)
+    stable = check_steps("stable_steps", stable_steps, minimum=0)
+    dec = check_steps("decay_steps", decay_steps, minimum=0)
+    if decay not in WSD_DECAYS:
+        raise ValueError(f"`decay` must be one of {WSD_DECAYS}. Received: decay={decay!r}")
+    final = check_non_negative("final_learning_rate", final_learning_rate)
+    if final > peak:
+        raise ValueError("`final_learning_rate` must be in the range [0, peak_learning_rate="
+                         f"{peak!r}]. Received: final_learning_rate={final_learning_rate!r}")
+    return peak, warm, stable, dec, decay, final
+
+
+def wsd_learning_rates(steps, peak_learning_rate, warmup_steps, stable_steps, decay_steps,
+                       decay="linear", final_learning_rate=0.0):
+    """Warm-up–stable–decay (MiniCPM; Hägele et al. 2024) at integer `steps`, float64.
+
+    With W, S, D the warm-up, stable and decay steps (Keras's `CosineDecay`
+    warm-up convention): η_t = η_peak·t/W for t < W (from 0), η_peak for
+    W ≤ t ≤ W + S, then with u = (t − W − S)/D ∈ [0, 1]
+    η_t = η_f + (η_peak − η_f)·s(u), s(u) = 1 − u ("linear"), (1 + cos πu)/2
+    ("cosine") or 1 − √u ("1-sqrt"); η_t = η_f from step W + S + D on.
+
+    >>> [float(x) for x in wsd_learning_rates(range(8), 1.0, 2, 2, 2)]
+    [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+    """
+    peak, warm, stable, dec, decay, final = check_wsd(
+        peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate)
+    t = np.floor(np.asarray(steps, dtype=np.float64))
+    out = np.full(t.shape, peak)
+    if warm:
+        out = np.where(t < warm, peak * np.maximum(t, 0.0) / warm, out)
+    k = np.clip(t - warm - stable, 0.0, dec)
+    s = wsd_shape(decay, k / dec, (dec - k) / dec) if dec else np.zeros(t.shape)
+    return np.where(t > warm + stable, final + (peak - final) * s, out)
+
+
+def wsd_shape(decay, u, v, sin=np.sin, sqrt=np.sqrt, half_angle=None):
+    """s(u) of a WSD decay, 1 at u = 0 and 0 at u = 1, given u and v = 1 − u (each
+    exact from integers): v ("linear"), sin²(πv/2) = (1 + cos πu)/2 ("cosine"),
+    v/(1 + √u) = 1 − √u ("1-sqrt"), written so that no value near the end of the
+    decay is a difference of nearly equal numbers. `sin`, `sqrt`: numpy's, or
+    `keras.ops`' for tensors (`keras_explr.schedules.WarmupStableDecay`);
+    `half_angle`: πv/2 if the caller forms it with fewer roundings.
+
+    >>> [round(float(wsd_shape(d, 0.25, 0.75)), 6) for d in WSD_DECAYS]
+    [0.75, 0.853553, 0.5]
+    """
+    if decay == "linear":
+        return v
+    if decay == "cosine":
+        h = sin((np.pi / 2.0) * v if half_angle is None else half_angle)
+        return h * h
+    return v / (1.0 + sqrt(u))

@@ -2,8 +2,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import pytest
 
 # On GPUs, float32 matmuls and convolutions default to TF32 (10-bit mantissa),
 # which turns two equivalent float32 runs into runs that differ by ~1e-3; the
@@ -51,3 +51,20 @@ def float64():
 
 def backend():
     return keras.backend.backend()
+
+
+@pytest.fixture
+def float64_on_tensorflow():
+    """float64 on TensorFlow (which computes every float64 layer in float64), float32 on JAX and
+    PyTorch; restores floatx and the dtype policy."""
+    with precision("float64" if backend() == "tensorflow" else "float32"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """640 training digits (x, y) for the tests that train inside model.fit (loaded once per module)."""
+    from keras_explr import data
+
+    (x, y), _ = data.load_digits(num_train=640)
+    return x, y

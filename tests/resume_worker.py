@@ -10,11 +10,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_explr  # noqa: E402,F401  (registers the serializables)
-from keras_explr import data, models, optimizers, schedules  # noqa: E402
+import keras_explr  # noqa: F401  (registers the serializables)
+from keras_explr import data, models, optimizers, schedules
 
 EPOCHS, SPLIT, BATCH = 4, 2, 32
 ARMS = ("explr", "texp", "texp_exact", "reparam", "renormalize")

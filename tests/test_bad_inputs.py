@@ -182,7 +182,8 @@ def _theory_cases():
              "decoupled_weight_decay", ">= 0"),
         Case("theory.exact_conversion-decoupled-with-paper-base",
              lambda: ec([0.1], 0.0, 0.9, decoupled_weight_decay=1e-3), "decoupled_weight_decay", r"base='keras'"),
-        Case("theory.exact_conversion-base", lambda: ec([0.1], 0.0, 0.9, base="torch"), "base", r"\('paper', 'keras'\)"),
+        Case("theory.exact_conversion-base", lambda: ec([0.1], 0.0, 0.9, base="torch"), "base",
+             r"\('paper', 'keras'\)"),
         Case("theory.exact_conversion-target", lambda: ec([0.1], 0.0, 0.9, target=None), "target",
              r"\('paper', 'keras'\)"),
         Case("theory.exact_conversion-q<=0", lambda: ec([0.1] * 100, 0.1, 0.9), r"learning_rate \* weight_decay",
@@ -249,7 +250,7 @@ def _schedule_cases():
 
 
 def _optimizer_cases():
-    O = optimizers
+    O = optimizers  # noqa: E741 (short names keep the table of cases one case a line)
     S = schedules
     sgd = keras.optimizers.SGD
     cases = _cases_for("SGD", O.SGD, [("momentum", MOM, 0.9), ("weight_decay", NONNEG, 5e-4)],

@@ -144,8 +144,8 @@ def test_site_builds_strict_and_documents_every_public_name(site):
 
 def test_site_has_the_pages_and_plots(site):
     for page in ("getting-started", "math", "guides/schedules", "guides/weight-decay", "guides/renormalize",
-                 "guides/invariance", "guides/probe", "guides/monitor", "guides/tuning", "results/exactness",
-                 "results/performance", "results/study", "api/schedules", "changelog"):
+                 "guides/invariance", "guides/probe", "guides/monitor", "guides/equilibrium", "guides/tuning",
+                 "results/exactness", "results/performance", "results/study", "api/schedules", "changelog"):
         assert os.path.exists(os.path.join(site, page, "index.html")), page
     # The committed benchmark plots are served from benchmarks/results (no copies in docs/).
     for png in glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.png"), recursive=True):
@@ -163,7 +163,7 @@ def test_site_has_the_pages_and_plots(site):
 # run and its output compared line by line. Pages that change Keras's global dtype get it restored afterwards.
 RUNNABLE_PAGES = ["README.md", "docs/getting-started.md", "docs/guides/schedules.md", "docs/guides/weight-decay.md",
                   "docs/guides/renormalize.md", "docs/guides/invariance.md", "docs/guides/probe.md",
-                  "docs/guides/monitor.md"]
+                  "docs/guides/monitor.md", "docs/guides/equilibrium.md"]
 _BLOCK = re.compile(r"^```(python|pycon|console)[^\n]*\n(.*?)^```", re.M | re.S)
 
 
@@ -226,3 +226,77 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
             else:
                 _run_console(code, page, line)
     keras.backend.clear_session()
+
+
+def test_every_figure_the_readme_states_appears_in_a_results_page():
+    """A number in the README's prose (a measured value: a decimal or a power of ten) is one a results page
+    states too, so the README cannot drift from the measurements (versions are not figures)."""
+    readme = re.sub(r"```.*?```", "", _read(os.path.join(ROOT, "README.md")), flags=re.S).replace("−", "-")
+    pages = glob.glob(os.path.join(DOCS, "results", "*.md"))
+    pages += glob.glob(os.path.join(ROOT, "benchmarks", "results", "**", "*.md"), recursive=True)
+    results = "".join(_read(p) for p in pages).replace("−", "-")
+    version = r"(?<!Keras )(?<!TensorFlow )(?<!JAX )(?<!PyTorch )(?<!Python )"
+    figures = set(re.findall(version + r"(?<![\w.])-?\d+\.\d+(?:e-?\d+)?(?![\w.])|(?<![\w.])\d+e-\d+", readme))
+    assert len(figures) > 30  # the check reads the README's numbers, not an empty set
+    missing = sorted(f for f in figures if f not in results)
+    assert not missing, f"README figures found in no results page: {missing}"
+
+
+def test_install_lines_are_checked_or_marked():
+    """Each `pip install` in the README and the docs is one CI runs (from the clone, the wheel or the sdist,
+    see ci/docs.sh and .ci/run) or is marked as the route once the project is published."""
+    ci = _read(os.path.join(ROOT, "ci", "docs.sh")) + _read(os.path.join(ROOT, ".ci", "run"))
+    assert "venv-$kind/bin/python\" -m pip install" in ci and "for kind in whl tar.gz" in ci
+    for path in [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(DOCS, "*.md"))]:
+        lines = _read(path).splitlines()
+        for i, line in enumerate(lines):
+            if "git+https://" in line and "pip install" in line:
+                context = " ".join(lines[max(0, i - 2):i + 1])
+                assert "once the repository is published" in context, f"{path}: unmarked install line {line!r}"
+
+
+def test_the_notebook_ships_with_its_outputs():
+    """examples/colab.ipynb reads on a code host as a run: every code cell was executed in order and kept its
+    output, the twin check printed a difference within its tolerance, and the plot is there."""
+    import json
+
+    with open(os.path.join(ROOT, "examples", "colab.ipynb"), encoding="utf-8") as f:
+        cells = [c for c in json.load(f)["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
+    assert all(c["outputs"] for c in cells)
+    text = "".join("".join(o.get("text", "")) for c in cells for o in c["outputs"])
+    worst = float(re.search(r"max relative output difference over \d+ steps: (\S+) ", text).group(1))
+    assert worst <= 1e-9
+    assert any("image/png" in o.get("data", {}) for c in cells for o in c["outputs"])
+    assert "/work/" not in text and "/tmp/" not in text  # nothing of the machine that ran it
+
+
+# Pages allowed more than one H1 (none: the study page holds its reports as sections).
+_SEVERAL_H1 = set()
+
+
+def test_every_page_has_one_title_and_no_raw_formula_text(site):
+    """Statically, on every page of the built site: one H1, and outside math and code no text that a formula
+    left behind (a `{t+1}` or `_{` that attr_list or emphasis did not eat, or an unprocessed `\\(` / `$$`).
+    The browser check (ci/browser_check.py) then asserts in Chromium that every formula renders visibly."""
+    import html as html_lib
+
+    problems = []
+    for path in sorted(glob.glob(os.path.join(site, "**", "index.html"), recursive=True)):
+        page = os.path.relpath(os.path.dirname(path), site).replace(os.sep, "/")
+        text = _read(path)
+        article = text[text.find("<article"):text.find("</article>")]
+        h1 = len(re.findall(r"<h1\b", article))
+        if h1 != 1 and page not in _SEVERAL_H1:
+            problems.append(f"{page}: {h1} H1")
+        prose = re.sub(r'<(span|div) class="arithmatex">.*?</\1>|<code>.*?</code>|<pre.*?</pre>', "", article,
+                       flags=re.S)
+        prose = html_lib.unescape(re.sub(r"<[^>]+>", "", prose))
+        raw = [r for r in ("{t+1}", "_{", "\\(", "\\[", "$$") if r in prose]
+        if raw:
+            problems.append(f"{page}: raw {raw}")
+    assert not problems, problems
+    # MathJax is served by the site itself; no page loads a script from elsewhere.
+    assert os.path.getsize(os.path.join(site, "assets", "mathjax", "tex-svg.js")) > 1_000_000
+    index = _read(os.path.join(site, "math", "index.html"))
+    assert "assets/mathjax/tex-svg.js" in index and not re.search(r'<script[^>]+src="(https?:)?//', index)

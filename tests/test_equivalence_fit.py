@@ -11,10 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_explr import callbacks, data, models, optimizers, schedules
-from tests.conftest import precision
+from keras_explr import callbacks, models, optimizers, schedules
 
-pytestmark = pytest.mark.backends
+pytestmark = [pytest.mark.backends, pytest.mark.usefixtures("float64_on_tensorflow")]
 
 EPOCHS, BATCH, N_TRAIN = 30, 64, 640  # 10 steps per epoch, 300 steps
 FLOAT32_TOL = 3e-4  # measured max: 2.1e-5 on CPU, 1.4e-4 with torch on an H100 (cuDNN, TF32 off)
@@ -29,18 +28,6 @@ F32 = {"explr": [(0.0, 0.1, 5e-3), (0.9, 0.05, 2e-3)], "lr": 0.05, "wd": 2e-3,
 
 def _float64():
     return keras.backend.backend() == "tensorflow"
-
-
-@pytest.fixture(autouse=True)
-def _dtype():
-    with precision("float64" if _float64() else "float32"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits():
-    (x, y), _ = data.load_digits(num_train=N_TRAIN)
-    return x, y
 
 
 def _tol():

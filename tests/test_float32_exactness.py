@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_explr import _float32, optimizers, schedules, theory
+from keras_explr import _float32, _precision, optimizers, schedules
 
 BACKEND = keras.backend.backend()
 MAX_ULP = 2.0
@@ -299,14 +299,14 @@ def test_torch_traced_path_under_torch_compile():
     seen = []
 
     def step_lr(t):
-        seen.append(schedules._on_host())
+        seen.append(_precision.on_host())
         return s._traced(t, None, "float32")
 
     f = torch.compile(step_lr, backend="eager")
     steps = np.array([0, 1, 399, 400, 401, 5000, 20_000])
     got = ops.convert_to_numpy(f(torch.as_tensor(steps))).astype(np.float64)
     assert seen == [False]  # traced once, with the host path off
-    assert schedules._on_host()  # and on again eagerly
+    assert _precision.on_host()  # and on again eagerly
     eager = np.array([float(s(torch.as_tensor(t))) for t in steps])
     assert ulps(got, s.learning_rates(steps)).max() <= 1.0
     assert np.abs(got - eager).max() <= np.spacing(np.float32(eager.max()))

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_explr import invariance
+from keras_explr import _keras_internals, invariance
 
 WEIGHT_NAMES = {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
 SCALES = (1e3, 1e-3, 0.37, 3.1)  # a broken invariance shows at the first, mostly
 
 
 def _randomize(model, rng):
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_internals.all_sublayers(model):
         if hasattr(layer, "epsilon") and isinstance(layer.epsilon, float):
             layer.epsilon = 1e-300
     for v in model.trainable_variables:
@@ -123,8 +123,8 @@ def test_group_against_brute_force(float64, name, build, size, units_from):
     assert not group or _brute_invariant(model, x, group, base)
     # Recall over brute-force units outside the group.
     by_layer = {}
-    for layer in model._flatten_layers(include_self=False):
-        own = [v for v in getattr(layer, "_trainable_variables", []) if v.name in WEIGHT_NAMES]
+    for layer in _keras_internals.all_sublayers(model):
+        own = [v for v in _keras_internals.own_trainable_variables(layer) if v.name in WEIGHT_NAMES]
         if own and (units_from is None or re.search(units_from, own[0].path)):
             by_layer[layer.name] = own
     units = []

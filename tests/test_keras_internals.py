@@ -13,6 +13,33 @@ pytestmark = pytest.mark.backends
 
 def test_the_internals_are_there():
     _keras_internals.check()
+    _keras_internals.check(instances=True)  # every instance attribute of the table, on fresh objects
+
+
+def test_a_missing_internal_is_a_clear_error_naming_the_keras_version():
+    class Renamed:  # what a Keras release that renamed the attributes would hand the getters
+        pass
+
+    for getter in (_keras_internals.own_trainable_variables, _keras_internals.inbound_nodes,
+                   _keras_internals.attention_projections, _keras_internals.nodes_in_order,
+                   lambda opt: _keras_internals.uses_weight_decay(opt, None)):
+        with pytest.raises(RuntimeError, match=rf"private `\w+\._\w+`.*Keras {keras.__version__} no longer"):
+            getter(Renamed())
+
+
+def test_the_table_names_every_getter_read():
+    """Every private name _keras_internals.py reads is in its table (the one `check()` tests)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(_keras_internals))
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+            and not n.attr.startswith("__") and isinstance(n.ctx, ast.Load)}
+    read |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and n.value.startswith("_") and not n.value.startswith("__") and n.value.isidentifier()}
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {"_WHY"}
+    table = {name for _, names, *_ in _keras_internals.INTERNALS for name in names.split()}
+    assert read - own <= table, sorted(read - own - table)
 
 
 def test_weight_decay_exclusions_read_back():

@@ -12,7 +12,7 @@ from keras_explr import optimizers as K
 from keras_explr.callbacks import ScaleMonitor
 from keras_explr.data import load_digits
 from keras_explr.models import bn_convnet
-from tests.conftest import backend, precision
+from tests.conftest import precision
 
 (X, Y), _ = load_digits()
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

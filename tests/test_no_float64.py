@@ -148,7 +148,8 @@ def _x64():
 @pytest.mark.parametrize("name", list(CASES))
 def test_compiled_train_step_has_no_float64(name, policy):
     if policy == "mixed_bfloat16" and name not in (
-            "SGD(ExpLR exact)", "SGD(TEXP exact)", "ReparamWeightDecay(SGD(TEXP), weight_decay=schedule, lr_exponent=1)",
+            "SGD(ExpLR exact)", "SGD(TEXP exact)",
+            "ReparamWeightDecay(SGD(TEXP), weight_decay=schedule, lr_exponent=1)",
             "Renormalize(SGD(ExpLR), every_n_steps)", "Partitioned.explr_twin"):
         pytest.skip("mixed_bfloat16: one case per class (keeps the suite fast)")
     hlo = _hlo(CASES[name], policy)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_explr import callbacks, data, models, optimizers, schedules, theory
+from keras_explr import callbacks, models, optimizers, schedules, theory
 from tests.conftest import precision
 
 
@@ -18,12 +18,6 @@ from tests.conftest import precision
 NEEDS_FLOAT64_BN = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="Keras computes float64 BatchNormalization in float32 "
     "off TensorFlow (keras-team/keras#23704); see test_keras_float64_batchnorm_off_tensorflow_is_float32")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    (x, y), _ = data.load_digits(num_train=640)
-    return x, y
 
 
 def _run(make_opt, digits, renorm=None, epochs=30, smooth=False, batch=64, init=None):

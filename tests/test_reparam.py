@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_explr import callbacks, data, models, optimizers, schedules, theory
+from keras_explr import callbacks, models, optimizers, schedules, theory
 from tests.conftest import precision
 
 
@@ -161,12 +161,6 @@ def test_serialization_round_trip():
 
 
 # ---------------------------------------------------------------- inside model.fit, float64
-@pytest.fixture(scope="module")
-def digits():
-    (x, y), _ = data.load_digits(num_train=640)
-    return x, y
-
-
 def _run(opt, digits, scale=1.0, epochs=30):
     x, y = digits
     keras.utils.set_random_seed(1)

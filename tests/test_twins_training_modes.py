@@ -65,11 +65,10 @@ import numpy as np
 import pytest
 
 from keras_explr import callbacks, data, optimizers, schedules
-from tests.conftest import precision
 from tests.factories import invariant_mlp
 
 TF = keras.backend.backend() == "tensorflow"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("float64_on_tensorflow")]
 tf_float64 = pytest.mark.skipif(not TF, reason="float64 fit runs on TensorFlow")
 
 TOL = 1e-12
@@ -100,12 +99,6 @@ XFAIL = {}
 
 WORST = {}                               # mode -> {"distance": worst, "twin": which}
 _CACHE = {}                              # (run, mode, floatx) -> (records, moving-average record or None)
-
-
-@pytest.fixture(autouse=True)
-def _dtype():
-    with precision("float64" if TF else "float32"):
-        yield
 
 
 def _hyper():

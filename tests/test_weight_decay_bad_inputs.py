@@ -86,7 +86,8 @@ def test_reparam_bad_inputs_change_nothing(kwargs, match):
 @pytest.mark.parametrize("p", [1, 2, 0.5])
 def test_zero_learning_rate_at_step_zero_names_reference_learning_rate(p):
     warmup = keras.optimizers.schedules.PolynomialDecay(0.0, 10, 0.1, power=1.0)  # 0 → 0.1
-    with pytest.raises(ValueError, match="`reference_learning_rate`.*initial learning rate \\(at step 0\\), which is 0.0"):
+    with pytest.raises(ValueError,
+                       match="`reference_learning_rate`.*initial learning rate \\(at step 0\\), which is 0.0"):
         optimizers.ReparamWeightDecay(keras.optimizers.SGD(warmup), 1e-3, lr_exponent=p)
     with pytest.raises(ValueError, match="`reference_learning_rate`"):
         optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.0), 1e-3, follow_schedule=True)

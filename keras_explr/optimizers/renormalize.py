@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_explr import _float32, _keras_internals, schedules, theory
+from keras_explr import _float32, _keras_internals, _precision, theory
 from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, value
 from keras_explr.optimizers.sgd import SGD
 
@@ -156,12 +156,10 @@ class Renormalize(Wrapper):
     def build(self, var_list):
         if self.built:
             return
-        from keras_explr.schedules import _compute_dtype
-
         # float64 for a float64 model where the device has it; otherwise float32 with
         # the log-scale kept as a double-float pair (log_scale + log_scale_residual),
         # so that no 64-bit float enters the compiled step (TPUs have none).
-        dtype = _compute_dtype()
+        dtype = _precision.compute_dtype()
         self._pair = dtype == "float32"
         self.log_scale = self.add_variable((), initializer="zeros", dtype=dtype, name="log_scale")
         self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
@@ -250,10 +248,10 @@ class Renormalize(Wrapper):
             factor = _float32.exp_pair(*factor) if self._pair else ops.exp(factor)
             grads = [g if g is None or id(v) not in self._rest_ids else g * ops.cast(factor, g.dtype)
                      for g, v in zip(grads, trainable_variables)]
-        if schedules._on_host():  # eager PyTorch: the decision on the host, no tensor op on a plain step
-            before = int(schedules._host_read(self._target.iterations))
+        if _precision.on_host():  # eager PyTorch: the decision on the host, no tensor op on a plain step
+            before = int(_precision.host_read(self._target.iterations))
             self.inner_optimizer.apply(grads, trainable_variables)
-            self._renormalize_on_host(before, int(schedules._host_read(self._target.iterations)))
+            self._renormalize_on_host(before, int(_precision.host_read(self._target.iterations)))
             return
         before = ops.copy(value(self._target.iterations))
         self.inner_optimizer.apply(grads, trainable_variables)
@@ -268,9 +266,9 @@ class Renormalize(Wrapper):
         norm = None
         if self.max_norm:
             norm = self._group_norm()
-            trigger = trigger or float(schedules._host_read(norm)) > self.max_norm
+            trigger = trigger or float(_precision.host_read(norm)) > self.max_norm
         ref = value(self.reference_norm)
-        if trigger or (self.target_norm is None and float(schedules._host_read(ref)) == 0.0):
+        if trigger or (self.target_norm is None and float(_precision.host_read(ref)) == 0.0):
             targets = self._state()
             self._assign(targets, self._renormalized_values(
                 targets, self._current(targets, ref), ops.convert_to_tensor(trigger), ref, norm))
@@ -436,12 +434,9 @@ class _RenormalizedLearningRate(keras.optimizers.schedules.LearningRateSchedule)
         base = owner._base
         if not owner.built:
             return base(step) if callable(base) else base
-        if hasattr(base, "scaled"):  # this package's schedules
-            if schedules._on_host():  # eager PyTorch: Python floats, exact (power ±2)
-                power = float(owner._powers["learning_rate"])
-                return base.scaled(step, tuple(power * float(schedules._host_read(v))
-                                               for v in (owner.log_scale, owner.log_scale_residual)))
-            return base.scaled(step, owner._log_scale_pair(owner._powers["learning_rate"]))
+        if hasattr(base, "scaled"):  # this package's schedules: the precision policy's seam
+            return base.scaled(step, (value(owner.log_scale), value(owner.log_scale_residual)),
+                               power=owner._powers["learning_rate"])
         log_factor = owner._log_scale_pair(owner._powers["learning_rate"])
         lr = base(step) if callable(base) else value(base)
         if owner._pair:

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_explr import theory
+from keras_explr.optimizers import _equilibrium
 from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, replicas_in_sync, scale_variables
 
 _CLIP_ARGS = ("clipnorm", "global_clipnorm", "clipvalue")
@@ -80,6 +81,18 @@ class ReparamWeightDecay(Wrapper):
         LayerNorm γ/β) undecayed (default True). Further exclusions:
         `exclude_from_weight_decay(var_list=..., var_names=...)`.
       name: optional name.
+      timescale: instead of ``weight_decay``: the decay's EMA timescale τ
+        (Wang & Aitchison 2024), in epochs with ``steps_per_epoch``, else in
+        steps; λ_new = 1/τ_steps (`keras_explr.theory.weight_decay_from_timescale`).
+        At a fixed τ in epochs, 4× the data (4× ``steps_per_epoch``) gives ¼ of λ_new.
+      steps_per_epoch: real updates per epoch, for ``timescale`` in epochs.
+      model: apply ``lr_exponent`` only to the group of variables the model's
+        loss is jointly scale-invariant in (`keras_explr.invariance.invariant_group`)
+        and p = 1 (the rule users know) to every other decayed variable:
+        ``lr_exponent=2, model=model`` is AdamC's corrected decay, λ·(η_t/η_ref)²
+        where theory says the norm equilibrates and λ·η_t/η_ref elsewhere.
+      invariant_group: the group's variable paths (what ``model=`` finds; saved
+        in the config).
 
     Example:
 
@@ -92,9 +105,11 @@ class ReparamWeightDecay(Wrapper):
     1.9999
     """
 
-    def __init__(self, inner_optimizer, weight_decay, mode="decoupled",
+    def __init__(self, inner_optimizer, weight_decay=None, mode="decoupled",
                  follow_schedule=False, exclude_vectors=True, name=None, lr_exponent=None,
-                 reference_learning_rate=None, **kwargs):
+                 reference_learning_rate=None, timescale=None, steps_per_epoch=None, model=None,
+                 invariant_group=None, **kwargs):
+        weight_decay = _equilibrium.resolve_weight_decay(weight_decay, timescale, steps_per_epoch)
         if kwargs:
             raise ValueError(
                 f"ReparamWeightDecay does not support {sorted(kwargs)}: set them on the "
@@ -145,6 +160,8 @@ class ReparamWeightDecay(Wrapper):
                 f"lr_exponent={lr_exponent!r}. Pass only `lr_exponent`.")
         if mode not in ("decoupled", "coupled"):
             raise ValueError(f"`mode` must be 'decoupled' or 'coupled'. Received: mode={mode!r}")
+        group = (_equilibrium.group_paths(model, p) if invariant_group is None
+                 else sorted(invariant_group))
         clip = {}
         if mode == "coupled":
             clip = {k: getattr(target, k) for k in _CLIP_ARGS if getattr(target, k, None)}
@@ -186,6 +203,7 @@ class ReparamWeightDecay(Wrapper):
         for k in clip:
             setattr(target, k, None)
         self._excluded_ids, self._excluded_pattern = set(), None
+        self._group_paths = group
 
     # -- which variables, and by how much -------------------------------------------
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
@@ -204,20 +222,25 @@ class ReparamWeightDecay(Wrapper):
             return False
         return not (self._excluded_pattern and self._excluded_pattern.search(variable.name))
 
-    def _lambda_t(self, dtype):
-        """λ(t)·(η_t/η_ref)^p for this update (a float when it is constant)."""
+    def lr_exponent_for(self, variable):
+        """p for `variable`: ``lr_exponent``, or 1 outside the invariant group under ``model=``."""
+        return _equilibrium.lr_exponent_of(variable, self.lr_exponent, self._group_paths)
+
+    def _lambda_t(self, dtype, variable=None):
+        """λ(t)·(η_t/η_ref)^p for this update (a float when it is constant); p of `variable`."""
+        p = self.lr_exponent_for(variable)
         lam = self.weight_decay
         if callable(lam):  # λ(t) at the step the inner optimizer is about to take
             lam = ops.cast(lam(self.iterations), dtype)
-        elif self.lr_exponent == 0.0:
+        elif p == 0.0:
             return lam
         else:
             lam = ops.convert_to_tensor(lam, dtype)
-        if self.lr_exponent == 0.0:
+        if p == 0.0:
             return lam
         return theory.scheduled_weight_decay(
             lam, ops.cast(self._target.learning_rate, dtype),
-            ops.convert_to_tensor(self.reference_learning_rate, dtype), self.lr_exponent)
+            ops.convert_to_tensor(self.reference_learning_rate, dtype), p)
 
     # -- the step -------------------------------------------------------------------
     def build(self, var_list):
@@ -240,14 +263,16 @@ class ReparamWeightDecay(Wrapper):
             return
         update, static = self._is_update(grads)
         factors = {}
-        for v in decayed:
-            if v.dtype not in factors:
-                lam = self._lambda_t(v.dtype)
+        keys = [(v.dtype, self.lr_exponent_for(v)) for v in decayed]
+        for v, key in zip(decayed, keys):
+            if key not in factors:
+                lam = self._lambda_t(v.dtype, v)
                 f = 1.0 - lam
                 if not static:
-                    f = ops.where(update, ops.convert_to_tensor(f, v.dtype), ops.ones((), v.dtype))  # (a cast of a Python float goes through float32 on TF)
-                factors[v.dtype] = f
-        scale_variables(decayed, [factors[v.dtype] for v in decayed])
+                    # (a cast of a Python float goes through float32 on TF)
+                    f = ops.where(update, ops.convert_to_tensor(f, v.dtype), ops.ones((), v.dtype))
+                factors[key] = f
+        scale_variables(decayed, [factors[key] for key in keys])
 
     def _couple(self, grads, variables):
         if self._clip:
@@ -266,7 +291,7 @@ class ReparamWeightDecay(Wrapper):
             lr = ops.cast(self._target.learning_rate, v.dtype)
             # (λ_t/η_t)θ, and 0 where η_t = 0 (that step moves nothing anyway).
             safe_lr = ops.where(ops.greater(lr, 0), lr, ops.ones_like(lr))
-            coef = ops.where(ops.greater(lr, 0), self._lambda_t(v.dtype) / safe_lr, ops.zeros_like(lr))
+            coef = ops.where(ops.greater(lr, 0), self._lambda_t(v.dtype, v) / safe_lr, ops.zeros_like(lr))
             if not isinstance(scale, float) or scale != 1.0:
                 coef = coef * ops.cast(scale, v.dtype)
             if replicas > 1:  # TF all-reduces gradients by summing over replicas
@@ -287,6 +312,7 @@ class ReparamWeightDecay(Wrapper):
             "lr_exponent": self.lr_exponent,
             "reference_learning_rate": self.reference_learning_rate if self._given_reference else None,
             "exclude_vectors": self.exclude_vectors,
+            "invariant_group": self._group_paths,
         }
 
 

@@ -100,9 +100,9 @@ class SGD(keras.optimizers.Optimizer):
         """The momentum buffer v of `variable` (None without momentum)."""
         if not self.momentums:
             return None
-        # (`_get_variable_index` is the base class's helper for subclasses' update_step,
-        # as in Keras's guide to writing an optimizer: on TF, update_step gets tf.Variables.)
-        return self.momentums[self._get_variable_index(variable)]
+        # (the base class's helper for subclasses' update_step, as in Keras's guide to
+        # writing an optimizer: on TF, update_step gets tf.Variables.)
+        return self.momentums[_keras_internals.variable_index(self, variable)]
 
     def _apply_weight_decay(self, variables):
         # The base class would apply Keras's decoupled decay with `self.weight_decay`;

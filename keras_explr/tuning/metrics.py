@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from keras_explr import _checks
+
 __all__ = [
     "RidgeSlope", "Estimate", "SearchCost",
     "ContourSlope", "mean_grid", "ridge_slope", "slope_statistic", "contour_slope", "good_region_correlation",
@@ -75,27 +77,6 @@ def _check_wd(weight_decays, shape):
     return y
 
 
-def _check_fraction(name, value, lo=0.0, hi=1.0, closed_hi=False):
-    v = float(value)
-    if not (lo < v < hi or (closed_hi and v == hi)):
-        raise ValueError(f"`{name}` must be in ({lo}, {hi}{']' if closed_hi else ')'}. "
-                         f"Received: {name}={value!r}")
-    return v
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_delta(delta):
-    d = float(delta)
-    if not (math.isfinite(d) and d >= 0):
-        raise ValueError(f"`delta` must be a finite number >= 0. Received: delta={delta!r}")
-    return d
-
-
 def mean_grid(scores):
     """A_ij: the mean over seeds of each cell (non-finite runs count as the worst run)."""
     return _check_scores(scores).mean(axis=-1)
@@ -120,7 +101,7 @@ def cellwise_bootstrap(statistic, scores, n_boot=2000, seed=0, batch=250):
     if s.shape[2] < 2:
         raise ValueError("a seed bootstrap needs `scores` with >= 2 seeds per cell "
                          f"(shape (n_lr, n_wd, n_seeds)). Received shape {np.shape(scores)}")
-    n_boot = _check_int("n_boot", n_boot, 1)
+    n_boot = _checks.check_int("n_boot", n_boot, 1)
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot)
     for start in range(0, n_boot, batch):
@@ -149,8 +130,8 @@ def paired_difference(statistic, scores_a, scores_b, n_boot=2000, seed=0, ci=0.9
                          f"size and seeds). Received {a.shape} and {b.shape}")
     if a.shape[2] < 2:
         raise ValueError("a paired bootstrap needs >= 2 seeds per cell")
-    ci = _check_fraction("ci", ci)
-    n_boot = _check_int("n_boot", n_boot, 1)
+    ci = _checks.check_fraction("ci", ci)
+    n_boot = _checks.check_int("n_boot", n_boot, 1)
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
     for k in range(n_boot):
@@ -195,7 +176,7 @@ def _with_ci(statistic, scores, n_boot, seed, ci):
     if s.shape[2] < 2 or n_boot == 0:
         return Estimate(float(point))
     reps = cellwise_bootstrap(statistic, s, n_boot=n_boot, seed=seed)
-    return Estimate(float(point), _interval(reps, _check_fraction("ci", ci)), _valid(reps))
+    return Estimate(float(point), _interval(reps, _checks.check_fraction("ci", ci)), _valid(reps))
 
 
 # ------------------------------------------------------------------- M1: slope
@@ -287,7 +268,7 @@ def _ridge(A, x, y, delta, min_rows, refine="log"):
 
 def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
                 n_boot=2000, ci=0.95, seed=0, refine="log"):
-    """M1, the ridge slope with a three-point refinement (docs/math.md#entanglement-metrics).
+    r"""M1, the ridge slope with a three-point refinement (docs/math.md#entanglement-metrics).
 
     In each row i, j* = argmax_j A_ij; the ridge point y*_i is the vertex of a
     parabola through the three cells around j* and the row's peak score p_i
@@ -296,8 +277,8 @@ def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
     exact for a Gaussian peak, within a few hundredths of a decade for
     Lorentzian, sech and parabolic ones, and it keeps its accuracy on ridges
     narrower than the grid step, where the plain parabola (``"parabola"``;
-    y*_i = y_j* + h·clip(½(A_{i,j*−1} − A_{i,j*+1})/(A_{i,j*−1} − 2A_ij* + A_{i,j*+1}), −½, ½)
-    for spacing h) pulls y*_i towards the grid point. Either vertex is clipped
+    \(y^*_i = y_{j^*} + h\operatorname{clip}(\tfrac12(A_{i,j^*-1} - A_{i,j^*+1})/(A_{i,j^*-1} - 2A_{ij^*} + A_{i,j^*+1}), -\tfrac12, \tfrac12)\)
+    for spacing \(h\)) pulls \(y^*_i\) towards the grid point. Either vertex is clipped
     to ±half a grid step.
 
     Rows fitted: every row with its best λ inside the grid and p_i ≥ max A − δ.
@@ -327,16 +308,16 @@ def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
     s = _check_scores(scores)
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
     y = _check_wd(weight_decays, s.shape)
-    delta = _check_delta(delta)
-    min_rows = _check_int("min_rows", min_rows, 2)
-    n_boot = _check_int("n_boot", n_boot, 0)
+    delta = _checks.check_non_negative("delta", delta)
+    min_rows = _checks.check_int("min_rows", min_rows, 2)
+    n_boot = _checks.check_int("n_boot", n_boot, 0)
     refine = _check_refine(refine)
     slope, icpt, rows, ridge, edges, used, reason = _ridge(s.mean(-1), x, y, delta, min_rows, refine)
     out = RidgeSlope(slope, icpt, rows, ridge, edges, delta_used=used, reason=reason)
     if s.shape[2] >= 2 and n_boot > 0:
         reps = cellwise_bootstrap(lambda A: _ridge(A, x, y, delta, min_rows, refine)[0], s,
                                   n_boot=n_boot, seed=seed)
-        out.ci = _interval(reps, _check_fraction("ci", ci))
+        out.ci = _interval(reps, _checks.check_fraction("ci", ci))
         out.n_valid_boot = _valid(reps)
     return out
 
@@ -415,13 +396,13 @@ def _contour_segments(A, x, y, levels, n_levels):
 
 
 def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9, n_boot=2000, ci=0.95, seed=0):
-    """M1b, the slope of the iso-score contours, d log10 λ / d log10 η (docs/math.md#entanglement-metrics).
+    r"""M1b, the slope of the iso-score contours, d log10 λ / d log10 η (docs/math.md#entanglement-metrics).
 
-    For each pair of adjacent rows (η_i, η_{i+1}) and each score level L, the
+    For each pair of adjacent rows \((\eta_i, \eta_{i+1})\) and each score level \(L\), the
     log10 λ where each row crosses L is found by linear interpolation in
     log10 λ between the two columns that bracket it, separately on the rising
     and the falling flank of the row; where both rows cross L exactly once on
-    a flank, that gives one slope (y_c,i+1 − y_c,i)/(x_{i+1} − x_i). The
+    a flank, that gives one slope \((y_{c,i+1} - y_{c,i})/(x_{i+1} - x_i)\). The
     contour slope is the median of every such slope. Unlike the ridge slope it
     needs no optimum inside the grid: a surface that only rises or falls
     along λ in the region measured still has contours. For a surface
@@ -447,8 +428,8 @@ def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9
     s = _check_scores(scores)
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
     y = _check_wd(weight_decays, s.shape)
-    n_levels = _check_int("n_levels", n_levels, 1)
-    n_boot = _check_int("n_boot", n_boot, 0)
+    n_levels = _checks.check_int("n_levels", n_levels, 1)
+    n_boot = _checks.check_int("n_boot", n_boot, 0)
     A = s.mean(-1)
     if levels is not None:
         levels = [float(v) for v in np.atleast_1d(np.asarray(levels, dtype="float64"))]
@@ -470,7 +451,7 @@ def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9
                           "score ranges do not overlap (or the grid is flat); add weight decays or learning rates")
     if s.shape[2] >= 2 and n_boot > 0:
         reps = cellwise_bootstrap(statistic, s, n_boot=n_boot, seed=seed)
-        out.ci = _interval(reps, _check_fraction("ci", ci))
+        out.ci = _interval(reps, _checks.check_fraction("ci", ci))
         out.n_valid_boot = _valid(reps)
     return out
 
@@ -502,8 +483,8 @@ def good_region_correlation(scores, learning_rates, weight_decays, quantile=0.75
     s = _check_scores(scores)
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
     y = _check_wd(weight_decays, s.shape)
-    q = _check_fraction("quantile", quantile)
-    out = _with_ci(lambda A: _rho(A, x, y, q), s, _check_int("n_boot", n_boot, 0), seed, ci)
+    q = _checks.check_fraction("quantile", quantile)
+    out = _with_ci(lambda A: _rho(A, x, y, q), s, _checks.check_int("n_boot", n_boot, 0), seed, ci)
     if not math.isfinite(out.value):
         out.reason = (f"fewer than two learning rates or weight decays score above the grid's {q:g}-quantile: "
                       "the good region is a single row or column (lower `quantile` or widen the grid)")
@@ -518,11 +499,11 @@ def _regret(A, delta):
 
 
 def transfer_regret(scores, learning_rates, weight_decays, delta=0.05, n_boot=2000, ci=0.95, seed=0):
-    """M3, λ-transfer regret: the cost of tuning λ at one LR and re-tuning only η.
+    r"""M3, λ-transfer regret: the cost of tuning λ at one LR and re-tuning only η.
 
-    ĵ = argmax_j A_{i0 j} at the best row i0 (the row of the grid's maximum);
-    R = mean over the reasonable rows i (max_j A_ij ≥ max A − δ) of
-    max_j A_ij − A_iĵ, in score units. R ≈ 0 when the best λ does not move with
+    \(\hat\jmath = \operatorname{argmax}_j A_{i_0 j}\) at the best row \(i_0\) (the row of the grid's maximum);
+    \(R\) = mean over the reasonable rows \(i\) (\(\max_j A_{ij} \ge \max A - \delta\)) of
+    \(\max_j A_{ij} - A_{i\hat\jmath}\), in score units. R ≈ 0 when the best λ does not move with
     η (decoupled). Needs a grid rectangular in (η, λ): 1-D `weight_decays`.
     Returns an `Estimate`.
     """
@@ -532,8 +513,8 @@ def transfer_regret(scores, learning_rates, weight_decays, delta=0.05, n_boot=20
         raise ValueError("`weight_decays` must be 1-D for transfer_regret: holding λ fixed "
                          "across rows needs a grid rectangular in (η, λ)")
     _check_rates("weight_decays", weight_decays, s.shape[1])
-    d = _check_delta(delta)
-    return _with_ci(lambda A: _regret(A, d), s, _check_int("n_boot", n_boot, 0), seed, ci)
+    d = _checks.check_non_negative("delta", delta)
+    return _with_ci(lambda A: _regret(A, d), s, _checks.check_int("n_boot", n_boot, 0), seed, ci)
 
 
 # ------------------------------------------------------------- diagonal sweep
@@ -562,7 +543,7 @@ def diagonal_flatness(scores, learning_rates, n_boot=2000, ci=0.95, seed=0):
         "shortfall": lambda A: float(np.mean(A[:, 0].max() - A[:, 0])),
         "slope": lambda A: float(np.polyfit(x, A[:, 0], 1)[0]),
     }
-    n_boot = _check_int("n_boot", n_boot, 0)
+    n_boot = _checks.check_int("n_boot", n_boot, 0)
     return {k: _with_ci(f, s, n_boot, seed, ci) for k, f in stats.items()}
 
 
@@ -575,7 +556,7 @@ def within_fraction(values, x, reference=None):
     v = v[np.isfinite(v)]
     if v.size == 0:
         raise ValueError("`values` has no finite value")
-    x = _check_delta(x)
+    x = _checks.check_non_negative("delta", x)
     ref = v.max() if reference is None else float(reference)
     return float(np.mean(v >= ref - x))
 
@@ -601,7 +582,7 @@ def trials_to_within(sequence, x, reference=None):
     """The 1-based index of the first trial (in the order run) whose value is
     ≥ ref − x (ref: the max of `sequence` unless given); None if none is."""
     v = np.asarray(sequence, dtype="float64").ravel()
-    x = _check_delta(x)
+    x = _checks.check_non_negative("delta", x)
     ref = np.nanmax(v) if reference is None else float(reference)
     hits = np.flatnonzero(np.nan_to_num(v, nan=-np.inf) >= ref - x)
     return int(hits[0]) + 1 if hits.size else None
@@ -645,13 +626,13 @@ def search_cost(values, x, reference=None, n_boot=2000, ci=0.95, seed=0):
         raise ValueError("`values` has no finite value")
     ref = v.max() if reference is None else float(reference)
     p = within_fraction(v, x, ref)
-    n_boot = _check_int("n_boot", n_boot, 0)
+    n_boot = _checks.check_int("n_boot", n_boot, 0)
     inv = (lambda q: 1 / q if q > 0 else math.inf)
     if n_boot == 0:
         return SearchCost(Estimate(p), Estimate(inv(p)), Estimate(_n95(p)), int(v.size))
     rng = np.random.default_rng(seed)
     ps = np.array([within_fraction(v[rng.integers(0, v.size, v.size)], x, ref) for _ in range(n_boot)])
-    lo, hi = _interval(ps, _check_fraction("ci", ci))
+    lo, hi = _interval(ps, _checks.check_fraction("ci", ci))
     # 1/p and n95 decrease with p: their intervals are the images of p's.
     return SearchCost(Estimate(p, (lo, hi), n_boot),
                       Estimate(inv(p), (inv(hi), inv(lo)), n_boot),

@@ -22,10 +22,11 @@ from keras_explr._optional import require
 
 __all__ = ["hp_optimizer", "DEFAULT_RANGES", "HP_NAMES"]
 
-PARAMETERIZATIONS = ("new", "old")
+PARAMETERIZATIONS = ("new", "old", "timescale")
 DECAYS = ("decoupled", "coupled")
 # Hyperparameter names in each parameterization (learning rate, weight decay).
-HP_NAMES = {"new": ("learning_rate", "weight_decay_new"), "old": ("learning_rate", "weight_decay")}
+HP_NAMES = {"new": ("learning_rate", "weight_decay_new"), "old": ("learning_rate", "weight_decay"),
+            "timescale": ("learning_rate", "timescale")}
 # Default log-uniform ranges: (family, what) -> (low, high). "sgd" for SGD, "adaptive" for the rest.
 DEFAULT_RANGES = {
     ("sgd", "learning_rate"): (1e-3, 1.0),
@@ -34,6 +35,8 @@ DEFAULT_RANGES = {
     ("adaptive", "new"): (1e-7, 1e-3),   # λ_new = η·λ with η ~ 1e-3, λ ~ 1e-4…1
     ("sgd", "old"): (1e-5, 1e-1),        # λ with decay η·λ per step
     ("adaptive", "old"): (1e-4, 1.0),    # AdamW's λ
+    ("timescale", "epochs"): (0.5, 200.0),   # τ of the decay, with steps_per_epoch
+    ("timescale", "steps"): (1e2, 1e6),      # τ of the decay, in steps
 }
 _NAMED = ("sgd", "adam")
 # Keras's variable names of the vectors `exclude_vectors` leaves undecayed under "old"
@@ -71,7 +74,8 @@ def _sample(hp, name, lo, hi, fixed):
 
 
 def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, parameterization="new",
-                 decay="decoupled", exclude_vectors=True, **inner_kwargs):
+                 decay="decoupled", exclude_vectors=True, timescale=None, steps_per_epoch=None,
+                 **inner_kwargs):
     """A ready optimizer whose learning rate and weight decay are KerasTuner hyperparameters.
 
     Call it inside any ``build_model(hp)`` (any tuner: `RandomSearch`,
@@ -101,7 +105,13 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
         "new" or λ under "old". Defaults: "new" (1e-6, 1e-2) for SGD, (1e-7,
         1e-3) otherwise; "old" (1e-5, 0.1) for SGD, (1e-4, 1) otherwise.
       parameterization: "new" (hyperparameters ``learning_rate``,
-        ``weight_decay_new``) or "old" (``learning_rate``, ``weight_decay``).
+        ``weight_decay_new``), "old" (``learning_rate``, ``weight_decay``) or
+        "timescale" (``learning_rate``, ``timescale``: the decay's EMA timescale
+        τ, Wang & Aitchison 2024, with λ_new = 1/τ_steps through
+        `ReparamWeightDecay(timescale=...)`).
+      timescale: under "timescale", τ's (low, high) or a number; in epochs with
+        ``steps_per_epoch``, else in steps. Defaults (0.5, 200) epochs, (1e2, 1e6) steps.
+      steps_per_epoch: real updates per epoch, for τ in epochs.
       decay: "decoupled" (θ ← (1 − d)θ beside the update) or "coupled" (the
         decay term enters the gradient and the momentum; SGD only).
       exclude_vectors: leave biases and normalization γ/β undecayed (default):
@@ -144,7 +154,7 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
         if issubclass(optimizer, kx_optimizers.ReparamWeightDecay):
             raise ValueError("`optimizer` must be the optimizer to wrap, not ReparamWeightDecay itself. "
                              f"Received: optimizer={optimizer!r}")
-        if parameterization == "new" and issubclass(optimizer, keras.optimizers.AdamW):
+        if parameterization != "old" and issubclass(optimizer, keras.optimizers.AdamW):
             raise ValueError("`optimizer`=AdamW carries its own weight decay; under parameterization='new' give "
                              "keras.optimizers.Adam (or 'adam'): ReparamWeightDecay does the decay")
     else:
@@ -154,8 +164,15 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
         raise ValueError("`decay`='coupled' needs optimizer='sgd': for adaptive optimizers a coupled decay is an "
                          "L2 penalty that the preconditioner rescales, not a weight-decay rule")
     lr_lo, lr_hi, lr_fixed = _range("learning_rate", learning_rate, DEFAULT_RANGES[(family, "learning_rate")])
-    wd_lo, wd_hi, wd_fixed = _range("weight_decay", weight_decay, DEFAULT_RANGES[(family, parameterization)],
-                                    below_one=parameterization == "new")
+    if parameterization == "timescale":
+        wd_lo, wd_hi, wd_fixed = _timescale_range(weight_decay, timescale, steps_per_epoch)
+    else:
+        if timescale is not None or steps_per_epoch is not None:
+            raise ValueError("`timescale` and `steps_per_epoch` are for parameterization='timescale'. Received: "
+                             f"timescale={timescale!r}, steps_per_epoch={steps_per_epoch!r}, "
+                             f"parameterization={parameterization!r}")
+        wd_lo, wd_hi, wd_fixed = _range("weight_decay", weight_decay, DEFAULT_RANGES[(family, parameterization)],
+                                        below_one=parameterization == "new")
     lr_name, wd_name = HP_NAMES[parameterization]
     lr = _sample(hp, lr_name, lr_lo, lr_hi, lr_fixed)
     wd = _sample(hp, wd_name, wd_lo, wd_hi, wd_fixed)
@@ -163,11 +180,15 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
     if optimizer == "sgd":
         cls = kx_optimizers.SGD if decay == "coupled" else keras.optimizers.SGD
     elif optimizer == "adam":
-        cls = keras.optimizers.Adam if parameterization == "new" else keras.optimizers.AdamW
+        cls = keras.optimizers.Adam if parameterization != "old" else keras.optimizers.AdamW
     else:
         cls = optimizer
         if decay == "coupled" and parameterization == "old" and cls is keras.optimizers.SGD:
             cls = kx_optimizers.SGD  # Keras's SGD decays decoupled only
+    if parameterization == "timescale":
+        return kx_optimizers.ReparamWeightDecay(cls(learning_rate=lr, **inner_kwargs), timescale=wd,
+                                                steps_per_epoch=steps_per_epoch, mode=decay,
+                                                exclude_vectors=exclude_vectors)
     if parameterization == "new":
         inner = cls(learning_rate=lr, **inner_kwargs)
         return kx_optimizers.ReparamWeightDecay(inner, weight_decay=wd, mode=decay, exclude_vectors=exclude_vectors)
@@ -175,3 +196,16 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
     if exclude_vectors:
         opt.exclude_from_weight_decay(var_names=list(_VECTOR_NAMES))
     return opt
+
+
+def _timescale_range(weight_decay, timescale, steps_per_epoch):
+    """τ's (low, high, fixed) under parameterization="timescale" (the hyperparameter ``timescale``)."""
+    if weight_decay is not None:
+        raise ValueError("parameterization='timescale' searches τ, not the weight decay: give "
+                         f"`timescale=(low, high)` instead. Received: weight_decay={weight_decay!r}")
+    if steps_per_epoch is not None:
+        from keras_explr import theory
+
+        theory.check_steps("steps_per_epoch", steps_per_epoch)
+    unit = "steps" if steps_per_epoch is None else "epochs"
+    return _range("timescale", timescale, DEFAULT_RANGES[("timescale", unit)])
