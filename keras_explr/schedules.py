@@ -429,15 +429,15 @@ class EquivalentSchedule(_PiecewiseLogLinear):
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Warm-up–stable–decay (WSD; MiniCPM, Hägele et al. 2024): linear warm-up from 0,
+    r"""Warm-up–stable–decay (WSD; MiniCPM, Hägele et al. 2024): linear warm-up from 0,
     a long constant phase, then a short decay.
 
-    With W, S, D = ``warmup_steps``, ``stable_steps``, ``decay_steps``
-    (`keras_explr.theory.wsd_learning_rates`): η_t = η_peak·t/W for t < W,
-    η_peak for W ≤ t ≤ W + S, then, with u = (t − W − S)/D,
-    η_t = η_f + (η_peak − η_f)·s(u), s(u) = 1 − u ("linear"),
-    (1 + cos πu)/2 ("cosine") or 1 − √u ("1-sqrt"), and η_f from step
-    W + S + D on. Each shape is evaluated in a form with no cancellation near
+    With \(W, S, D\) = ``warmup_steps``, ``stable_steps``, ``decay_steps``
+    (`keras_explr.theory.wsd_learning_rates`): \(\eta_t = \eta_\text{peak}\,t/W\) for \(t < W\),
+    \(\eta_\text{peak}\) for \(W \le t \le W + S\), then, with \(u = (t - W - S)/D\),
+    \(\eta_t = \eta_f + (\eta_\text{peak} - \eta_f)\,s(u)\), \(s(u) = 1 - u\) (``"linear"``),
+    \((1 + \cos \pi u)/2\) (``"cosine"``) or \(1 - \sqrt{u}\) (``"1-sqrt"``), and \(\eta_f\) from step
+    \(W + S + D\) on. Each shape is evaluated in a form with no cancellation near
     the end of the decay (`theory.wsd_shape`), from integer step offsets, so
     the float32 value is within a few ulp of theory's float64 one on every
     backend, with no 64-bit float in a compiled step; eager PyTorch rounds
@@ -447,10 +447,10 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
     ``EquivalentSchedule(WarmupStableDecay(...), weight_decay, momentum, total_steps)``.
 
     Args:
-      peak_learning_rate: η_peak > 0.
-      warmup_steps, stable_steps, decay_steps: integers ≥ 0 (steps: real updates).
+      peak_learning_rate: \(\eta_\text{peak} > 0\).
+      warmup_steps, stable_steps, decay_steps: integers \(\ge 0\) (steps: real updates).
       decay: "linear", "cosine" or "1-sqrt".
-      final_learning_rate: η_f in [0, η_peak].
+      final_learning_rate: \(\eta_f\) in \([0, \eta_\text{peak}]\).
       name: optional name.
 
     Example:
