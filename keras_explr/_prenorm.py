@@ -132,7 +132,7 @@ def epsilon_margin(model, x, reduce="mean"):
       reduce (str): "mean" (over the units, default) or "min" (the worst unit).
 
     Returns:
-      dict[str, float]: ``{layer path: ratio}``.
+      (dict[str, float]): ``{layer path: ratio}``.
 
     Example:
 

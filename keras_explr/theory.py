@@ -28,7 +28,7 @@ from keras_explr._checks import is_integer as _is_integer
 from keras_explr._checks import (check_accumulation, check_boundaries, check_momentum, check_non_negative,
                                  check_positive, check_steps)
 from keras_explr._checks import check_lr_exponent as check_lr_exponent  # re-exported: theory.check_lr_exponent
-from keras_explr._checks import WSD_DECAYS as WSD_DECAYS  # re-exported: theory.WSD_DECAYS
+from keras_explr._checks import WSD_DECAYS as _WSD_DECAYS
 from keras_explr._checks import check_wsd as check_wsd  # re-exported: theory.check_wsd
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -261,14 +261,14 @@ def exact_conversion(
       momentum 0 at the first nonzero step).
 
     Args:
-      learning_rates: 1-D sequence of the base run's \(\eta_t\) (all ≥ 0, finite).
-      weight_decay: coupled \(\lambda\) (a float, or one value per step).
-      momentum: \(\gamma\) (for ``base="keras"``, Keras's momentum hyperparameter).
-      base, target: ``"paper"`` or ``"keras"``.
-      decoupled_weight_decay: Keras's decoupled w (``base="keras"`` only).
+      learning_rates (Sequence[float]): 1-D sequence of the base run's \(\eta_t\) (all ≥ 0, finite).
+      weight_decay (float | Sequence[float]): coupled \(\lambda\) (a float, or one value per step).
+      momentum (float): \(\gamma\) (for ``base="keras"``, Keras's momentum hyperparameter).
+      base, target (str): ``"paper"`` or ``"keras"``.
+      decoupled_weight_decay (float): Keras's decoupled w (``base="keras"`` only).
 
     Returns:
-      A `Conversion`.
+      (Conversion): the scales, learning rates and momenta of the twin.
 
     Raises:
       NoEquivalentError: if some \(q_t \le 0\) (then no positive scaling exists), if
@@ -377,7 +377,7 @@ def paper_state_step(learning_rate, weight_decay, momentum, h, step=0):
     momentum \(\gamma\). \(h_t \le 0\) for all \(t\), so \(q_{t+1} > 0\) implies \(1 - \eta_t\lambda > 0\).
 
     Returns:
-      \((q_{t+1}, h_{t+1})\).
+      (tuple[float, float]): \((q_{t+1}, h_{t+1})\).
 
     Raises:
       NoEquivalentError: if \(q_{t+1} \le 0\) (`step` names \(t\) in the message).
@@ -1319,6 +1319,9 @@ def equilibration_steps(weight_decay, learning_rate, convention, momentum=0.0, c
     return int(reached[0]) + 1 if reached.size else None
 
 
+
+
+WSD_DECAYS = _WSD_DECAYS  # the decay shapes of warm-up–stable–decay (checked by `check_wsd`)
 
 
 def wsd_learning_rates(steps, peak_learning_rate, warmup_steps, stable_steps, decay_steps,
