@@ -13,14 +13,6 @@ every step of a real `fit`: if a Keras release stops routing gradients through
 `apply`, it fails loudly.
 """
 
-import keras
-
-
-def entry(optimizer):
-    """Where gradients enter unscaled: the optimizer inside any `LossScaleOptimizer`s."""
-    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
-    return optimizer
 
 
 class ApplyHook:

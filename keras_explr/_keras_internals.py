@@ -95,6 +95,10 @@ INTERNALS = (
     ("keras.src.backend.common.stateless_scope", "in_stateless_scope get_stateless_scope", "module"),
     ("keras.src.models.functional", "Functional", "module"),
     ("keras.src.backend", "common", "module"),
+    ("keras.optimizers.MultiOptimizer", "_optimizer_map", "instance"),
+    ("keras.optimizers.MultiOptimizer", "_var_to_optimizer_idx", "optional"),
+    ("keras.optimizers.MultiOptimizer", "_var_key", "class"),
+    ("keras.optimizers.ScheduleFreeAdamW", "_momentums", "optional"),
 )
 
 
@@ -102,6 +106,11 @@ def _missing(owner, name):
     return RuntimeError(
         f"keras_explr reads Keras's private `{owner}.{name}` ({_WHY}) and Keras {keras.__version__} no "
         "longer has it. Please report this with your Keras version.")
+
+
+# Owners of `INTERNALS` that the oldest supported Keras (3.10) lacks: there the feature does not exist, so
+# none of its attributes is ever read, and `check()` passes them over.
+NEWER_OWNERS = ("keras.optimizers.MultiOptimizer", "keras.optimizers.ScheduleFreeAdamW")
 
 
 def _resolve(dotted):
@@ -130,7 +139,7 @@ def _read_optional(obj, name, default):
 def _assigned_in_source(cls, name):
     """Whether Keras's source of `cls` (or of its Keras base classes) assigns ``<obj>.<name>``;
     True when the source cannot be read (a zipped install)."""
-    pattern = re.compile(rf"\.{name}\s*(:[^=]*)?=[^=]")
+    pattern = re.compile(rf"\.{name}\s*(:[^=]*)?=[^=]|\.{name}\s*,[^=\n]*=[^=]")  # (or a, b = ...)
     try:
         sources = [inspect.getsource(inspect.getmodule(c)) for c in cls.__mro__
                    if c.__module__.startswith("keras.")]
@@ -154,7 +163,8 @@ def check(instances=False):
             target = _resolve(owner)
             where = _resolve(set_in[0]) if set_in else target
         except ImportError:
-            missing.append(owner)
+            if owner not in NEWER_OWNERS:  # (an owner only newer Keras has: nothing of it can be read)
+                missing.append(owner)
             continue
         if kind == "class" and not hasattr(target, name):
             missing.append(f"{owner}.{name}")
@@ -165,7 +175,8 @@ def check(instances=False):
     if instances:
         samples = _instances()
         missing += [f"{owner}.{name}" for owner, name, kind, *_ in INTERNALS
-                    if kind in ("instance", "optional") and not any(hasattr(s, name) for s in samples.get(owner, ()))]
+                    if kind in ("instance", "optional") and owner in samples
+                    and not any(hasattr(s, name) for s in samples[owner])]
     if missing:
         raise RuntimeError(
             f"keras_explr reads Keras's private {missing} ({_WHY}) and Keras {keras.__version__} no longer "
@@ -329,3 +340,26 @@ def attention_projections(layer):
     """A MultiHeadAttention's query, key, value and output projections (EinsumDense layers)."""
     return [_read(layer, name, "MultiHeadAttention")
             for name in ("_query_dense", "_key_dense", "_value_dense", "_output_dense")]
+
+
+# -- the wrapper protocol (keras_explr/optimizers/_wrapper.py) ---------------------------------
+def multi_optimizer_choice(optimizer, variable):
+    """The sub-optimizer of a `keras.optimizers.MultiOptimizer` that updates `variable`.
+
+    Keras keeps the variable-to-optimizer map privately (``_optimizer_map``, and after
+    `build` the index ``_var_to_optimizer_idx``); its public ``optimizers`` lists the
+    sub-optimizers without saying which variable each one updates."""
+    if optimizer.built:
+        index = _read(optimizer, "_var_to_optimizer_idx", "MultiOptimizer")
+        return optimizer.optimizers[index[_read(optimizer, "_var_key", "MultiOptimizer")(variable)]]
+    return _read(optimizer, "_optimizer_map", "MultiOptimizer")(variable)
+
+
+def weight_copies(optimizer, variable):
+    """The optimizer's state variables that hold the model's weights alongside `variable`
+    (so that a decay of θ must scale them too): ScheduleFreeAdamW's z sequence (its
+    ``_momentums``, initialized to a copy of θ; the model holds y = (1 − β₁)z + β₁x).
+    [] for the other stock optimizers."""
+    if not isinstance(optimizer, getattr(keras.optimizers, "ScheduleFreeAdamW", ())):  # (Keras >= 3.11)
+        return []
+    return [_read(optimizer, "_momentums", "ScheduleFreeAdamW")[variable_index(optimizer, variable)]]

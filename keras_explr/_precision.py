@@ -121,10 +121,20 @@ def times_factor(value, factor):
 
 
 def int_step(step):
-    """The step as an integer tensor (a float step is floored), exactly."""
+    """The step as an integer tensor (a float step is floored), exactly; a step past
+    what the widest integer available holds (int64; int32 on JAX without x64) is
+    clamped to its largest value, where every schedule here has long saturated
+    (a cast would wrap it to a negative or small step)."""
+    wide = keras.backend.backend() != "jax" or compute_dtype() == "float64"
+    idt, top = ("int64", 2 ** 63 - 1) if wide else ("int32", 2 ** 31 - 1)
+    if isinstance(step, (int, float, np.integer, np.floating)):  # a number: clamped on the host
+        step = float(np.clip(np.floor(step), -top - 1, np.nextafter(float(top) + 1.0, 0.0)))
+        return ops.convert_to_tensor(int(step), idt)
     t = ops.convert_to_tensor(step)
     if "int" not in str(t.dtype):
-        t = ops.cast(ops.floor(t), "int32")
+        fdt = np.dtype(keras.backend.standardize_dtype(t.dtype))
+        hi = np.nextafter(np.asarray(float(top) + 1.0, fdt), np.asarray(0.0, fdt))  # largest below 2^63 (2^31)
+        t = ops.cast(ops.clip(ops.floor(t), -float(top) - 1.0, float(hi)), idt)
     return t
 
 
@@ -293,9 +303,9 @@ class HostPath:
         key = (t.tobytes(), t.dtype.str, t.shape, scale.tobytes(), scale.shape, out_dtype)
         if self.cache is not None and self.cache[0] == key:
             return self.cache[1]
-        if "int" not in str(t.dtype):
-            t = np.floor(t)
-        k = theory.accumulated_step(t.astype(np.int64), self.accumulation)
+        if "int" not in str(t.dtype):  # floored, and clamped below 2^63 (a cast would wrap it)
+            t = np.clip(np.floor(t), -2.0 ** 63, np.nextafter(2.0 ** 63, 0.0))
+        k = np.asarray(theory.accumulated_step(t.astype(np.int64), self.accumulation))
         with np.errstate(over="ignore"):
             lr = np.exp(self._log_lr(k) + scale)
         value = saturate_to(lr, out_dtype)
@@ -311,7 +321,7 @@ class HostPath:
     def _log_lr(self, k):
         """theory's float64 log η_t at step(s) k. A scalar step is looked up in a block of
         HOST_BLOCK steps that theory evaluates at once (steps mostly advance by one)."""
-        if k.ndim != 0:
+        if k.ndim != 0 or k > np.iinfo(np.int64).max - HOST_BLOCK:  # (a block would overflow int64)
             return self.pieces.log_learning_rate(k)
         k = int(k)
         block = self._block

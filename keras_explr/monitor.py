@@ -64,7 +64,8 @@ from keras import ops
 
 from keras_explr import _checks, _hooks, _keras_internals, _prenorm, theory
 from keras_explr import optimizers as _optimizers
-from keras_explr.optimizers._wrapper import Wrapper, replicas_in_sync
+from keras_explr.optimizers import _wrapper
+from keras_explr.optimizers._wrapper import replicas_in_sync
 
 QUANTITIES = ("norm", "relative_update", "angular_update", "grad_cosine", "grad_norm")
 _SGD = (keras.optimizers.SGD, _optimizers.SGD)
@@ -159,7 +160,7 @@ class ScaleMonitor(keras.callbacks.Callback):
             holders = self._tf_holders(mine) if keras.backend.backend() == "tensorflow" else None
             groups.append((leaf, {id(v) for v in mine}, holders, [v.path for v in mine]))
         self._groups = groups
-        entry = _hooks.entry(model.optimizer)
+        entry = _wrapper.unscaled(model.optimizer)
         self._hook = _hooks.ApplyHook(entry, self._make_hook(entry, trainable))
         self._writer = None
         if self.log_dir is not None:
@@ -194,11 +195,14 @@ class ScaleMonitor(keras.callbacks.Callback):
 
                 with torch.no_grad():
                     before = [[ops.copy(v.value) for _, v in pairs] for pairs in picked]
+                    # (read before the update: the LR it uses; after it, the next step's)
+                    lrs = [float(ops.convert_to_numpy(leaf.learning_rate)) if pairs else None
+                           for (leaf, _, _, _), pairs in zip(groups, picked)]
                     result = apply(grads, trainable_variables)
-                    for (leaf, _, _, _), pairs, w0 in zip(groups, picked, before):
+                    for pairs, w0, lr in zip(picked, before, lrs):
                         if pairs:
                             stats = _statistics(pairs, w0, per_neuron)
-                            self._record(step_value, float(ops.convert_to_numpy(leaf.learning_rate)),
+                            self._record(step_value, lr,
                                          [v.path for _, v in pairs], [ops.convert_to_numpy(s) for s in stats])
                 return result
             step = ops.copy(step.value) if isinstance(step, keras.Variable) else step
@@ -559,19 +563,13 @@ def _loss_gradient(g, v, w):
 
 # ------------------------------------------------------ optimizer structure
 def _leaves(optimizer, variables):
-    """(leaf optimizer, enclosing ReparamWeightDecay or None, variables it updates)."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return _leaves(optimizer.inner_optimizer, variables)
-    if isinstance(optimizer, _optimizers.ReparamWeightDecay):
-        return [(leaf, reparam or optimizer, vs) for leaf, reparam, vs in
-                _leaves(optimizer.inner_optimizer, variables)]
-    if isinstance(optimizer, Wrapper):
-        return _leaves(optimizer.inner_optimizer, variables)
-    if isinstance(optimizer, _optimizers.Partitioned):
-        group = set(optimizer.group)
-        return (_leaves(optimizer.group_optimizer, [v for v in variables if v.path in group])
-                + _leaves(optimizer.rest_optimizer, [v for v in variables if v.path not in group]))
-    return [(optimizer, None, list(variables))]
+    """(leaf optimizer, innermost enclosing ReparamWeightDecay or None, variables it
+    updates), through the wrapper protocol (`optimizers._wrapper.walk`)."""
+    out = []
+    for leaf, chain, vs in _wrapper.walk(optimizer, variables):
+        reparam = [w for w in chain if isinstance(w, _optimizers.ReparamWeightDecay)]
+        out.append((leaf, reparam[-1] if reparam else None, vs))
+    return out
 
 
 def _kind(optimizer):

@@ -46,7 +46,8 @@ after 112 steps at k=2; 0 eagerly or with
 import keras
 from keras import ops
 
-from keras_explr import _hooks, _keras_internals, theory
+from keras_explr import _keras_internals, theory
+from keras_explr.optimizers import _wrapper
 from keras_explr import optimizers as _optimizers
 from keras_explr.layers import ScaleProbe
 from keras_explr.schedules import ScaledSchedule
@@ -157,7 +158,7 @@ def _equivalent(opt, k):
         if not isinstance(lam, float):
             raise ValueError("equivalent_optimizer: a ReparamWeightDecay whose weight_decay is a "
                              "schedule or callable cannot be mapped; give it a float.")
-        p = _lr_power(_hooks.entry(opt.inner_optimizer))
+        p = _lr_power(_wrapper.unscaled(opt.inner_optimizer))
         if opt.mode == "coupled":  # (λ/η)θ enters the gradient: needs (λ′/η′)·kθ = (λ/η)θ/k
             lam = lam * k ** (p - 2)
         if not lam < 1.0:
@@ -170,6 +171,12 @@ def _equivalent(opt, k):
         if config.get("reference_learning_rate") is not None:  # η_ref moves with η′ = k^p·η
             config["reference_learning_rate"] = config["reference_learning_rate"] * k ** p
         return type(opt)(inner, **config)
+    if isinstance(opt, _wrapper.MULTI_OPTIMIZER):
+        raise ValueError(
+            "equivalent_optimizer cannot map a keras.optimizers.MultiOptimizer: its map is keyed by "
+            "variable paths (or a function of the variable), and scale_model renames the rescaled "
+            "variables, so the map would send them elsewhere. Use keras_explr.optimizers.Partitioned "
+            "(group, rest), which it maps.")
     if isinstance(opt, _optimizers.Partitioned):
         # scale_model stores `layer/name` as `layer/scaled_name`.
         group = ["/".join(p.split("/")[:-1] + ["scaled_" + p.split("/")[-1]]) for p in opt.group]

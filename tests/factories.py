@@ -23,7 +23,19 @@ INNER = {
     "rmsprop": lambda **kw: keras.optimizers.RMSprop(1e-2, **kw),
     "adafactor": lambda **kw: keras.optimizers.Adafactor(1e-2, **kw),
     "muon": lambda **kw: keras.optimizers.Muon(1e-2, weight_decay=None, **_MUON_ADAM_WD, **kw),
+    "adamw": lambda **kw: keras.optimizers.AdamW(1e-2, weight_decay=0.0, **kw),  # (None is refused by Keras)
+    "adagrad": lambda **kw: keras.optimizers.Adagrad(1e-2, **kw),
+    "adadelta": lambda **kw: keras.optimizers.Adadelta(1.0, **kw),
+    "adamax": lambda **kw: keras.optimizers.Adamax(1e-2, **kw),
+    "ftrl": lambda **kw: keras.optimizers.Ftrl(1e-2, **kw),
 }
+# Keras >= 3.11 / 3.15: the schedule-free optimizer, and the stock multi-optimizer (the
+# kernel by momentum SGD, everything else by Adam).
+if hasattr(keras.optimizers, "ScheduleFreeAdamW"):
+    INNER["schedule_free"] = lambda **kw: keras.optimizers.ScheduleFreeAdamW(1e-2, **kw)
+if hasattr(keras.optimizers, "MultiOptimizer"):
+    INNER["multi"] = lambda **kw: keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        keras.optimizers.Adam(1e-2, **kw), {"kernel": keras.optimizers.SGD(0.1, momentum=0.9, **kw)}))
 # Keras 3.10's Muon fails on its own on TensorFlow ('ResourceVariable' object has no attribute 'path').
 if tuple(int(x) for x in keras.__version__.split(".")[:2]) < (3, 11) and keras.backend.backend() == "tensorflow":
     del INNER["muon"]
@@ -35,6 +47,7 @@ MODES = {
     "ema": {"use_ema": True, "ema_momentum": 0.5},
     "clipnorm": {"clipnorm": 0.5},
     "global_clipnorm": {"global_clipnorm": 0.5},
+    "clipvalue": {"clipvalue": 0.5},
 }
 
 

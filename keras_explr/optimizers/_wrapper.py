@@ -16,11 +16,90 @@ import keras
 from keras import ops
 
 
-def leaf(optimizer):
-    """The optimizer inside any `LossScaleOptimizer`s."""
+# -- the wrapper protocol ------------------------------------------------------------
+# Every optimizer that delegates its update, Keras's and this package's, is read in one
+# way: `inner_optimizers(optimizer, variables)` lists (inner optimizer, the variables it
+# updates). This package's wrappers (`Wrapper` subclasses and `Partitioned`) expose it
+# as their own `inner_optimizers(variables)` method; Keras's `LossScaleOptimizer` and
+# `MultiOptimizer` are read through their public `inner_optimizer` / `optimizers`
+# (and, for MultiOptimizer, its variable-to-optimizer map: keras_explr/_keras_internals.py).
+# Every caller (ScaleMonitor, the probe, the wrappers' own checks) walks this, never
+# its own list of classes.
+
+MULTI_OPTIMIZER = getattr(keras.optimizers, "MultiOptimizer", ())  # (Keras >= 3.15)
+
+
+def inner_optimizers(optimizer, variables=()):
+    """[(inner optimizer, the variables of `variables` it updates)], [] for a leaf."""
+    variables = list(variables)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return [(optimizer.inner_optimizer, variables)]
+    if isinstance(optimizer, MULTI_OPTIMIZER):
+        from keras_explr import _keras_internals
+
+        subs = list(optimizer.optimizers)
+        parts = {id(o): [] for o in subs}
+        for v in variables:
+            chosen = _keras_internals.multi_optimizer_choice(optimizer, v)
+            if id(chosen) not in parts:
+                subs.append(chosen)
+                parts[id(chosen)] = []
+            parts[id(chosen)].append(v)
+        return [(o, parts[id(o)]) for o in subs]
+    own = getattr(type(optimizer), "inner_optimizers", None)
+    if callable(own):  # this package's wrappers
+        return optimizer.inner_optimizers(variables)
+    return []
+
+
+def walk(optimizer, variables=()):
+    """Every leaf optimizer under `optimizer`, depth first: (leaf, the wrappers from the
+    outermost down to it, the variables it updates)."""
+    out, todo = [], [(optimizer, (), list(variables))]
+    while todo:
+        opt, chain, vs = todo.pop()
+        inner = inner_optimizers(opt, vs)
+        if not inner:
+            out.append((opt, chain, vs))
+        todo.extend((o, chain + (opt,), part) for o, part in reversed(inner))
+    return out
+
+
+def unscaled(optimizer):
+    """The optimizer inside any `LossScaleOptimizer`s: where gradients arrive unscaled,
+    and whose ``learning_rate``, ``iterations`` and clipping a one-inner wrapper reads."""
     while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = optimizer.inner_optimizer
     return optimizer
+
+
+def accumulation_steps(optimizer):
+    """The ``gradient_accumulation_steps`` of every leaf under `optimizer` (None for none);
+    a clear error when they differ (no call would be a real update of all of them)."""
+    steps = {leaf.gradient_accumulation_steps or None for leaf, _, _ in walk(optimizer)}
+    if len(steps) > 1:
+        raise ValueError(
+            f"The optimizers inside {optimizer.name} accumulate different numbers of micro-batches "
+            f"(gradient_accumulation_steps {sorted(steps, key=str)}): a real update is one in which all "
+            "update. Give them all the same value.")
+    return steps.pop() if steps else None
+
+
+def forwarded_loss_scale_factor(*inner):
+    """A ``loss_scale_factor`` property that lives on the inner optimizers named `inner`
+    (each divides it out in its own `apply`; Keras's MultiOptimizer sets it on its
+    sub-optimizers, so a wrapper there must pass it on)."""
+
+    def get(self):
+        opt = self.__dict__.get(inner[0])
+        return None if opt is None else opt.loss_scale_factor
+
+    def set_(self, factor):
+        for name in inner:
+            if self.__dict__.get(name) is not None:
+                self.__dict__[name].loss_scale_factor = factor
+
+    return property(get, set_, doc="The inner optimizers' loss_scale_factor (set on all of them).")
 
 
 def value(x):
@@ -96,8 +175,8 @@ def built_on(optimizer, trainable_variables):
 class Wrapper(keras.optimizers.Optimizer):
     """An optimizer that owns ``inner_optimizer`` through its public surface."""
 
-    def __init__(self, inner_optimizer, name=None):
-        super().__init__(learning_rate=0.0, name=name)
+    def __init__(self, inner_optimizer, name=None, **clipping):
+        super().__init__(learning_rate=0.0, name=name, **clipping)
         self.inner_optimizer = inner_optimizer
         # Plain holder: Keras tracks lists of variables assigned to an optimizer as its state.
         self._untracked = types.SimpleNamespace(variables=(), own_state=[])
@@ -109,7 +188,7 @@ class Wrapper(keras.optimizers.Optimizer):
         self.inner_optimizer.build(var_list)
         super().build(var_list)
         self._untracked.own_state = []
-        if leaf(self.inner_optimizer).gradient_accumulation_steps:
+        if accumulation_steps(self.inner_optimizer):
             self.update_calls = self.add_variable((), initializer="zeros", dtype="int",
                                                   name="update_calls")
             self._untracked.own_state.append(self.update_calls)
@@ -124,7 +203,7 @@ class Wrapper(keras.optimizers.Optimizer):
     def _is_update(self, grads):
         """(is_update, static): whether this call will update the weights; `static`
         is True when it always does (no accumulation, no loss scaling inside)."""
-        steps = leaf(self.inner_optimizer).gradient_accumulation_steps
+        steps = accumulation_steps(self.inner_optimizer)
         lso = self.inner_optimizer if isinstance(
             self.inner_optimizer, keras.optimizers.LossScaleOptimizer) else None
         if not steps and lso is None:
@@ -140,6 +219,12 @@ class Wrapper(keras.optimizers.Optimizer):
         return update, False
 
     # -- delegation ----------------------------------------------------------------
+    def inner_optimizers(self, variables=()):
+        """The wrapper protocol: [(inner_optimizer, variables)] (it updates them all)."""
+        return [(self.inner_optimizer, list(variables))]
+
+    loss_scale_factor = forwarded_loss_scale_factor("inner_optimizer")
+
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
 

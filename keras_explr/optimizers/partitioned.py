@@ -5,7 +5,7 @@ import types
 import keras
 from keras import ops
 
-from keras_explr.optimizers._wrapper import built_on, leaf, value
+from keras_explr.optimizers._wrapper import accumulation_steps, built_on, forwarded_loss_scale_factor, value
 from keras_explr.optimizers.renormalize import invariant_group
 from keras_explr.optimizers.sgd import SGD
 
@@ -28,7 +28,14 @@ class Partitioned(keras.optimizers.Optimizer):
     an ExpLR twin are tied by the theorem, so no single number can be set.
     With ``gradient_accumulation_steps`` both inner optimizers must accumulate
     the same number of micro-batches, and ``iterations`` counts real updates,
-    as it does for Keras's own optimizers.
+    as it does for Keras's own optimizers. Keras's callbacks log one
+    ``learning_rate_<name>`` per inner optimizer: two inner optimizers that share a
+    name (two ``SGD``s) are renamed ``<name>_group`` and ``<name>_rest``.
+
+    `keras.optimizers.MultiOptimizer` does the same job with a map from variable
+    paths to optimizers; use `Partitioned` when the group comes from the model's
+    invariance analysis (`model=`), for `explr_twin`, or when ``iterations`` must
+    count real updates under gradient accumulation (MultiOptimizer counts calls).
 
     Args:
       group_optimizer: updates the variables in the group.
@@ -60,7 +67,7 @@ class Partitioned(keras.optimizers.Optimizer):
                 raise ValueError(f"`{arg}` must be a keras.optimizers.Optimizer. Received: {opt!r}")
         if group_optimizer is rest_optimizer:
             raise ValueError("`group_optimizer` and `rest_optimizer` must be two different optimizers.")
-        steps = [leaf(o).gradient_accumulation_steps or None for o in (group_optimizer, rest_optimizer)]
+        steps = [accumulation_steps(o) for o in (group_optimizer, rest_optimizer)]
         if steps[0] != steps[1]:
             raise ValueError(
                 "`group_optimizer` and `rest_optimizer` must accumulate the same number of micro-batches "
@@ -82,6 +89,16 @@ class Partitioned(keras.optimizers.Optimizer):
             raise ValueError("`group` must be a non-empty list of variables or variable paths. "
                              f"Received: group={group!r}")
         super().__init__(learning_rate=0.0, name=name)
+        if group_optimizer.name == rest_optimizer.name:
+            # Keras's callbacks log one `learning_rate_<name>` per sub-optimizer: two equal
+            # names would overwrite each other (e.g. two SGDs, both named "SGD").
+            for role, opt in (("group", group_optimizer), ("rest", rest_optimizer)):
+                if opt.built:
+                    raise ValueError(
+                        f"`group_optimizer` and `rest_optimizer` are both named {opt.name!r} and are "
+                        "already built (so they cannot be renamed): give them distinct `name`s.")
+            base = group_optimizer.name
+            group_optimizer.name, rest_optimizer.name = f"{base}_group", f"{base}_rest"
         self.group_optimizer = group_optimizer
         self.rest_optimizer = rest_optimizer
         self._refs = types.SimpleNamespace(paths=paths, path_set=frozenset(paths))
@@ -116,6 +133,15 @@ class Partitioned(keras.optimizers.Optimizer):
     def group(self):
         """The paths of the group's variables."""
         return list(self._refs.paths)
+
+    def inner_optimizers(self, variables=()):
+        """The wrapper protocol: [(group_optimizer, the group's variables), (rest_optimizer, the rest)]."""
+        paths = self._refs.path_set
+        variables = list(variables)
+        return [(self.group_optimizer, [v for v in variables if v.path in paths]),
+                (self.rest_optimizer, [v for v in variables if v.path not in paths])]
+
+    loss_scale_factor = forwarded_loss_scale_factor("group_optimizer", "rest_optimizer")
 
     @property
     def optimizers(self):

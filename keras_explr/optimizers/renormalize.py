@@ -7,7 +7,8 @@ import numpy as np
 from keras import ops
 
 from keras_explr import _float32, _keras_internals, _precision, theory
-from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, value
+from keras_explr.optimizers import _wrapper
+from keras_explr.optimizers._wrapper import Wrapper, built_on, value
 from keras_explr.optimizers.sgd import SGD
 
 
@@ -75,7 +76,14 @@ class Renormalize(Wrapper):
                  variables=None, target_norm=None, name=None, **kwargs):
         if kwargs:
             raise ValueError(f"Renormalize does not support {sorted(kwargs)}: set them on the `inner_optimizer`.")
-        target = leaf(inner_optimizer) if isinstance(inner_optimizer, keras.optimizers.Optimizer) else None
+        target = _wrapper.unscaled(inner_optimizer) if isinstance(inner_optimizer, keras.optimizers.Optimizer) else None
+        if target is not None and _wrapper.inner_optimizers(target):
+            raise ValueError(
+                f"`inner_optimizer` is a {type(target).__name__}, which delegates to other optimizers: "
+                "Renormalize must wrap one SGD directly (optionally in a LossScaleOptimizer). It already "
+                "keeps the variables outside its group (`variables=` / `model=`) at their own LR η_t; "
+                "a weight decay goes outside it: ReparamWeightDecay(Renormalize(SGD(...)), λ) "
+                "(decoupled mode).")
         if isinstance(target, SGD):
             convention = "paper"
         elif isinstance(target, keras.optimizers.SGD):
@@ -164,9 +172,10 @@ class Renormalize(Wrapper):
         self.log_scale = self.add_variable((), initializer="zeros", dtype=dtype, name="log_scale")
         self.reference_norm = self.add_variable((), initializer="zeros", dtype=dtype, name="reference_norm")
         if not isinstance(self._base, keras.optimizers.schedules.LearningRateSchedule):
-            base = self._base
-            self._base = self.add_variable((), initializer="zeros", dtype=dtype, name="base_learning_rate")
-            self._base.assign(base)
+            # (its value as the initializer: `fit` may build the optimizer inside a scope
+            # that discards assignments, and an assigned value was lost there)
+            self._base = self.add_variable((), initializer=keras.initializers.Constant(self._base),
+                                           dtype=dtype, name="base_learning_rate")
         # (a float64 model keeps it too, at zero, so that checkpoints cross precisions)
         self.log_scale_residual = self.add_variable(
             (), initializer="zeros", dtype=dtype, name="log_scale_residual")

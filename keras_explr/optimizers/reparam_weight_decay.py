@@ -5,9 +5,9 @@ import re
 import keras
 from keras import ops
 
-from keras_explr import theory
-from keras_explr.optimizers import _equilibrium
-from keras_explr.optimizers._wrapper import Wrapper, built_on, leaf, replicas_in_sync, scale_variables
+from keras_explr import _keras_internals, theory
+from keras_explr.optimizers import _equilibrium, _wrapper
+from keras_explr.optimizers._wrapper import Wrapper, built_on, replicas_in_sync, scale_variables
 
 _CLIP_ARGS = ("clipnorm", "global_clipnorm", "clipvalue")
 
@@ -33,8 +33,9 @@ class ReparamWeightDecay(Wrapper):
       v ← γv + g + (λ_t/η_t)θ, θ ← θ − η_t v; its growth root solves
       x² − (1+γ−λ_new)x + γ = 0, independent of η. If the inner optimizer
       clips (``clipnorm``, ``global_clipnorm``, ``clipvalue``), the wrapper
-      takes the clipping over (the same rule, then the decay term is added)
-      and the inner optimizer no longer clips.
+      takes the clipping over (Keras's own clipping code, run by the wrapper
+      with the inner optimizer's settings, then the decay term is added) and
+      the inner optimizer no longer clips.
 
     λ_t = λ(t)·(η_t/η_ref)^p, with λ(t) = ``weight_decay`` (a float, a
     `keras.optimizers.schedules.LearningRateSchedule` or a callable of the step,
@@ -69,6 +70,15 @@ class ReparamWeightDecay(Wrapper):
       inner_optimizer: any Keras optimizer (SGD, `keras_explr.optimizers.SGD`,
         Adam, Lion, Muon, ...; a `LossScaleOptimizer` too) without weight decay
         of its own: one that has it is rejected, as it would decay twice.
+        ScheduleFreeAdamW keeps a copy of the weights in its state (z): the
+        decay scales it with θ, so a zero-gradient step still gives (1 − λ)θ.
+        Refused: Ftrl in decoupled mode (it recomputes θ from its own
+        accumulators, overwriting a decay). Nesting: a `Renormalize` inside
+        (decoupled mode only: θ ← (1 − λ)θ commutes with its rescaling), a
+        `Partitioned` or `keras.optimizers.MultiOptimizer` inside (decoupled
+        mode with ``lr_exponent=0`` only: they have one LR per group); for the
+        coupled mode or a per-group λ, put one ReparamWeightDecay around each
+        sub-optimizer instead.
       weight_decay: λ_new in [0, 1): the fraction removed per update; or a
         `LearningRateSchedule` / callable of the step giving λ(t) (serializable
         when it is a registered Keras object).
@@ -120,16 +130,18 @@ class ReparamWeightDecay(Wrapper):
                 "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
                 f"Received: inner_optimizer={inner_optimizer!r}"
             )
-        if isinstance(inner_optimizer, ReparamWeightDecay):
-            raise ValueError("`inner_optimizer` is already a ReparamWeightDecay: it would decay twice.")
-        target = leaf(inner_optimizer)
-        for attr in ("weight_decay", "adam_weight_decay"):  # (Muon has both)
-            if getattr(target, attr, None):
-                raise ValueError(
-                    f"`inner_optimizer` ({type(target).__name__}) already has "
-                    f"{attr}={getattr(target, attr)!r}; it would decay twice. Create it "
-                    f"with {attr}=None and give the decay to ReparamWeightDecay."
-                )
+        leaves = _wrapper.walk(inner_optimizer)
+        if any(isinstance(w, ReparamWeightDecay) for _, chain, _ in leaves for w in (inner_optimizer,) + chain):
+            raise ValueError("`inner_optimizer` is already a ReparamWeightDecay (or contains one): "
+                             "it would decay twice.")
+        target = _wrapper.unscaled(inner_optimizer)
+        for leaf, _, _ in leaves:
+            for attr in ("weight_decay", "adam_weight_decay"):  # (Muon has both)
+                if getattr(leaf, attr, None):
+                    raise ValueError(
+                        f"`inner_optimizer` ({type(leaf).__name__}) already has "
+                        f"{attr}={getattr(leaf, attr)!r}; it would decay twice. Create it "
+                        f"with {attr}=None and give the decay to ReparamWeightDecay.")
         if target is not inner_optimizer and keras.backend.backend() == "jax":
             raise ValueError(
                 "On JAX, `inner_optimizer` cannot be a LossScaleOptimizer: Keras's "
@@ -137,6 +149,32 @@ class ReparamWeightDecay(Wrapper):
                 "changes inside a traced cond). Put it outside instead: "
                 "LossScaleOptimizer(ReparamWeightDecay(inner, ...)), which is what `compile` does "
                 "by itself under mixed_float16.")
+        if mode == "decoupled" and any(isinstance(leaf, keras.optimizers.Ftrl) for leaf, _, _ in leaves):
+            raise ValueError(
+                "Ftrl recomputes the weights from its own accumulators at every step (a step does not "
+                "start from θ), so a decay of θ would be overwritten: mode='decoupled' cannot remove a "
+                "fraction per step. Use Ftrl's own `l2_shrinkage_regularization_strength`, or "
+                "mode='coupled' (adds (λ/η)θ to the gradient).")
+        several = len(leaves) > 1  # a MultiOptimizer or a Partitioned inside: one LR per group
+        if several and (mode == "coupled" or (lr_exponent or follow_schedule)):
+            raise ValueError(
+                f"`inner_optimizer` ({type(target).__name__}) updates its variables with several "
+                "optimizers, each with its own learning rate, and mode='coupled' / lr_exponent > 0 "
+                "read one learning rate. Use mode='decoupled' with lr_exponent=0 here, or put one "
+                "ReparamWeightDecay around each sub-optimizer instead (e.g. "
+                "MultiOptimizer(OptimizerMap(ReparamWeightDecay(SGD(...), λ, mode='coupled'), {...})).")
+        if (isinstance(target, _wrapper.MULTI_OPTIMIZER) and callable(weight_decay)
+                and _wrapper.accumulation_steps(target)):
+            raise ValueError(
+                "A MultiOptimizer counts calls, not real updates, in `iterations`, so a λ(t) schedule "
+                "would advance on every micro-batch under gradient_accumulation_steps. Give a float "
+                "`weight_decay`, or use keras_explr.optimizers.Partitioned (which counts real updates).")
+        if mode == "coupled" and any(isinstance(w, Wrapper) for _, chain, _ in leaves for w in chain + (target,)):
+            raise ValueError(
+                "mode='coupled' adds (λ/η_t)θ with the LR η_t the wrapper reads, but a Renormalize "
+                "inside runs its group at the rescaled rate η_t/s², so the term would be wrong by s². "
+                "Use mode='decoupled' (θ ← (1 − λ)θ commutes with the rescaling), or no Renormalize.")
+        _wrapper.accumulation_steps(inner_optimizer)  # (one number for all, or a clear error)
         if isinstance(weight_decay, dict):  # a serialized schedule (get_config)
             weight_decay = keras.saving.deserialize_keras_object(weight_decay)
         if callable(weight_decay):
@@ -176,6 +214,11 @@ class ReparamWeightDecay(Wrapper):
                     "mode='coupled' with clipping cannot sit outside a LossScaleOptimizer (the "
                     "gradients it sees are loss-scaled). Put the LossScaleOptimizer outside: "
                     "LossScaleOptimizer(ReparamWeightDecay(inner, ...)).")
+            if clip and target.loss_scale_factor:
+                raise ValueError(
+                    "mode='coupled' with clipping cannot be combined with the inner optimizer's "
+                    "`loss_scale_factor`: Keras unscales before it clips, and the decay term must "
+                    "follow the clipping. Drop one of them, or use mode='decoupled'.")
         ref = None
         if reference_learning_rate is not None:
             ref = theory.check_positive("reference_learning_rate", reference_learning_rate)
@@ -188,7 +231,7 @@ class ReparamWeightDecay(Wrapper):
                     "`reference_learning_rate`, a finite number > 0 (e.g. the peak learning rate of a "
                     "warm-up).")
             ref = theory.check_positive("reference_learning_rate", lr0)
-        super().__init__(inner_optimizer, name=name)
+        super().__init__(inner_optimizer, name=name, **clip)
         self.weight_decay = lam
         self.mode = mode
         self.lr_exponent = p
@@ -198,7 +241,8 @@ class ReparamWeightDecay(Wrapper):
         self.initial_learning_rate = ref  # (its name before lr_exponent)
         self._given_reference = reference_learning_rate is not None
         self._target = target
-        # Coupled mode clips before adding the decay term, so the inner optimizer must not clip again.
+        # Coupled mode clips (with Keras's own clipping, configured on this wrapper) before adding
+        # the decay term, so the inner optimizer must not clip again.
         self._clip = clip
         for k in clip:
             setattr(target, k, None)
@@ -246,10 +290,15 @@ class ReparamWeightDecay(Wrapper):
     def build(self, var_list):
         super().build(var_list)
         self._untracked.variables = tuple(var_list)
+        # Optimizer state that holds copies of the weights (ScheduleFreeAdamW's z): decayed with them.
+        self._untracked.copies = {id(v): _keras_internals.weight_copies(leaf, v)
+                                  for leaf, _, vs in _wrapper.walk(self.inner_optimizer, var_list) for v in vs}
 
     def apply(self, grads, trainable_variables=None):
         trainable_variables = built_on(self, trainable_variables)
         grads = list(grads)
+        if self._clip:  # coupled mode: Keras's own clipping, before the decay term (even with λ = 0)
+            grads = self._clip_gradients(grads)
         if callable(self.weight_decay) or self.weight_decay > 0.0:
             if self.mode == "decoupled":
                 self._decay(grads, trainable_variables)
@@ -261,6 +310,7 @@ class ReparamWeightDecay(Wrapper):
         decayed = [v for g, v in zip(grads, variables) if g is not None and self.decays(v)]
         if not decayed:
             return
+        decayed += [c for v in decayed for c in self._untracked.copies.get(id(v), ())]
         update, static = self._is_update(grads)
         factors = {}
         keys = [(v.dtype, self.lr_exponent_for(v)) for v in decayed]
@@ -275,8 +325,6 @@ class ReparamWeightDecay(Wrapper):
         scale_variables(decayed, [factors[key] for key in keys])
 
     def _couple(self, grads, variables):
-        if self._clip:
-            grads = _clip(grads, **self._clip)
         scale = 1.0
         if isinstance(self.inner_optimizer, keras.optimizers.LossScaleOptimizer):
             scale = self.inner_optimizer.dynamic_scale  # the inner optimizer divides it out
@@ -315,23 +363,3 @@ class ReparamWeightDecay(Wrapper):
             "invariant_group": self._group_paths,
         }
 
-
-def _clip(grads, clipnorm=None, global_clipnorm=None, clipvalue=None):
-    """Keras's gradient clipping rule (`keras.optimizers.Optimizer`'s arguments)."""
-    if clipnorm:
-        out = []
-        for g in grads:
-            if g is None:
-                out.append(g)
-                continue
-            sq = ops.sum(ops.square(g), keepdims=True)
-            positive = sq > 0
-            norm = ops.where(positive, ops.sqrt(ops.where(positive, sq, ops.ones_like(sq))), sq)
-            out.append(ops.convert_to_tensor(ops.multiply(g, clipnorm)) / ops.maximum(norm, clipnorm))
-        return out
-    if global_clipnorm:
-        norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(g)) for g in grads if g is not None])))
-        factor = global_clipnorm * ops.minimum(1.0 / norm, 1.0 / global_clipnorm)
-        factor = factor + (norm - norm)  # NaN for a non-finite norm, as Keras
-        return [g if g is None else g * factor for g in grads]
-    return [g if g is None else ops.clip(g, -clipvalue, clipvalue) for g in grads]
