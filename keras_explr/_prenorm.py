@@ -28,8 +28,9 @@ _KINDS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
 
 
 class EpsilonDominanceWarning(UserWarning):
-    """A normalization layer's input variance fell to within `epsilon_margin` × ε of its ε:
-    the layer no longer makes the network scale-invariant (the ε trap)."""
+    r"""A normalization layer's input variance \(\sigma^2\) fell below ``epsilon_margin``\(\,\cdot\,\epsilon\),
+    \(\epsilon\) the layer's ``epsilon``: the layer no longer makes the network scale-invariant (the
+    \(\epsilon\) trap)."""
 
 
 def normalization_layers(model):
