@@ -17,8 +17,8 @@ class FunctionRecorder(keras.callbacks.Callback):
     arrays.
 
     Args:
-      x: the probe batch.
-      every_n_steps: also record every n optimizer steps (None: only at the
+      x (array-like): the probe batch.
+      every_n_steps (int | None): also record every n optimizer steps (None: only at the
         start and at the end of every epoch).
 
     Outside `fit`, call `record` whenever a record is due.

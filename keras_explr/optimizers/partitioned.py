@@ -38,13 +38,13 @@ class Partitioned(keras.optimizers.Optimizer):
     count real updates under gradient accumulation (MultiOptimizer counts calls).
 
     Args:
-      group_optimizer: updates the variables in the group.
-      rest_optimizer: updates every other variable.
-      group: the group's variables (objects or paths); default: found from
+      group_optimizer (keras.optimizers.Optimizer): updates the variables in the group.
+      rest_optimizer (keras.optimizers.Optimizer): updates every other variable.
+      group (list[keras.Variable | str] | None): the group's variables (objects or paths); default: found from
         `model`.
-      model: a functional model whose largest jointly scale-invariant set of
+      model (keras.Model | None): a functional model whose largest jointly scale-invariant set of
         variables forms the group (`keras_explr.invariance.invariant_group`).
-      name: optional name.
+      name (str | None): optional name.
 
     Example:
 

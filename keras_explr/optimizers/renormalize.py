@@ -45,22 +45,22 @@ class Renormalize(Wrapper):
     weights per step).
 
     Args:
-      inner_optimizer: `keras_explr.optimizers.SGD` or `keras.optimizers.SGD`
+      inner_optimizer (keras.optimizers.Optimizer): `keras_explr.optimizers.SGD` or `keras.optimizers.SGD`
         (optionally inside a `LossScaleOptimizer`), without weight decay or
         gradient clipping (clipping thresholds do not transform under Lemma 2).
-      every_n_steps: renormalize after every n-th real update (None: never by
+      every_n_steps (int | None): renormalize after every n-th real update (None: never by
         count).
-      max_norm: renormalize after any update that leaves ‖θ‖ > max_norm.
-      model: the model; lets the wrapper find the group (the largest set of
+      max_norm (float | None): renormalize after any update that leaves ‖θ‖ > max_norm.
+      model (keras.Model | None): the model; lets the wrapper find the group (the largest set of
         trainable variables its loss is jointly scale-invariant in, see
         `keras_explr.invariance.invariant_group`) and the BatchNorm statistics
         to rescale. After `keras.saving.load_model`, call
         ``optimizer.set_model(model)`` again (training refuses to go on
         without it rather than silently stop rescaling the statistics).
-      variables: the group explicitly (default: found from `model`, else every
+      variables (list[keras.Variable] | None): the group explicitly (default: found from `model`, else every
         variable the optimizer trains, the paper's setting).
-      target_norm: the norm to rescale back to (default: the first update's).
-      name: optional name.
+      target_norm (float | None): the norm to rescale back to (default: the first update's).
+      name (str | None): optional name.
 
     Example:
 

@@ -67,7 +67,7 @@ class ReparamWeightDecay(Wrapper):
     reads θ (e.g. Lamb's trust ratio) sees the decayed θ.
 
     Args:
-      inner_optimizer: any Keras optimizer (SGD, `keras_explr.optimizers.SGD`,
+      inner_optimizer (keras.optimizers.Optimizer): any Keras optimizer (SGD, `keras_explr.optimizers.SGD`,
         Adam, Lion, Muon, ...; a `LossScaleOptimizer` too) without weight decay
         of its own: one that has it is rejected, as it would decay twice.
         ScheduleFreeAdamW keeps a copy of the weights in its state (z): the
@@ -79,29 +79,30 @@ class ReparamWeightDecay(Wrapper):
         mode with ``lr_exponent=0`` only: they have one LR per group); for the
         coupled mode or a per-group λ, put one ReparamWeightDecay around each
         sub-optimizer instead.
-      weight_decay: λ_new in [0, 1): the fraction removed per update; or a
+      weight_decay (float | LearningRateSchedule | Callable | None): λ_new in
+        [0, 1): the fraction removed per update; or a
         `LearningRateSchedule` / callable of the step giving λ(t) (serializable
         when it is a registered Keras object).
-      mode: "decoupled" or "coupled".
-      follow_schedule: alias of ``lr_exponent=1``.
-      lr_exponent: p in [0, 2] (default 0, or 1 with ``follow_schedule=True``).
-      reference_learning_rate: η_ref > 0 for p > 0; default: the inner
+      mode (str): "decoupled" or "coupled".
+      follow_schedule (bool): alias of ``lr_exponent=1``.
+      lr_exponent (float | None): p in [0, 2] (default 0, or 1 with ``follow_schedule=True``).
+      reference_learning_rate (float | None): η_ref > 0 for p > 0; default: the inner
         optimizer's LR at step 0.
-      exclude_vectors: leave variables of rank < 2 (biases, BatchNorm and
+      exclude_vectors (bool): leave variables of rank < 2 (biases, BatchNorm and
         LayerNorm γ/β) undecayed (default True). Further exclusions:
         `exclude_from_weight_decay(var_list=..., var_names=...)`.
-      name: optional name.
-      timescale: instead of ``weight_decay``: the decay's EMA timescale τ
+      name (str | None): optional name.
+      timescale (float | None): instead of ``weight_decay``: the decay's EMA timescale τ
         (Wang & Aitchison 2024), in epochs with ``steps_per_epoch``, else in
         steps; λ_new = 1/τ_steps (`keras_explr.theory.weight_decay_from_timescale`).
         At a fixed τ in epochs, 4× the data (4× ``steps_per_epoch``) gives ¼ of λ_new.
-      steps_per_epoch: real updates per epoch, for ``timescale`` in epochs.
-      model: apply ``lr_exponent`` only to the group of variables the model's
+      steps_per_epoch (int | None): real updates per epoch, for ``timescale`` in epochs.
+      model (keras.Model | None): apply ``lr_exponent`` only to the group of variables the model's
         loss is jointly scale-invariant in (`keras_explr.invariance.invariant_group`)
         and p = 1 (the rule users know) to every other decayed variable:
         ``lr_exponent=2, model=model`` is AdamC's corrected decay, λ·(η_t/η_ref)²
         where theory says the norm equilibrates and λ·η_t/η_ref elsewhere.
-      invariant_group: the group's variable paths (what ``model=`` finds; saved
+      invariant_group (list[str] | None): the group's variable paths (what ``model=`` finds; saved
         in the config).
 
     Example:

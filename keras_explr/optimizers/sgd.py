@@ -38,12 +38,12 @@ class SGD(keras.optimizers.Optimizer):
     accumulation.
 
     Args:
-      learning_rate: a float > 0, a `LearningRateSchedule` (e.g.
-        `keras_explr.schedules.ExpLR`) or a callable.
-      momentum: γ in [0, 1).
-      nesterov: whether to use Nesterov momentum.
-      weight_decay: coupled λ ≥ 0, or None for none.
-      **kwargs: the base optimizer's arguments (clipnorm, global_clipnorm,
+      learning_rate (float | LearningRateSchedule | Callable): a float > 0, a
+        `LearningRateSchedule` (e.g. `keras_explr.schedules.ExpLR`) or a callable.
+      momentum (float): γ in [0, 1).
+      nesterov (bool): whether to use Nesterov momentum.
+      weight_decay (float | None): coupled λ ≥ 0, or None for none.
+      **kwargs (Any): the base optimizer's arguments (clipnorm, global_clipnorm,
         use_ema, gradient_accumulation_steps, loss_scale_factor, name, ...).
 
     Example:
