@@ -79,12 +79,12 @@ class ScaleMonitor(keras.callbacks.Callback):
     See the module docstring for the quantities and the predictions.
 
     Args:
-      every_n_steps: record every n optimizer steps (integer ≥ 1).
-      variables: the variables to monitor (objects or paths); default: every
+      every_n_steps (int): record every n optimizer steps (integer ≥ 1).
+      variables (list[keras.Variable | str] | None): the variables to monitor (objects or paths); default: every
         trainable variable of rank ≥ 2.
-      per_neuron: also keep the statistics per output neuron (last axis).
-      log_dir: a directory for TensorBoard event files (needs TensorFlow).
-      epsilon_margin: the ε alarm's threshold (default 100): at the end of
+      per_neuron (bool): also keep the statistics per output neuron (last axis).
+      log_dir (str | None): a directory for TensorBoard event files (needs TensorFlow).
+      epsilon_margin (float | None): the ε alarm's threshold (default 100): at the end of
         every epoch the monitor records, for every normalization layer it can
         measure, σ²/ε of its input (mean over channels and the worst channel;
         series ``"prenorm_variance_over_epsilon"`` and
@@ -92,7 +92,7 @@ class ScaleMonitor(keras.callbacks.Callback):
         warns once per layer with `EpsilonDominanceWarning` when the mean
         falls below ``epsilon_margin``. BatchNorm layers are read from their
         moving variance; None switches the alarm off.
-      epsilon_data: a batch of inputs on which to measure every
+      epsilon_data (array-like | None): a batch of inputs on which to measure every
         BatchNormalization, LayerNormalization and GroupNormalization layer's
         input variance (`keras_explr.invariance.epsilon_margin`) instead of
         BatchNorm's moving variance.
@@ -453,10 +453,16 @@ class ScaleMonitor(keras.callbacks.Callback):
         clock Σ d_t; a phase that ends before one equilibration time (clock < 1)
         gets a note: the weights' norm has not caught up with the LR when it ends.
 
+        Args:
+          path (str): a monitored variable's path.
+          tolerance (float): the band around the predicted angular update (relative).
+          jump (float): the relative LR change that starts an event.
+          window (int): monitored steps the angular update is averaged over.
+
         Returns:
-          {"events": [{"step", "learning_rate_before", "learning_rate", "predicted_steps",
-          "measured_steps", "predicted_angular_update"}], "decay_phases": [{"start", "end",
-          "clock", "note"}]}.
+          (dict): ``{"events": [{"step", "learning_rate_before", "learning_rate", "predicted_steps",
+            "measured_steps", "predicted_angular_update"}], "decay_phases": [{"start", "end",
+            "clock", "note"}]}``.
         """
         spec = self._specs.get(path)
         if spec is None:
