@@ -202,14 +202,19 @@ class Block:
     """Cells that share a net and an optimizer, trained together.
 
     Args:
-      cells: list of dicts with "learning_rate" (η_0), "weight_decay" (λ_new for rule "new",
+      cells (list[dict]): list of dicts with "learning_rate" (η_0), "weight_decay" (λ_new for rule "new",
         λ_old for "old") and "seed".
-      optimizer: "sgd" or "adam"; rule: "new" or "old"; schedule: one of `SCHEDULES`.
-      total_steps: the run's length (the schedule's horizon).
-      data: ((x, y), (x_val, y_val)) with x flattened to (n, features).
-      invariant: the scale-invariant net, or the users' one (`build_net`).
-      batch_size, reference: the batch size, and how many training images set the BatchNorm
+      optimizer (str): "sgd" or "adam".
+      rule (str): "new" or "old".
+      schedule (str): one of `SCHEDULES`.
+      total_steps (int): the run's length (the schedule's horizon).
+      data (tuple): ((x, y), (x_val, y_val)) with x flattened to (n, features).
+      invariant (bool): the scale-invariant net, or the users' one (`build_net`).
+      hidden (tuple[int, ...]): the hidden layers' widths (`build_net`).
+      batch_size, reference (int): the batch size, and how many training images set the BatchNorm
         statistics used to score the validation set (recomputed at every checkpoint).
+      epsilon (float | None): the normalization's ε (`build_net`; None: 1e-12 for the invariant
+        net, 1e-3 for the users' one).
     """
 
     def __init__(self, cells, optimizer, rule, schedule, total_steps, data, invariant=True, hidden=(64, 64),

@@ -91,11 +91,11 @@ def cellwise_bootstrap(statistic, scores, n_boot=2000, seed=0, batch=250):
     statistic(A*). Replicates where the statistic is undefined are NaN.
 
     Args:
-      statistic: callable taking an (n_lr, n_wd) mean grid, returning a float.
-      scores: (n_lr, n_wd, R) per-seed scores, R ≥ 2.
-      n_boot: number of replicates B ≥ 1.
-      seed: seed of the resampling generator (the result is deterministic).
-      batch: replicates drawn at once (memory only).
+      statistic (Callable[[np.ndarray], float]): callable taking an (n_lr, n_wd) mean grid, returning a float.
+      scores (array-like): (n_lr, n_wd, R) per-seed scores, R ≥ 2.
+      n_boot (int): number of replicates B ≥ 1.
+      seed (int): seed of the resampling generator (the result is deterministic).
+      batch (int): replicates drawn at once (memory only).
     """
     s = _check_scores(scores)
     if s.shape[2] < 2:
@@ -294,16 +294,16 @@ def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
     weight_decays, learning_rates).
 
     Args:
-      scores, learning_rates, weight_decays: see the module docstring.
-      delta: δ ≥ 0 in score units (e.g. 0.05 = 5 accuracy points).
-      min_rows: rows needed (≥ 2).
-      n_boot: bootstrap replicates B (0: no interval); needs ≥ 2 seeds.
-      ci: the interval's coverage in (0, 1).
-      seed: the bootstrap's seed.
-      refine: "log" or "parabola".
+      scores, learning_rates, weight_decays (array-like): see the module docstring.
+      delta (float): δ ≥ 0 in score units (e.g. 0.05 = 5 accuracy points).
+      min_rows (int): rows needed (≥ 2).
+      n_boot (int): bootstrap replicates B (0: no interval); needs ≥ 2 seeds.
+      ci (float): the interval's coverage in (0, 1).
+      seed (int): the bootstrap's seed.
+      refine (str): "log" or "parabola".
 
     Returns:
-      `RidgeSlope`; the interval's replicates re-select their rows.
+      (RidgeSlope): the slope; the interval's replicates re-select their rows.
     """
     s = _check_scores(scores)
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
@@ -411,19 +411,21 @@ def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9
     s = −1 in (η, λ) and 0 in (η, λ_new).
 
     Args:
-      scores, learning_rates, weight_decays: see the module docstring (per-cell
+      scores, learning_rates, weight_decays (array-like): see the module docstring (per-cell
         `weight_decays` allowed: the same runs in other coordinates; the slope
         in λ_new = η·λ is then exactly the slope in λ plus 1).
-      levels: the score levels, the same for every row pair; default (None):
+      levels (array-like | None): the score levels, the same for every row pair; default (None):
         for each row pair, `n_levels` levels evenly spaced inside the overlap
         of the two rows' score ranges (recomputed in every bootstrap replicate),
         so every pair whose ranges overlap contributes.
-      n_levels: number of levels per row pair when `levels` is None (≥ 1).
-      n_boot, ci, seed: the cell-wise bootstrap (as `ridge_slope`).
+      n_levels (int): number of levels per row pair when `levels` is None (≥ 1).
+      n_boot (int): bootstrap replicates (as `ridge_slope`).
+      ci (float): the interval's coverage (as `ridge_slope`).
+      seed (int): the bootstrap's seed (as `ridge_slope`).
 
     Returns:
-      `ContourSlope`; NaN with the `reason` when no level crosses two adjacent
-      rows (one row, one column, or rows whose score ranges do not overlap).
+      (ContourSlope): the slope; NaN with the `reason` when no level crosses two
+        adjacent rows (one row, one column, or rows whose score ranges do not overlap).
     """
     s = _check_scores(scores)
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
@@ -528,8 +530,8 @@ def diagonal_flatness(scores, learning_rates, n_boot=2000, ci=0.95, seed=0):
     decade). Intervals resample each point's seeds.
 
     Args:
-      scores: shape (K,) or (K, n_seeds).
-      learning_rates: the K values η_k (> 0), spanning the sweep.
+      scores (array-like): shape (K,) or (K, n_seeds).
+      learning_rates (array-like): the K values η_k (> 0), spanning the sweep.
     """
     a = np.asarray(scores, dtype="float64")
     if a.ndim == 1:

@@ -92,36 +92,36 @@ def hp_optimizer(hp, optimizer="sgd", learning_rate=None, weight_decay=None, par
     ('ReparamWeightDecay', ['learning_rate', 'weight_decay_new'])
 
     Args:
-      hp: the `keras_tuner.HyperParameters` passed to ``build_model``.
-      optimizer: "sgd" (`keras.optimizers.SGD`; the paper's SGD with
+      hp (keras_tuner.HyperParameters): the `keras_tuner.HyperParameters` passed to ``build_model``.
+      optimizer (str | type): "sgd" (`keras.optimizers.SGD`; the paper's SGD with
         ``decay="coupled"``), "adam" (`keras.optimizers.Adam` under "new",
         `keras.optimizers.AdamW` under "old"), or a Keras optimizer class
         (``keras.optimizers.Lion``, ...) that takes ``learning_rate`` and,
         under "old", ``weight_decay``.
-      learning_rate: (low, high) searched log-uniformly, or a number (fixed,
+      learning_rate (tuple[float, float] | float | None): (low, high) searched log-uniformly, or a number (fixed,
         not a hyperparameter). Default `DEFAULT_RANGES`: (1e-3, 1) for SGD,
         (1e-5, 1e-2) otherwise.
-      weight_decay: the same for λ_new (a fraction per step, < 1) under
+      weight_decay (tuple[float, float] | float | None): the same for λ_new (a fraction per step, < 1) under
         "new" or λ under "old". Defaults: "new" (1e-6, 1e-2) for SGD, (1e-7,
         1e-3) otherwise; "old" (1e-5, 0.1) for SGD, (1e-4, 1) otherwise.
-      parameterization: "new" (hyperparameters ``learning_rate``,
+      parameterization (str): "new" (hyperparameters ``learning_rate``,
         ``weight_decay_new``), "old" (``learning_rate``, ``weight_decay``) or
         "timescale" (``learning_rate``, ``timescale``: the decay's EMA timescale
         τ, Wang & Aitchison 2024, with λ_new = 1/τ_steps through
         `ReparamWeightDecay(timescale=...)`).
-      timescale: under "timescale", τ's (low, high) or a number; in epochs with
+      timescale (tuple[float, float] | float | None): under "timescale", τ's (low, high) or a number; in epochs with
         ``steps_per_epoch``, else in steps. Defaults (0.5, 200) epochs, (1e2, 1e6) steps.
-      steps_per_epoch: real updates per epoch, for τ in epochs.
-      decay: "decoupled" (θ ← (1 − d)θ beside the update) or "coupled" (the
+      steps_per_epoch (int | None): real updates per epoch, for τ in epochs.
+      decay (str): "decoupled" (θ ← (1 − d)θ beside the update) or "coupled" (the
         decay term enters the gradient and the momentum; SGD only).
-      exclude_vectors: leave biases and normalization γ/β undecayed (default):
+      exclude_vectors (bool): leave biases and normalization γ/β undecayed (default):
         under "new" every variable of rank < 2 (`ReparamWeightDecay`), under
         "old" the variables Keras names "bias", "gamma" or "beta".
-      **inner_kwargs: the optimizer's other arguments (``momentum``,
+      **inner_kwargs (Any): the optimizer's other arguments (``momentum``,
         ``beta_1``, ``clipnorm``, ...).
 
     Returns:
-      A Keras optimizer (serializable: the model saves and loads with it).
+      (keras.optimizers.Optimizer): a Keras optimizer (serializable: the model saves and loads with it).
     """
     kt = require("keras_tuner", "tuner", "`hp_optimizer`")
     import keras
