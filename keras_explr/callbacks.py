@@ -17,7 +17,7 @@ class FunctionRecorder(keras.callbacks.Callback):
     arrays.
 
     Args:
-      x (array-like): the probe batch.
+      x (ArrayLike): the probe batch.
       every_n_steps (int | None): also record every n optimizer steps (None: only at the
         start and at the end of every epoch).
 

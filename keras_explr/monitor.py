@@ -92,7 +92,7 @@ class ScaleMonitor(keras.callbacks.Callback):
         warns once per layer with `EpsilonDominanceWarning` when the mean
         falls below ``epsilon_margin``. BatchNorm layers are read from their
         moving variance; None switches the alarm off.
-      epsilon_data (array-like | None): a batch of inputs on which to measure every
+      epsilon_data (ArrayLike | None): a batch of inputs on which to measure every
         BatchNormalization, LayerNormalization and GroupNormalization layer's
         input variance (`keras_explr.invariance.epsilon_margin`) instead of
         BatchNorm's moving variance.

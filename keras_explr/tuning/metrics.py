@@ -92,7 +92,7 @@ def cellwise_bootstrap(statistic, scores, n_boot=2000, seed=0, batch=250):
 
     Args:
       statistic (Callable[[np.ndarray], float]): callable taking an (n_lr, n_wd) mean grid, returning a float.
-      scores (array-like): (n_lr, n_wd, R) per-seed scores, R ≥ 2.
+      scores (ArrayLike): (n_lr, n_wd, R) per-seed scores, R ≥ 2.
       n_boot (int): number of replicates B ≥ 1.
       seed (int): seed of the resampling generator (the result is deterministic).
       batch (int): replicates drawn at once (memory only).
@@ -294,7 +294,7 @@ def ridge_slope(scores, learning_rates, weight_decays, delta=0.05, min_rows=3,
     weight_decays, learning_rates).
 
     Args:
-      scores, learning_rates, weight_decays (array-like): see the module docstring.
+      scores, learning_rates, weight_decays (ArrayLike): see the module docstring.
       delta (float): δ ≥ 0 in score units (e.g. 0.05 = 5 accuracy points).
       min_rows (int): rows needed (≥ 2).
       n_boot (int): bootstrap replicates B (0: no interval); needs ≥ 2 seeds.
@@ -411,10 +411,10 @@ def contour_slope(scores, learning_rates, weight_decays, levels=None, n_levels=9
     s = −1 in (η, λ) and 0 in (η, λ_new).
 
     Args:
-      scores, learning_rates, weight_decays (array-like): see the module docstring (per-cell
+      scores, learning_rates, weight_decays (ArrayLike): see the module docstring (per-cell
         `weight_decays` allowed: the same runs in other coordinates; the slope
         in λ_new = η·λ is then exactly the slope in λ plus 1).
-      levels (array-like | None): the score levels, the same for every row pair; default (None):
+      levels (ArrayLike | None): the score levels, the same for every row pair; default (None):
         for each row pair, `n_levels` levels evenly spaced inside the overlap
         of the two rows' score ranges (recomputed in every bootstrap replicate),
         so every pair whose ranges overlap contributes.
@@ -530,8 +530,8 @@ def diagonal_flatness(scores, learning_rates, n_boot=2000, ci=0.95, seed=0):
     decade). Intervals resample each point's seeds.
 
     Args:
-      scores (array-like): shape (K,) or (K, n_seeds).
-      learning_rates (array-like): the K values η_k (> 0), spanning the sweep.
+      scores (ArrayLike): shape (K,) or (K, n_seeds).
+      learning_rates (ArrayLike): the K values η_k (> 0), spanning the sweep.
     """
     a = np.asarray(scores, dtype="float64")
     if a.ndim == 1:
