@@ -122,6 +122,17 @@ def paired_difference(statistic, scores_a, scores_b, n_boot=2000, seed=0, ci=0.9
     Δ = statistic(Ā) − statistic(B̄) with the percentile interval of Δ*.
     `statistic_b` (default: `statistic`) is applied to grid B, for grids in
     different coordinates (e.g. λ_old and λ_new values).
+
+    Args:
+      statistic (Callable[[np.ndarray], float]): applied to the mean grid of A.
+      scores_a, scores_b (ArrayLike): (n_lr, n_wd, R) per-seed scores of the two grids, R ≥ 2.
+      n_boot (int): bootstrap replicates B ≥ 1.
+      seed (int): the bootstrap's seed.
+      ci (float): the interval's coverage in (0, 1).
+      statistic_b (Callable[[np.ndarray], float] | None): applied to the mean grid of B.
+
+    Returns:
+      (Estimate): Δ with the percentile interval of Δ*.
     """
     stat_b = statistic if statistic_b is None else statistic_b
     a, b = _check_scores(scores_a), _check_scores(scores_b)
@@ -481,6 +492,16 @@ def good_region_correlation(scores, learning_rates, weight_decays, quantile=0.75
     ρ ∈ [−1, 1]; −1 is a diagonal valley, 0 an axis-aligned one; invariant to
     rescaling either axis, non-linear in the ridge slope. NaN when fewer than
     two rows or columns carry weight. Returns an `Estimate`.
+
+    Args:
+      scores, learning_rates, weight_decays (ArrayLike): see the module docstring.
+      quantile (float): q in (0, 1).
+      n_boot (int): bootstrap replicates B (0: no interval).
+      ci (float): the interval's coverage in (0, 1).
+      seed (int): the bootstrap's seed.
+
+    Returns:
+      (Estimate): ρ with its interval (NaN with a `reason` when undefined).
     """
     s = _check_scores(scores)
     x = _check_rates("learning_rates", learning_rates, s.shape[0])
@@ -508,6 +529,16 @@ def transfer_regret(scores, learning_rates, weight_decays, delta=0.05, n_boot=20
     \(\max_j A_{ij} - A_{i\hat\jmath}\), in score units. R ≈ 0 when the best λ does not move with
     η (decoupled). Needs a grid rectangular in (η, λ): 1-D `weight_decays`.
     Returns an `Estimate`.
+
+    Args:
+      scores, learning_rates, weight_decays (ArrayLike): see the module docstring.
+      delta (float): δ ≥ 0 in score units.
+      n_boot (int): bootstrap replicates B (0: no interval).
+      ci (float): the interval's coverage in (0, 1).
+      seed (int): the bootstrap's seed.
+
+    Returns:
+      (Estimate): R in score units, with its interval.
     """
     s = _check_scores(scores)
     _check_rates("learning_rates", learning_rates, s.shape[0])
@@ -553,7 +584,16 @@ def diagonal_flatness(scores, learning_rates, n_boot=2000, ci=0.95, seed=0):
 def within_fraction(values, x, reference=None):
     """p_x = fraction of the values v with v ≥ ref − x (ref: max of `values`
     unless given). On a grid that stratifies a log-uniform box, p_x estimates
-    the probability that one random trial lands within x of the best."""
+    the probability that one random trial lands within x of the best.
+
+    Args:
+      values (ArrayLike): the trials' scores (non-finite ones are dropped).
+      x (float): the tolerance x ≥ 0 in score units.
+      reference (float | None): ref (default: the max of the scores).
+
+    Returns:
+      (float): p_x.
+    """
     v = np.asarray(values, dtype="float64").ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -566,7 +606,15 @@ def within_fraction(values, x, reference=None):
 def expected_best_of_n(values, n):
     """Dodge et al. (2019): the expected maximum of n trials drawn with
     replacement from the N observed values v_(1) ≤ … ≤ v_(N):
-    E[max of n] = Σ_i v_(i)·[(i/N)^n − ((i−1)/N)^n]. `n` may be an array."""
+    E[max of n] = Σ_i v_(i)·[(i/N)^n − ((i−1)/N)^n]. `n` may be an array.
+
+    Args:
+      values (ArrayLike): the N observed scores (non-finite ones are dropped).
+      n (int | ArrayLike): trials per search, ≥ 1.
+
+    Returns:
+      (float | np.ndarray): E[max of n]; an array when `n` is one.
+    """
     v = np.sort(np.asarray(values, dtype="float64").ravel())
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -582,7 +630,16 @@ def expected_best_of_n(values, n):
 
 def trials_to_within(sequence, x, reference=None):
     """The 1-based index of the first trial (in the order run) whose value is
-    ≥ ref − x (ref: the max of `sequence` unless given); None if none is."""
+    ≥ ref − x (ref: the max of `sequence` unless given); None if none is.
+
+    Args:
+      sequence (ArrayLike): the trials' scores in the order run.
+      x (float): the tolerance x ≥ 0 in score units.
+      reference (float | None): ref (default: the max of the scores).
+
+    Returns:
+      (int | None): the 1-based index, or None.
+    """
     v = np.asarray(sequence, dtype="float64").ravel()
     x = _checks.check_non_negative("delta", x)
     ref = np.nanmax(v) if reference is None else float(reference)
@@ -621,6 +678,17 @@ def search_cost(values, x, reference=None, n_boot=2000, ci=0.95, seed=0):
     hit 1/p; n95 = ⌈ln 0.05 / ln(1 − p)⌉ (∞ when p = 0). Intervals resample the
     trials with replacement (B = `n_boot`); pass a common `reference` (e.g. the
     best over every search space compared) so that p means the same thing.
+
+    Args:
+      values (ArrayLike): the trials' scores (non-finite ones are dropped).
+      x (float): the tolerance x ≥ 0 in score units.
+      reference (float | None): ref (default: the max of `values`).
+      n_boot (int): bootstrap replicates B (0: no interval).
+      ci (float): the interval's coverage in (0, 1).
+      seed (int): the bootstrap's seed.
+
+    Returns:
+      (SearchCost): p, 1/p and n95 with their intervals.
     """
     v = np.asarray(values, dtype="float64").ravel()
     v = v[np.isfinite(v)]
