@@ -65,7 +65,14 @@ class FunctionRecorder(keras.callbacks.Callback):
 
 
 def relative_differences(outputs_a, outputs_b):
-    """‖a − b‖ / ‖a‖ for each pair of records (the function-space discrepancy per record)."""
+    """‖a − b‖ / ‖a‖ for each pair of records (the function-space discrepancy per record).
+
+    Args:
+      outputs_a, outputs_b (list[np.ndarray]): two runs' records (`FunctionRecorder.outputs`).
+
+    Returns:
+      (list[float]): one relative difference per record.
+    """
     if len(outputs_a) != len(outputs_b):
         raise ValueError(
             f"the runs recorded {len(outputs_a)} and {len(outputs_b)} outputs; "
@@ -75,5 +82,12 @@ def relative_differences(outputs_a, outputs_b):
 
 
 def max_relative_difference(outputs_a, outputs_b):
-    """max over records of ‖a − b‖ / ‖a‖ (the function-space discrepancy)."""
+    """max over records of ‖a − b‖ / ‖a‖ (the function-space discrepancy).
+
+    Args:
+      outputs_a, outputs_b (list[np.ndarray]): two runs' records (`FunctionRecorder.outputs`).
+
+    Returns:
+      (float): the largest relative difference.
+    """
     return max(relative_differences(outputs_a, outputs_b))

@@ -115,6 +115,17 @@ class Partitioned(keras.optimizers.Optimizer):
         both inner optimizers, as they went to the weight-decay run. Gradient clipping
         is refused: a threshold does not transform with the group's scale, so the
         clipped twin would not be the same run.
+
+        Args:
+          model (keras.Model): the model whose invariant group gets ExpLR.
+          learning_rate, weight_decay, momentum (float): the weight-decay run's η, coupled λ and γ.
+          exact (bool): True: the twin of the run from zero momentum buffers (what Keras
+            does); False: the paper's closed form (`keras_explr.schedules.ExpLR.from_weight_decay`).
+          name (str | None): optional name.
+          **optimizer_kwargs (Any): passed to both inner `SGD`s.
+
+        Returns:
+          (Partitioned): the twin.
         """
         from keras_explr import schedules
 
