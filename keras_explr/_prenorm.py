@@ -129,7 +129,7 @@ def epsilon_margin(model, x, reduce="mean"):
 
     Args:
       model (keras.Model): a built Keras model.
-      x (array-like): a batch of inputs.
+      x (ArrayLike): a batch of inputs.
       reduce (str): "mean" (over the units, default) or "min" (the worst unit).
 
     Returns:

@@ -200,7 +200,7 @@ def invariant_group(model, sample_batch=None, candidates=None):
 
     Args:
       model (keras.Model): a functional or Sequential Keras model.
-      sample_batch (array-like | tuple | None): ``x`` or ``(x, y)`` for the numeric confirmation.
+      sample_batch (ArrayLike | tuple | None): ``x`` or ``(x, y)`` for the numeric confirmation.
       candidates (Sequence[keras.Variable | str] | None): the variables the group may contain (default
         `default_candidates(model)`: kernels and biases; pass normalization
         γ/β too to let them in, scaled as pairs).
@@ -264,7 +264,7 @@ def confirm_group(model, variables, sample_batch=None, rtol=None):
     Args:
       model (keras.Model): a functional or Sequential Keras model.
       variables (Sequence[keras.Variable | str]): the group (variables of `model`, or their paths).
-      sample_batch (array-like | tuple | None): ``x`` or ``(x, y)``; default: a random batch of 4 built
+      sample_batch (ArrayLike | tuple | None): ``x`` or ``(x, y)``; default: a random batch of 4 built
         from the model's input specs.
       rtol (float | None): the tolerance (default τ).
 
@@ -351,7 +351,7 @@ def scale_invariant_variables(model, sample_batch, report=False, rtol=None, num_
 
     Args:
       model (keras.Model): a functional or Sequential Keras model.
-      sample_batch (array-like | tuple): ``x`` or ``(x, y)``.
+      sample_batch (ArrayLike | tuple): ``x`` or ``(x, y)``.
       report (bool): also return a list of `Decision`s, one per trainable variable.
       rtol (float | None): tolerance; default τ = √u of the compute dtype (module docstring).
       num_checks (Sequence[float]): the scale factors (default 2^-10, 2^-3, 2^3, 2^10; exact
