@@ -1,12 +1,11 @@
-"""KerasTuner studies of learning-rate / weight-decay entanglement (issue 5).
+"""KerasTuner and the LR/WD entanglement study.
 
-`keras_explr.tuning.metrics` (pure numpy) holds the metrics of a results grid;
-`hypermodels` the BN-convnet HyperModels in three weight-decay
-parameterizations; `study` the KerasTuner runner that records every seed;
-`report` the JSON / PNG / Markdown outputs; `study_v2` the equilibrated
-six-arm study (`StudyHyperModel`: grids in (η_0, λ_new), seeds as towers);
-`cli` the `keras-explr study` command; `search.hp_optimizer` the LR/WD search space of a user's own
-``build_model(hp)``. The metrics import without Keras or KerasTuner; the rest load lazily.
+`keras_explr.tuning.search.hp_optimizer` gives a user's own ``build_model(hp)`` the learning-rate /
+weight-decay search space in either parameterization. The study (`keras-explr study`) lives in
+`study` (design, predictions, runner), `block` (many cells of a grid trained at once under
+`jax.vmap`, through the package's optimizers), `hypermodels` (the KerasTuner searches of the
+study), `report` (analysis, figures, report.md) and `cli`. `metrics` holds grid metrics in
+pure numpy. The metrics import without Keras or KerasTuner; the rest load lazily.
 """
 
 from keras_explr.tuning.metrics import (  # noqa: F401
@@ -16,7 +15,7 @@ from keras_explr.tuning.metrics import (  # noqa: F401
     transfer_regret, trials_to_within, within_fraction,
 )
 
-_LAZY = {"hypermodels", "study", "study_v2", "report", "cli", "search"}
+_LAZY = {"block", "hypermodels", "study", "report", "cli", "search"}
 
 
 def __getattr__(name):
@@ -28,12 +27,4 @@ def __getattr__(name):
         from keras_explr.tuning import search
 
         return search.hp_optimizer
-    if name in ("EntanglementHyperModel", "PARAMETERIZATIONS"):
-        from keras_explr.tuning import hypermodels
-
-        return getattr(hypermodels, name)
-    if name in ("SeedTuner", "GridResult", "run_grid", "run_random", "load_grid"):
-        from keras_explr.tuning import study
-
-        return getattr(study, name)
     raise AttributeError(f"module 'keras_explr.tuning' has no attribute {name!r}")

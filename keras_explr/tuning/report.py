@@ -1,406 +1,673 @@
-"""The study's analysis, heat maps (PNG) and Markdown report.
+"""Study v3's analysis, predictions, figures and report, all from results.json (`keras_explr.tuning.study`).
 
-`analyze` turns the per-seed results of every arm into metrics with bootstrap
-intervals; `heatmaps` draws the two parameterizations side by side with the
-fitted ridge; `markdown` writes the report. Every number in the report is
-computed from the results; the prose around it only states what the numbers
-and their intervals say (e.g. whether an interval contains −1).
+Every interval is a 95 % percentile bootstrap over seeds: a replicate draws R seed indices with
+replacement and applies them to every cell of every grid it compares (the seeds fix the initialization
+and the batch order, shared by all cells and arms), so paired differences keep their pairing.
 """
 
 import math
+import os
 
 import numpy as np
 
-from keras_explr.tuning import metrics
+from keras_explr.tuning import study
 
-SCORES = ("neg_loss", "accuracy")
-
-
-def clean_json(o):
-    """JSON without NaN/inf (null instead), numpy scalars as Python numbers."""
-    if isinstance(o, dict):
-        return {k: clean_json(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [clean_json(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
-def score_of(result, score):
-    """The score array of a `GridResult`: accuracy, or minus the cross-entropy."""
-    if score == "accuracy":
-        return result.accuracy
-    if score == "neg_loss":
-        return -result.loss
-    raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
+NAMES = {  # plain names for figures and tables
+    "constant": "SGD, constant LR",
+    "step_standard": "SGD step decay, standard rule",
+    "step_new": "SGD step decay, λ_new constant",
+    "eps_step_standard": "users' net (ε=1e-3), step decay, standard rule",
+    "eps_step_new": "users' net (ε=1e-3), step decay, λ_new constant",
+    "adam_standard": "AdamW, cosine (standard rule)",
+    "adam_new": "ReparamWeightDecay(Adam), cosine, λ_new constant",
+    "cosine_standard": "SGD cosine, standard rule",
+    "cosine_new": "SGD cosine, λ_new constant",
+}
+PAIRS = (("step", "step_standard", "step_new"), ("cosine", "cosine_standard", "cosine_new"),
+         ("adam", "adam_standard", "adam_new"), ("eps_step", "eps_step_standard", "eps_step_new"))
 
 
-def _lam_new_cells(result):
-    """λ_new = η·λ_old of every cell of a rectangular (η, λ_old) grid."""
-    return np.asarray(result.learning_rates)[:, None] * np.asarray(result.weight_decays)[None, :]
+# ------------------------------------------------------------------ grids
+class Grid:
+    """The cells of one arm at one budget: learning rates (rows), λ_new (columns), per-seed scores
+    S[i, j, r] over the seeds every cell has, the clock and the minimum pre-normalization variance / ε."""
+
+    def __init__(self, cells, arm, steps):
+        cs = [c for c in cells if c["arm"] == arm and c["steps"] == steps]
+        if not cs:
+            raise ValueError(f"no cells of arm {arm!r} at {steps} steps")
+        self.arm, self.steps = arm, steps
+        self.lrs = sorted({c["learning_rate"] for c in cs})
+        self.wds = sorted({c["lambda_new"] for c in cs})
+        seeds = set.intersection(*[set(c["seeds"]) for c in cs])
+        self.seeds = sorted(seeds)
+        n, m, r = len(self.lrs), len(self.wds), len(self.seeds)
+        self.S = np.full((n, m, r), np.nan)
+        self.clock = np.full((n, m), np.nan)
+        self.minvar = np.full((n, m), np.nan)
+        for c in cs:
+            i, j = self.lrs.index(c["learning_rate"]), self.wds.index(c["lambda_new"])
+            by_seed = dict(zip(c["seeds"], c["scores"]))
+            self.S[i, j] = [np.nan if by_seed[s] is None else by_seed[s] for s in self.seeds]
+            var = dict(zip(c["seeds"], c["min_prenorm_variance_over_epsilon_per_seed"]))
+            self.minvar[i, j] = min(var[s] for s in self.seeds)
+            self.clock[i, j] = c["clock"]
+        # A run that failed (NaN) counts as the worst score of the grid.
+        worst = np.nanmin(self.S) if np.isfinite(self.S).any() else -10.0
+        self.S = np.where(np.isfinite(self.S), self.S, worst)
+        self.x = np.log10(self.lrs)
+        self.y = np.log10(self.wds)
+
+    @property
+    def A(self):
+        return self.S.mean(-1)
 
 
-def _grid_metrics(scores, lrs, wds, delta, n_boot, rectangular=True):
-    out = {"M1_ridge_slope": metrics.ridge_slope(scores, lrs, wds, delta=delta, n_boot=n_boot).as_dict(),
-           "M2_good_region_correlation": metrics.good_region_correlation(scores, lrs, wds, n_boot=n_boot).as_dict()}
-    if rectangular:
-        out["M3_transfer_regret"] = metrics.transfer_regret(scores, lrs, wds, delta=delta, n_boot=n_boot).as_dict()
-        out["M1_transposed_slope"] = metrics.ridge_slope(np.swapaxes(scores, 0, 1), wds, lrs, delta=delta,
-                                                         n_boot=n_boot).as_dict()
+def budgets(results, arm):
+    """The budgets (steps) at which an arm's cells were scored, ascending."""
+    return sorted({c["steps"] for c in results["cells"] if c["arm"] == arm})
+
+
+def has(results, arm):
+    """Whether results.json holds cells of `arm`."""
+    return any(c["arm"] == arm for c in results["cells"])
+
+
+# ------------------------------------------------------------------ statistics (of mean grids)
+def _diagonals(A, x, y):
+    """Full-length fixed-λ_old sweeps: lists of (i, j) with log λ_new − log η constant, one cell per row."""
+    n, m = A.shape
+    h = round(float(y[1] - y[0]), 9) if m > 1 else 1.0
+    out = []
+    for k in range(-n - m, n + m):
+        cells = []
+        for i in range(n):
+            yy = x[i] + (y[0] - x[0]) + k * h  # log λ_new of this λ_old in row i
+            j = int(round((yy - y[0]) / h))
+            if 0 <= j < m and abs(y[j] - yy) < 1e-6:
+                cells.append((i, j))
+        if len(cells) == n:
+            out.append(cells)
     return out
 
 
-def _equilibration(result, steps, coords, momentum):
-    """Cells whose run never feels the decay in full: t·d/(1 − γ) < 1.
+def sweeps(A, x, y, kind):
+    """The sweeps over every learning rate at a fixed λ_new (columns) or a fixed λ_old (full diagonals)."""
+    if kind == "new":
+        return [[(i, j) for i in range(A.shape[0])] for j in range(A.shape[1])]
+    return _diagonals(A, x, y)
 
-    d is the decay per step at the initial LR (η·λ_old, or λ_new); coupled
-    decay enters the momentum buffer, which amplifies it by 1/(1 − γ) in steady
-    state, and the norm relaxes over ~(1 − γ)/(2d) steps (docs/math.md#rotational-equilibrium).
+
+def best_sweep(A, x, y, kind):
+    """The best fixed λ of that kind: the sweep with the highest mean score over the learning rates (what a
+    user who fixes λ and then varies η gets on average)."""
+    ss = sweeps(A, x, y, kind)
+    if not ss:
+        return None
+    return max(ss, key=lambda s: float(np.mean([A[c] for c in s])))
+
+
+def shortfall(A, sweep):
+    """Mean over a sweep's cells of (best of the sweep − score): Wortsman et al.'s LR sensitivity.
+
+    >>> import numpy as np
+    >>> shortfall(np.array([[1.0], [0.5], [0.0]]), [(0, 0), (1, 0), (2, 0)])
+    0.5
     """
-    lrs = np.asarray(result.learning_rates)[:, None]
-    wds = np.asarray(result.weight_decays)[None, :]
-    per_step = lrs * wds if coords == "old" else np.broadcast_to(wds, (lrs.shape[0], wds.shape[1]))
-    under = steps * per_step / (1 - momentum) < 1
-    return {"cells": int(under.size), "cells_t_decay_below_1": int(under.sum())}
+    v = np.array([A[c] for c in sweep])
+    return float(np.mean(v.max() - v))
 
 
-def analyze(results, plan, score="neg_loss", n_boot=2000):
-    """Metrics of every arm of a study.
+def shortfall_stat(x, y, kind):
+    """A statistic of a mean grid: the shortfall along the best fixed λ of `kind` ("new" or "old")."""
+    def stat(A):
+        s = best_sweep(A, x, y, kind)
+        return math.nan if s is None else shortfall(A, s)
+    return stat
 
-    Args:
-      results: {name: GridResult} as the study writes them.
-      plan: the study plan (dict) with "delta" (per score), "x_search"
-        (M5's x, in accuracy), "total_steps".
-      score: "neg_loss" (primary; minus the validation cross-entropy) or "accuracy".
-      n_boot: bootstrap replicates.
+
+def lag_stat(j):
+    """Lag of the smallest learning rate behind the column's best, at column j."""
+    def stat(A):
+        return float(A[:, j].max() - A[0, j])
+    return stat
+
+
+def movement(A, x, y, kind):
+    """Decades over which the best λ (per learning-rate row) moves across the rows."""
+    ys = []
+    for i in range(A.shape[0]):
+        j = int(np.argmax(A[i]))
+        ys.append(y[j] if kind == "new" else y[j] - x[i])
+    return float(max(ys) - min(ys))
+
+
+def bootstrap(stat, grids, n_boot, seed=0):
+    """(point, [lo, hi]) of stat(*mean grids) with a 95 % bootstrap over seeds shared by `grids`."""
+    R = grids[0].shape[-1]
+    point = stat(*[g.mean(-1) for g in grids])
+    if R < 2 or n_boot < 1:
+        return point, [None, None]
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, R, R)
+        reps[b] = stat(*[g[..., idx].mean(-1) for g in grids])
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return point, [None, None]
+    return point, [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]
+
+
+def verdict_positive(ci):
+    """"holds" if the interval lies above 0, "fails" if below, else "inconclusive".
+
+    >>> verdict_positive([0.01, 0.05]), verdict_positive([-0.02, 0.01])
+    ('holds', 'inconclusive')
     """
-    delta = plan["delta"][score]
-    out = {"score": score, "delta": delta}
-    steps = plan["total_steps"]
-    if "constant_old" in results:
-        r = results["constant_old"]
-        s = score_of(r, score)
-        arm = {"old": _grid_metrics(s, r.learning_rates, r.weight_decays, delta, n_boot),
-               "new_same_runs": _grid_metrics(s, r.learning_rates, _lam_new_cells(r), delta, n_boot,
-                                              rectangular=False),
-               "equilibration": _equilibration(r, steps, "old", plan["momentum"])}
-        A = metrics.mean_grid(s)
-        i, j = np.unravel_index(np.argmax(A), A.shape)
-        arm["best_cell"] = {"learning_rate": r.learning_rates[i], "weight_decay_old": r.weight_decays[j],
-                            "intrinsic_lr": r.learning_rates[i] * r.weight_decays[j], "score": float(A[i, j])}
-        arm["grid_search_cost"] = metrics.search_cost(metrics.mean_grid(r.accuracy), plan["x_search"],
-                                                      n_boot=0).as_dict()
-        out["constant"] = arm
-    if "diagonal" in results:
-        r = results["diagonal"]
-        s = score_of(r, score)[:, 0, :]
-        out["diagonal"] = {k: v.as_dict() for k, v in metrics.diagonal_flatness(
-            s, r.learning_rates, n_boot=n_boot).items()}
-        out["diagonal"]["learning_rates"] = r.learning_rates
-        out["diagonal"]["intrinsic_lr"] = r.config["diagonal"]
-        out["diagonal"]["mean_scores"] = metrics.mean_grid(s[:, None, :])[:, 0].tolist()
-        out["diagonal"]["decades"] = float(np.log10(max(r.learning_rates) / min(r.learning_rates)))
-    if "step_old" in results and "step_new_constant" in results:
-        a, b = results["step_old"], results["step_new_constant"]
-        sa, sb = score_of(a, score), score_of(b, score)
-        arm = {"standard": _grid_metrics(sa, a.learning_rates, a.weight_decays, delta, n_boot),
-               "new_constant": _grid_metrics(sb, b.learning_rates, b.weight_decays, delta, n_boot),
-               "new_follow_same_runs_as_standard": _grid_metrics(
-                   sa, a.learning_rates, _lam_new_cells(a), delta, n_boot, rectangular=False),
-               "equilibration_standard": _equilibration(a, steps, "old", plan["momentum"]),
-               "equilibration_new_constant": _equilibration(b, steps, "new", plan["momentum"])}
-        if sa.shape == sb.shape and sa.shape[-1] >= 2:
-            arm["paired_difference_new_constant_minus_standard"] = {
-                "M1_ridge_slope": metrics.paired_difference(
-                    metrics.slope_statistic(b.learning_rates, b.weight_decays, delta), sb, sa, n_boot=n_boot,
-                    statistic_b=metrics.slope_statistic(a.learning_rates, a.weight_decays, delta)).as_dict(),
-            }
-            arm["paired_difference_new_constant_minus_standard"]["M1_ridge_slope"]["note"] = (
-                "statistic(new_constant grid) − statistic(standard grid), seeds paired cell by cell")
-        for k, r in (("best_standard", a), ("best_new_constant", b)):
-            A = metrics.mean_grid(score_of(r, score))
-            acc = metrics.mean_grid(r.accuracy)
-            i, j = np.unravel_index(np.argmax(A), A.shape)
-            arm[k] = {"learning_rate": r.learning_rates[i], "weight_decay": r.weight_decays[j],
-                      "score": float(A[i, j]), "accuracy": float(acc[i, j])}
-        out["scheduled"] = arm
-    if "search_old" in results and "search_new" in results:
-        a, b = results["search_old"], results["search_new"]
-        va, vb = a.accuracy.mean(-1), b.accuracy.mean(-1)
-        ref = float(np.nanmax(np.concatenate([va, vb])))
-        x = plan["x_search"]
-        arm = {"reference_best_accuracy": ref, "x": x}
-        n = np.arange(1, max(len(va), len(vb)) + 1)
-        for k, v, r in (("old", va, a), ("new", vb, b)):
-            arm[k] = {"box": {"learning_rate": r.learning_rates, "weight_decay": r.weight_decays},
-                      "cost": metrics.search_cost(v, x, reference=ref, n_boot=n_boot).as_dict(),
-                      "trials_to_within_in_run_order": metrics.trials_to_within(v, x, reference=ref),
-                      "best": float(np.nanmax(v)),
-                      "dodge_expected_best_of_n": metrics.expected_best_of_n(v, n).tolist()}
-        rng = np.random.default_rng(0)
-        diffs = []  # unpaired bootstrap (independent trials) of p_new − p_old
-        for _ in range(n_boot):
-            pa = metrics.within_fraction(va[rng.integers(0, len(va), len(va))], x, ref)
-            pb = metrics.within_fraction(vb[rng.integers(0, len(vb), len(vb))], x, ref)
-            diffs.append(pb - pa)
-        d = metrics.within_fraction(vb, x, ref) - metrics.within_fraction(va, x, ref)
-        arm["p_new_minus_p_old"] = {"value": d, "ci": [float(np.percentile(diffs, 2.5)),
-                                                        float(np.percentile(diffs, 97.5))],
-                                    "note": "independent trials: unpaired bootstrap"}
-        out["search"] = arm
+    if ci[0] is None:
+        return "inconclusive"
+    if ci[0] > 0:
+        return "holds"
+    if ci[1] < 0:
+        return "fails"
+    return "inconclusive"
+
+
+def _common(*grids):
+    """The grids restricted to the seeds they all have (so a bootstrap can pair them)."""
+    seeds = sorted(set.intersection(*[set(g.seeds) for g in grids]))
+    return [g.S[..., [g.seeds.index(s) for s in seeds]] for g in grids], seeds
+
+
+# ------------------------------------------------------------------ predictions
+def analyse(results):
+    """Every measure of the report: a dict by prediction."""
+    plan = results["plan"]
+    n_boot = int(plan["n_boot"])
+    out = {}
+    if has(results, "constant"):
+        rows = []
+        for B in budgets(results, "constant"):
+            g = Grid(results["cells"], "constant", B)
+            x, y = g.x, g.y
+            diff = lambda A: shortfall_stat(x, y, "old")(A) - shortfall_stat(x, y, "new")(A)  # noqa: E731
+            d, dci = bootstrap(diff, [g.S], n_boot)
+            sn, snci = bootstrap(shortfall_stat(x, y, "new"), [g.S], n_boot)
+            so, soci = bootstrap(shortfall_stat(x, y, "old"), [g.S], n_boot)
+            A = g.A
+            bn, bo = best_sweep(A, x, y, "new"), best_sweep(A, x, y, "old")
+            i0, j0 = np.unravel_index(np.argmax(A), A.shape)
+            rows.append({"steps": B, "S_new": sn, "S_new_ci": snci, "S_old": so, "S_old_ci": soci,
+                         "diff": d, "diff_ci": dci, "best_lambda_new": g.wds[bn[0][1]],
+                         "best_lambda_old": (g.wds[bo[0][1]] / g.lrs[bo[0][0]]) if bo else None,
+                         "move_new": movement(A, x, y, "new"), "move_old": movement(A, x, y, "old"),
+                         "best": float(A.max()), "best_cell": (g.lrs[i0], g.wds[j0]),
+                         "seeds": len(g.seeds)})
+        out["P1"] = rows
+        # P2: the lag of the smallest η at the best column of the longest budget.
+        Bs = budgets(results, "constant")
+        glong = Grid(results["cells"], "constant", Bs[-1])
+        j = best_sweep(glong.A, glong.x, glong.y, "new")[0][1]
+        lags = []
+        for B in Bs:
+            g = Grid(results["cells"], "constant", B)
+            v, ci = bootstrap(lag_stat(j), [g.S], n_boot)
+            lags.append({"steps": B, "lag": v, "ci": ci, "clock": float(B * g.wds[j])})
+        short = [B for B in Bs if B >= 1000][0] if any(B >= 1000 for B in Bs) else Bs[0]
+        gs = Grid(results["cells"], "constant", short)
+        (Ss, Sl), _ = _common(gs, glong)
+        d, dci = bootstrap(lambda a, b: lag_stat(j)(a) - lag_stat(j)(b), [Ss, Sl], n_boot)
+        out["P2"] = {"lambda_new": glong.wds[j], "lags": lags, "short": short, "long": Bs[-1], "diff": d,
+                     "ci": dci}
+    for name, std, new in PAIRS:
+        if not (has(results, std) and has(results, new)):
+            continue
+        T = budgets(results, std)[-1]
+        gs, gn = Grid(results["cells"], std, T), Grid(results["cells"], new, T)
+        (Ss, Sn), seeds = _common(gs, gn)
+        x, y = gs.x, gs.y
+        sf_s, ci_s = bootstrap(shortfall_stat(x, y, "new"), [Ss], n_boot)
+        sf_n, ci_n = bootstrap(shortfall_stat(x, y, "new"), [Sn], n_boot)
+        bvb, bvb_ci = bootstrap(lambda a, b: float(a.max() - b.max()), [Ss, Sn], n_boot)
+        per_col = []
+        for j, w in enumerate(gs.wds):
+            per_col.append({"lambda_new": w, "post_drop_clock_standard": post_drop_clock(gs, j),
+                            "post_drop_clock_new": post_drop_clock(gn, j),
+                            "best_standard": float(gs.A[:, j].max()), "best_new": float(gn.A[:, j].max()),
+                            "shortfall_standard": shortfall(gs.A, [(i, j) for i in range(len(gs.lrs))]),
+                            "shortfall_new": shortfall(gn.A, [(i, j) for i in range(len(gn.lrs))])})
+        out[name] = {"steps": T, "seeds": len(seeds), "shortfall_standard": sf_s, "ci_standard": ci_s,
+                     "shortfall_new": sf_n, "ci_new": ci_n, "best_standard": float(gs.A.max()),
+                     "best_new": float(gn.A.max()), "best_vs_best": bvb, "best_vs_best_ci": bvb_ci,
+                     "columns": per_col, "minvar_below_100": {
+                         std: int((gs.minvar < 100).sum()), new: int((gn.minvar < 100).sum())},
+                     "cells": int(gs.minvar.size)}
+    if "eps_step" in out and "step" in out:
+        ge = Grid(results["cells"], "eps_step_new", out["eps_step"]["steps"])
+        gi = Grid(results["cells"], "step_new", out["step"]["steps"])
+        (Se, Si), _ = _common(ge, gi)
+        st = shortfall_stat(ge.x, ge.y, "new")
+        d, ci = bootstrap(lambda a, b: st(a) - st(b), [Se, Si], n_boot)
+        # Where the pre-normalization variance fell below ε the layer stopped normalizing.
+        low = [(ge.lrs[i], ge.wds[j], float(ge.minvar[i, j]), float(ge.A[i, j] - gi.A[i, j]))
+               for i in range(len(ge.lrs)) for j in range(len(ge.wds)) if ge.minvar[i, j] < 1]
+        gse = Grid(results["cells"], "eps_step_standard", out["eps_step"]["steps"])
+        out["P5"] = {"diff": d, "ci": ci, "low_cells": low,
+                     "loss_low": float(np.mean([c[3] for c in low])) if low else None,
+                     "loss_high": float(np.mean((ge.A - gi.A)[ge.minvar >= 1])) if (ge.minvar >= 1).any()
+                     else None,
+                     "standard_low": int((gse.minvar < 1).sum()),
+                     "minvar_range": [float(ge.minvar.min()), float(ge.minvar.max())]}
+    # every arm that claims invariance: min pre-normalization variance / ε over its cells
+    inv = {}
+    for arm, (_, _, _, invariant) in study.ARMS.items():
+        cs = [c for c in results["cells"] if c["arm"] == arm and c["steps"] == c["total_steps"]]
+        if cs and invariant:
+            inv[arm] = {"min": float(min(c["min_prenorm_variance_over_epsilon"] for c in cs)),
+                        "below_100": [(c["learning_rate"], c["lambda_new"], c["min_prenorm_variance_over_epsilon"],
+                                       float(np.mean([v for v in c["scores"] if v is not None])))
+                                      for c in cs if c["min_prenorm_variance_over_epsilon"] < 100]}
+    out["invariance"] = inv
+    if results.get("tuner"):
+        out["P6"] = results["tuner"]
     return out
 
 
-# ------------------------------------------------------------------- plots
-def _edges(logv):
-    logv = np.asarray(logv, dtype="float64")
-    if logv.size == 1:
-        return np.array([logv[0] - 0.25, logv[0] + 0.25])
-    mid = (logv[1:] + logv[:-1]) / 2
-    return np.concatenate([[2 * logv[0] - mid[0]], mid, [2 * logv[-1] - mid[-1]]])
+def post_drop_clock(g, j):
+    """Σ λ_t over the steps after the first LR drop (half the run) of column j (every row has the same)."""
+    from keras_explr.tuning import block
+
+    T = g.steps
+    t = np.arange(T // 2, T)
+    mean_f = float(np.mean(block.schedule_factor(study.ARMS[g.arm][2], t, T)))
+    rule = study.ARMS[g.arm][1]
+    return float(g.wds[j] * len(t) * (1.0 if rule == "new" else mean_f))
 
 
-def _panel(ax, A, lrs, wds, ridge, title, sheared=False, vmin=None, vmax=None):
-    """One heat map over (log10 η, log10 λ); `sheared`: λ = η·λ_old per cell."""
-    x = np.log10(lrs)
-    xe = _edges(x)
-    if sheared:
-        ye_old = _edges(np.log10(wds))
-        X, Y = np.meshgrid(xe, ye_old, indexing="ij")
-        Y = Y + X  # log λ_new = log η + log λ_old at every corner
-    else:
-        ye = _edges(np.log10(wds))
-        X, Y = np.meshgrid(xe, ye, indexing="ij")
-    mesh = ax.pcolormesh(X, Y, A, cmap="viridis", shading="flat", vmin=vmin, vmax=vmax)
-    rows = ridge.get("rows", [])
-    if rows:
-        ax.plot(x[rows], ridge["ridge"], "o", color="white", mec="black", ms=5, label="ridge points")
-        if ridge.get("slope") is not None and np.isfinite(ridge["slope"]):
-            xx = np.array([x[rows].min(), x[rows].max()])
-            ci = ridge.get("ci")
-            lab = f"fit: s = {ridge['slope']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-            ax.plot(xx, ridge["intercept"] + ridge["slope"] * xx, "-", color="red", lw=2, label=lab)
-        ax.legend(loc="lower left", fontsize=7)
-    ax.set_xlabel("log10 η")
+def predictions(results):
+    """The prediction objects of results.json: name, estimate, ci, verdict (and a statement)."""
+    a = analyse(results)
+    out = []
+    if "P1" in a:
+        longest = a["P1"][-1]["steps"]
+        for r in a["P1"]:
+            if r["steps"] < min(500, longest):
+                continue
+            out.append({"name": f"P1 constant LR, {r['steps']} steps: S_old − S_new", "estimate": r["diff"],
+                        "ci": r["diff_ci"], "verdict": verdict_positive(r["diff_ci"]),
+                        "statement": "shortfall over η at the best fixed λ_old minus at the best fixed λ_new > 0"})
+    if "P2" in a:
+        p = a["P2"]
+        out.append({"name": f"P2 transient: lag of η_min at λ_new = {p['lambda_new']:.3g}, "
+                            f"{p['short']} − {p['long']} steps", "estimate": p["diff"], "ci": p["ci"],
+                    "verdict": verdict_positive(p["ci"]), "statement": "the small-η lag closes as the clock grows"})
+    for name, label in (("step", "P3 step decay"), ("cosine", "P3 cosine"), ("adam", "P4 Adam (cosine)")):
+        if name not in a:
+            continue
+        p = a[name]
+        if p["ci_standard"][0] is None:
+            verdict = "inconclusive"
+        elif p["ci_standard"][1] < study.TOL and p["ci_new"][1] < study.TOL:
+            verdict = "holds"
+        elif p["ci_standard"][0] > study.TOL or p["ci_new"][0] > study.TOL:
+            verdict = "fails"
+        else:
+            verdict = "inconclusive"
+        worst = "standard" if p["shortfall_standard"] >= p["shortfall_new"] else "new"
+        out.append({"name": f"{label}: η_0-shortfall at the best fixed λ_new, the worse rule ({worst})",
+                    "estimate": max(p["shortfall_standard"], p["shortfall_new"]),
+                    "ci": p["ci_standard"] if worst == "standard" else p["ci_new"], "verdict": verdict,
+                    "statement": f"both rules below {study.TOL} nats (standard {p['shortfall_standard']:.3f}, "
+                                 f"λ_new constant {p['shortfall_new']:.3f})"})
+    if "P5" in a:
+        p = a["P5"]
+        out.append({"name": "P5 ε arm: η_0-shortfall of λ_new constant, users' net − invariant net",
+                    "estimate": p["diff"], "ci": p["ci"], "verdict": verdict_positive(p["ci"]),
+                    "statement": "λ_new constant loses η_0-insensitivity with Keras's ε = 1e-3"})
+    if "P6" in a:
+        for B, t in sorted(a["P6"]["tabular"].items(), key=lambda kv: int(kv[0])):
+            for tuner, d in t["difference"].items():
+                out.append({"name": f"P6 KerasTuner {tuner}, {B} steps, {t['trials']} trials: best found, "
+                                    "(η, λ_new) − (η, λ_old)", "estimate": d["value"], "ci": d["ci"],
+                            "verdict": verdict_positive(d["ci"]),
+                            "statement": "searching in (η, λ_new) finds a better cell"})
+    return out
+
+
+# ------------------------------------------------------------------ figures
+def _edges(v):
+    v = np.asarray(v, float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.25, v[0] + 0.25])
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
+def _panel(ax, g, coords, vmin, vmax, title, mark_clock=True):
+    """One heat map of grid g in (log η, log λ_new) or (log η, log λ_old): cells as quadrilaterals, iso-score
+    contours, the best cell, the best fixed-λ sweep, the transient boundary (clock t·λ_new = 1 and 3)."""
+    A = g.A
+    xe, ye = _edges(g.x), _edges(g.y)
+    X, Y = np.meshgrid(xe, ye, indexing="ij")
+    Xc, Yc = np.meshgrid(g.x, g.y, indexing="ij")
+    if coords == "old":
+        Y = Y - X
+        Yc = Yc - Xc
+    im = ax.pcolormesh(X, Y, A, vmin=vmin, vmax=vmax, cmap="viridis", shading="flat")
+    if A.shape[0] > 1 and A.shape[1] > 1:
+        levels = np.linspace(vmin, vmax, 12)[1:-1]
+        cs = ax.contour(Xc, Yc, A, levels=levels, colors="white", linewidths=0.7, alpha=0.8)
+        ax.clabel(cs, fmt="%.2f", fontsize=6)
+    i0, j0 = np.unravel_index(np.argmax(A), A.shape)
+    ax.plot(Xc[i0, j0], Yc[i0, j0], marker="*", color="red", markersize=12, markeredgecolor="k")
+    if mark_clock and study.ARMS[g.arm][1] == "new" or g.arm == "constant":
+        for c, ls in ((1.0, "--"), (3.0, ":")):
+            lw = math.log10(c / g.steps)  # clock t·λ_new = c at λ_new = c/t
+            xs = np.array([xe[0], xe[-1]])
+            ys = np.full(2, lw) if coords == "new" else lw - xs
+            ax.plot(xs, ys, ls, color="orange", lw=1.3, label=f"clock {c:g}")
+    ax.set_xlim(xe[0], xe[-1])
+    ax.set_ylim(float(Y.min()), float(Y.max()))
+    ax.set_xlabel("log10 η" + ("_0" if g.arm != "constant" else ""))
+    ax.set_ylabel("log10 λ_new (fraction removed per step)" if coords == "new" else
+                  "log10 λ_old = λ_new/η" + ("" if g.arm == "constant" else "_0") + " (Keras weight_decay)")
     ax.set_title(title, fontsize=9)
-    return mesh
+    return im
 
 
-def heatmaps(path, panels, suptitle):
-    """Side-by-side heat maps: panels = [(A, lrs, wds, ridge_dict, title, ylabel, sheared)]."""
+def heatmap_figure(path, grids, titles, suptitle):
+    """Rows: grids; columns: (η, λ_new) and (η, λ_old) coordinates; one colour scale over every cell shown."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
-    fig.subplots_adjust(wspace=0.35)
-    finite = np.concatenate([np.asarray(p[0])[np.isfinite(p[0])].ravel() for p in panels])
-    # The colour scale spans the better 75 % of the cells: diverged cells would flatten the rest.
-    vmin, vmax = (float(np.quantile(finite, 0.25)), float(finite.max())) if finite.size else (None, None)
-    for ax, (A, lrs, wds, ridge, title, ylabel, sheared) in zip(axes[0], panels):
-        mesh = _panel(ax, A, lrs, wds, ridge, title, sheared, vmin, vmax)
-        ax.set_ylabel(ylabel)
-    fig.colorbar(mesh, ax=axes[0].tolist(), shrink=0.85, extend="min")
-    fig.suptitle(suptitle, fontsize=10)
+    vmin = min(float(g.A.min()) for g in grids)
+    vmax = max(float(g.A.max()) for g in grids)
+    fig, axes = plt.subplots(len(grids), 2, figsize=(11, 4.6 * len(grids)), squeeze=False, layout="constrained")
+    for r, (g, t) in enumerate(zip(grids, titles)):
+        for c, coords in enumerate(("new", "old")):
+            im = _panel(axes[r, c], g, coords, vmin, vmax, f"{t}\nin (η, λ_{coords})")
+        if axes[r, 0].get_legend_handles_labels()[0]:
+            axes[r, 0].legend(loc="lower left", fontsize=7)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="− validation cross-entropy (higher is better); full range")
+    fig.suptitle(suptitle, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def study_plots(out_dir, results, analysis):
-    """The study's PNGs; returns their paths."""
-    import os
-
-    score = analysis["score"]
-    lab = "−val cross-entropy" if score == "neg_loss" else "val accuracy"
-    paths = []
-    if "constant" in analysis:
-        r = results["constant_old"]
-        A = metrics.mean_grid(score_of(r, score))
-        c = analysis["constant"]
-        paths.append(heatmaps(os.path.join(out_dir, f"constant_lr_{score}.png"), [
-            (A, r.learning_rates, r.weight_decays, c["old"]["M1_ridge_slope"],
-             "standard: (η, λ_old)", "log10 λ_old", False),
-            (A, r.learning_rates, r.weight_decays, c["new_same_runs"]["M1_ridge_slope"],
-             "new: (η, λ_new = ηλ_old), the same runs", "log10 λ_new", True)],
-            f"Constant LR, {lab} (mean over seeds). One family of runs in two coordinate systems."))
-    if "scheduled" in analysis:
-        a, b = results["step_old"], results["step_new_constant"]
-        s = analysis["scheduled"]
-        paths.append(heatmaps(os.path.join(out_dir, f"step_decay_{score}.png"), [
-            (metrics.mean_grid(score_of(a, score)), a.learning_rates, a.weight_decays,
-             s["standard"]["M1_ridge_slope"], "standard: λ_old, decay η_t·λ_old", "log10 λ_old", False),
-            (metrics.mean_grid(score_of(a, score)), a.learning_rates, a.weight_decays,
-             s["new_follow_same_runs_as_standard"]["M1_ridge_slope"],
-             "λ_new·η_t/η_0 (= standard, λ_new = η_0 λ_old)", "log10 λ_new", True),
-            (metrics.mean_grid(score_of(b, score)), b.learning_rates, b.weight_decays,
-             s["new_constant"]["M1_ridge_slope"], "λ_new constant (a different algorithm)", "log10 λ_new",
-             False)],
-            f"Step decay (η_0 → η_0/10 at 1/2 → η_0/100 at 3/4), {lab}; x axis: log10 η_0"))
-    return paths
-
-
-def search_plot(path, analysis):
+def sensitivity_figure(path, results):
+    """Score against η along the best fixed λ_new (a column) and the best fixed λ_old (a diagonal), per budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = analysis["search"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for k, style in (("old", "-"), ("new", "--")):
-        curve = s[k]["dodge_expected_best_of_n"]
-        ax.plot(range(1, len(curve) + 1), curve, style, label=f"{k} box")
-    ax.axhline(s["reference_best_accuracy"] - s["x"], color="gray", lw=1, label=f"best − {s['x']:g}")
-    ax.set_xlabel("random trials n")
-    ax.set_ylabel("expected best val accuracy of n (Dodge)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    Bs = [B for B in budgets(results, "constant") if B >= 500] or budgets(results, "constant")[-1:]
+    fig, axes = plt.subplots(1, len(Bs), figsize=(3.2 * len(Bs), 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, B in zip(axes[0], Bs):
+        g = Grid(results["cells"], "constant", B)
+        for kind, color, lab in (("new", "C0", "best fixed λ_new"), ("old", "C3", "best fixed λ_old")):
+            s = best_sweep(g.A, g.x, g.y, kind)
+            if s is None:
+                continue
+            v = np.array([g.S[c] for c in s])  # rows × seeds
+            m = v.mean(-1)
+            lo, hi = v.min(-1), v.max(-1)
+            w = g.wds[s[0][1]] if kind == "new" else g.wds[s[0][1]] / g.lrs[s[0][0]]
+            ax.errorbar(g.x, m, yerr=[m - lo, hi - m], color=color, marker="o", ms=3, capsize=2,
+                        label=f"{lab} = {w:.2g}")
+        ax.set_title(f"{B} steps", fontsize=9)
+        ax.set_xlabel("log10 η")
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0, 0].set_ylabel("− val cross-entropy (seed mean, bars: seed range)")
+    fig.suptitle("Constant LR: sensitivity to η at the best fixed λ_new and at the best fixed λ_old", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-# --------------------------------------------------------------- markdown
-def _fmt(e, digits=2):
-    if e is None:
-        return "n/a"
-    v = e["value"] if isinstance(e, dict) and "value" in e else e.get("slope") if isinstance(e, dict) else e
-    ci = e.get("ci") if isinstance(e, dict) else None
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        s = "undefined" if v is None or math.isnan(v) else ("∞" if v > 0 else "−∞")
-    else:
-        s = f"{v:.{digits}f}"
-    if ci and all(c is not None and math.isfinite(c) for c in ci):
-        s += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-    elif ci:
-        s += f" [{ci[0]}, {ci[1]}]"
-    return s
+def clock_figure(path, a):
+    """Best over η_0 per λ_new column against the post-drop clock, both rules, each schedule pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, _, _ in PAIRS if n in a]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names), 3.6), squeeze=False, layout="constrained")
+    for ax, n in zip(axes[0], names):
+        cols = a[n]["columns"]
+        for rule, color, lab in (("standard", "C3", "standard rule"), ("new", "C0", "λ_new constant")):
+            xs = [max(c[f"post_drop_clock_{rule}"], 1e-6) for c in cols]
+            ax.plot(np.log10(xs), [c[f"best_{rule}"] for c in cols], "o-", color=color, ms=3, label=lab)
+        ax.set_xlabel("log10 post-drop clock Σλ_t (second half)")
+        ax.set_title(NAMES[f"{n}_standard"].split(",")[0] + f", {a[n]['steps']} steps", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("best over η_0 of the column (− val CE)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
-def _contains(ci, value):
-    return ci is not None and all(math.isfinite(c) for c in ci) and ci[0] <= value <= ci[1]
+def epsilon_figure(path, results, a):
+    """The users' net: min pre-normalization variance / ε per cell, and its score minus the invariant net's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = a["eps_step"]["steps"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.6), squeeze=False, layout="constrained")
+    for r, (eps_arm, inv_arm) in enumerate((("eps_step_standard", "step_standard"), ("eps_step_new", "step_new"))):
+        ge, gi = Grid(results["cells"], eps_arm, T), Grid(results["cells"], inv_arm, T)
+        xe, ye = _edges(ge.x), _edges(ge.y)
+        X, Y = np.meshgrid(xe, ye, indexing="ij")
+        im0 = axes[r, 0].pcolormesh(X, Y, np.log10(np.maximum(ge.minvar, 1e-3)), cmap="magma", vmin=-1, vmax=4)
+        Xc, Yc = np.meshgrid(ge.x, ge.y, indexing="ij")
+        axes[r, 0].contour(Xc, Yc, np.log10(np.maximum(ge.minvar, 1e-3)), levels=[0], colors="cyan")
+        axes[r, 0].set_title(f"{NAMES[eps_arm]}\nlog10 min pre-norm variance / ε (cyan: variance = ε)", fontsize=9)
+        d = ge.A - gi.A
+        lim = float(np.abs(d).max()) or 1.0
+        im1 = axes[r, 1].pcolormesh(X, Y, d, cmap="RdBu", vmin=-lim, vmax=lim)
+        axes[r, 1].set_title(f"score, users' net − invariant net ({NAMES[inv_arm]})", fontsize=9)
+        for ax in axes[r]:
+            ax.set_xlabel("log10 η_0")
+            ax.set_ylabel("log10 λ_new at η_0")
+        fig.colorbar(im0, ax=axes[r, 0])
+        fig.colorbar(im1, ax=axes[r, 1], label="Δ(− val CE)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
-def _slope_reading(name, m1, predicted):
-    ci = m1.get("ci")
-    s = m1["slope"]
-    if s is None or not math.isfinite(s):
-        return f"- {name}: the slope is undefined: {m1.get('reason') or 'too few rows'}."
-    if ci is None:
-        return f"- {name}: s = {s:.2f} (one seed: no interval); prediction {predicted:g}."
-    verdict = "contains" if _contains(ci, predicted) else "excludes"
-    return f"- {name}: s = {s:.2f}, 95 % CI [{ci[0]:.2f}, {ci[1]:.2f}], which {verdict} the prediction {predicted:g}."
+def tuner_figure(path, tuner):
+    """Box plots of the best cell each repeated search found, per tuner and parameterization."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tabs = sorted(tuner["tabular"].items(), key=lambda kv: int(kv[0]))
+    fig, axes = plt.subplots(1, len(tabs), figsize=(5.5 * len(tabs), 3.8), squeeze=False, layout="constrained")
+    for ax, (B, t) in zip(axes[0], tabs):
+        labels, data = [], []
+        for key, vals in t["best_found"].items():
+            kind, param = key.split("_")
+            labels.append({"random": "RandomSearch", "bayesian": "BayesianOpt."}[kind] + f"\nin (η, λ_{param})")
+            data.append(vals)
+        ax.boxplot(data, showmeans=True)
+        ax.axhline(t["grid_best"], color="grey", ls="--", lw=1, label="best cell of the grid")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+        ax.set_ylabel("best cell found: seed-mean − val CE")
+        ax.set_title(f"{t['repeats']} searches × {t['trials']} trials, {B} steps (table)", fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
-def markdown(analyses, results, plan, pngs):
-    """The Markdown report: one section per arm, each metric with its CI, for each score."""
-    L = [f"# LR/WD entanglement study ({plan['mode']})", ""]
-    L += [f"Data: {plan['data']} ({plan['n_train']} train / {plan['n_val']} validation images); "
-          f"BN convnet {tuple(plan['filters'])}, BN without affine parameters, frozen head (weight decay acts "
-          f"on scale-invariant kernels only); momentum SGD γ = {plan['momentum']}, batch {plan['batch_size']}, "
-          f"{plan['epochs']} epochs = {plan['total_steps']} steps per run; backend {plan['backend']}. "
-          f"Scores are measured on the validation set with BatchNorm on that set's batch statistics. "
-          f"Intervals: 95 % percentile bootstrap, B = {plan['n_boot']}, seeds resampled within cells. "
-          f"Training time, summed over trials: {plan.get('seconds', float('nan')) / 60:.1f} min.", ""]
-    few = [k for k in ("seeds", "step_seeds") if plan.get(k) is not None and len(plan[k]) < 3]
-    if few:
-        L += [f"**Caution:** {' and '.join(few)} = {', '.join(str(list(plan[k])) for k in few)}: with fewer than "
-              "3 seeds per cell the cell-wise bootstrap has too few distinct resamples (3 per cell with 2 seeds, "
-              "none with 1), so the intervals of the arms run with them understate the uncertainty (or are "
-              "missing): read them as indicative only.", ""]
-    L += ["Parameterizations: **old** = `keras_explr.optimizers.SGD(weight_decay=λ_old)` (coupled, decay "
-          "η_t·λ_old per step); **new** = `ReparamWeightDecay(SGD, λ_new, mode='coupled')` (decay λ_new per "
-          "step, whatever η is).", ""]
-    for a in analyses:
-        score = a["score"]
-        lab = "minus validation cross-entropy" if score == "neg_loss" else "validation accuracy"
-        L += [f"## Score: {lab} (δ = {a['delta']:g} for the rows used by M1/M3)", ""]
-        if "constant" in a:
-            c = a["constant"]
-            L += ["### Arm 1: constant LR", "",
-                  "With a constant LR the run at (η, λ_new) **is** the run at (η, λ_old = λ_new/η): the two "
-                  "grids are one family of runs in different coordinates, so s_new = s_old + 1 holds by identity "
-                  "(the 'new' column below re-expresses the same runs). The testable prediction is s_old ≈ −1 "
-                  "(ηλ is what matters for scale-invariant weights).", "",
-                  "| metric | standard (η, λ_old) | new (η, λ_new), same runs |", "|---|---|---|",
-                  f"| M1 ridge slope s | {_fmt(c['old']['M1_ridge_slope'])} | {_fmt(c['new_same_runs']['M1_ridge_slope'])} |",
-                  f"| rows used / on the edge | {len(c['old']['M1_ridge_slope']['rows'])} / "
-                  f"{len(c['old']['M1_ridge_slope']['edge_rows'])} | {len(c['new_same_runs']['M1_ridge_slope']['rows'])} / "
-                  f"{len(c['new_same_runs']['M1_ridge_slope']['edge_rows'])} |",
-                  f"| M1 transposed (η* vs λ) | {_fmt(c['old']['M1_transposed_slope'])} | n/a (sheared grid) |",
-                  f"| M2 ρ_q75 | {_fmt(c['old']['M2_good_region_correlation'])} | "
-                  f"{_fmt(c['new_same_runs']['M2_good_region_correlation'])} |",
-                  f"| M3 transfer regret | {_fmt(c['old']['M3_transfer_regret'], 3)} | n/a (sheared grid) |", "",
-                  _slope_reading("standard", c["old"]["M1_ridge_slope"], -1),
-                  _slope_reading("new (same runs)", c["new_same_runs"]["M1_ridge_slope"], 0),
-                  f"- Best cell: η = {c['best_cell']['learning_rate']:.3g}, λ_old = "
-                  f"{c['best_cell']['weight_decay_old']:.3g} (ηλ = {c['best_cell']['intrinsic_lr']:.3g}).",
-                  f"- {c['equilibration']['cells_t_decay_below_1']} of {c['equilibration']['cells']} cells have "
-                  f"t·ηλ/(1 − γ) < 1 (the decay never acts in full there).", ""]
-        if "diagonal" in a:
-            d = a["diagonal"]
-            L += ["### Arm 1b: diagonal sweep along ηλ = const", "",
-                  f"ηλ = {d['intrinsic_lr']:.3g} (the best cell of arm 1 by cross-entropy), η over {d['decades']:.1f} decades "
-                  f"({', '.join(f'{v:.3g}' for v in d['learning_rates'])}).", "",
-                  "| η | " + " | ".join(f"{v:.3g}" for v in d["learning_rates"]) + " |",
-                  "|---|" + "---|" * len(d["learning_rates"]),
-                  "| mean score | " + " | ".join(f"{v:.3f}" for v in d["mean_scores"]) + " |", "",
-                  f"- range (max − min) along the diagonal: {_fmt(d['range'], 3)}",
-                  f"- mean shortfall from the diagonal's best: {_fmt(d['shortfall'], 3)}",
-                  f"- slope of the score per decade of η: {_fmt(d['slope'], 3)}", ""]
-        if "scheduled" in a:
-            s = a["scheduled"]
-            L += ["### Arm 2: step decay", "",
-                  "Rules: **standard** (decay η_t·λ_old); **λ_new constant**; **λ_new·η_t/η_0** "
-                  "(`ReparamWeightDecay(lr_exponent=1)`). The last is the standard rule in other "
-                  "coordinates: its per-step decay λ_new·η_t/η_0 equals η_t·λ_old with λ_old = λ_new/η_0 "
-                  "(a test checks the trajectories agree), so it is shown as the standard runs re-expressed. "
-                  "Only 'λ_new constant' is a different algorithm.", "",
-                  "| metric | standard (η_0, λ_old) | λ_new·η_t/η_0 (same runs) | λ_new constant |", "|---|---|---|---|",
-                  f"| M1 ridge slope s | {_fmt(s['standard']['M1_ridge_slope'])} | "
-                  f"{_fmt(s['new_follow_same_runs_as_standard']['M1_ridge_slope'])} | {_fmt(s['new_constant']['M1_ridge_slope'])} |",
-                  f"| M2 ρ_q75 | {_fmt(s['standard']['M2_good_region_correlation'])} | "
-                  f"{_fmt(s['new_follow_same_runs_as_standard']['M2_good_region_correlation'])} | "
-                  f"{_fmt(s['new_constant']['M2_good_region_correlation'])} |",
-                  f"| M3 transfer regret | {_fmt(s['standard']['M3_transfer_regret'], 3)} | n/a | "
-                  f"{_fmt(s['new_constant']['M3_transfer_regret'], 3)} |",
-                  f"| best cell (score, accuracy) | {s['best_standard']['score']:.3f}, {s['best_standard']['accuracy']:.3f} | same | "
-                  f"{s['best_new_constant']['score']:.3f}, {s['best_new_constant']['accuracy']:.3f} |", ""]
-            if "paired_difference_new_constant_minus_standard" in s:
-                L += [f"- Paired difference of M1 (λ_new constant − standard): "
-                      f"{_fmt(s['paired_difference_new_constant_minus_standard']['M1_ridge_slope'])}"]
-            L += [_slope_reading("standard", s["standard"]["M1_ridge_slope"], -1),
-                  _slope_reading("λ_new constant", s["new_constant"]["M1_ridge_slope"], 0),
-                  f"- Cells with t·d_0/(1 − γ) < 1 (d_0: decay per step at η_0): standard {s['equilibration_standard']['cells_t_decay_below_1']}"
-                  f"/{s['equilibration_standard']['cells']}, λ_new constant "
-                  f"{s['equilibration_new_constant']['cells_t_decay_below_1']}/{s['equilibration_new_constant']['cells']}.", ""]
-    if analyses and "search" in analyses[0]:
-        s = analyses[0]["search"]
-        L += ["## Arm 3: search cost (RandomSearch, log-uniform boxes of equal log-area, constant LR)", "",
-              f"Hit = validation accuracy ≥ best − {s['x']:g} (within {100 * s['x']:g} accuracy point(s), "
-              f"≈ {100 * s['x'] / max(s['reference_best_accuracy'], 1e-12):.1f} % of the best), best = "
-              f"{s['reference_best_accuracy']:.4f} (the best trial over both boxes). The λ_new box is the λ_old box "
-              "times the geometric centre of the η range: equal log-area, the same centre in ηλ.", "",
-              "| box | η range | λ range | trials | best | p(hit) | expected trials 1/p | n for 95 % | first hit (run order) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-        for k in ("old", "new"):
-            b = s[k]
-            L.append(f"| {k} | {b['box']['learning_rate'][0]:.3g}–{b['box']['learning_rate'][1]:.3g} | "
-                     f"{b['box']['weight_decay'][0]:.3g}–{b['box']['weight_decay'][1]:.3g} | {b['cost']['n_trials']} | "
-                     f"{b['best']:.4f} | {_fmt(b['cost']['p'])} | {_fmt(b['cost']['expected_trials'], 1)} | "
-                     f"{_fmt(b['cost']['n95'], 0)} | {b['trials_to_within_in_run_order']} |")
-        L += ["", f"- p_new − p_old: {_fmt(s['p_new_minus_p_old'])} (unpaired bootstrap over trials).",
-              "- Expected best-of-n (Dodge et al. 2019) for n = 1, 5, 10: old "
-              + ", ".join(f"{s['old']['dodge_expected_best_of_n'][n - 1]:.4f}" for n in (1, 5, 10)
-                          if n <= len(s['old']['dodge_expected_best_of_n']))
-              + "; new " + ", ".join(f"{s['new']['dodge_expected_best_of_n'][n - 1]:.4f}" for n in (1, 5, 10)
-                                     if n <= len(s['new']['dodge_expected_best_of_n'])) + ".", ""]
-    if pngs:
-        L += ["## Figures", ""] + [f"![{p}]({p})" for p in pngs] + [""]
-    return "\n".join(L)
+def figures(results, out, a):
+    """Writes every figure (named study_v3_<mode>_*.png: the docs serve every results PNG under one folder);
+    returns their file names."""
+    pngs = []
+    prefix = f"study_v3_{results['plan']['mode']}_"
+    out = os.path.join(out, prefix)  # (joined with each name below)
+    if has(results, "constant"):
+        Bs = budgets(results, "constant")
+        pick = [B for B in (1000, Bs[-1]) if B in Bs] or Bs[-1:]
+        pick = sorted(set(pick))
+        grids = [Grid(results["cells"], "constant", B) for B in pick]
+        p = heatmap_figure(out + "constant.png", grids,
+                           [f"{NAMES['constant']}, {B} steps" for B in pick],
+                           "The same runs in both coordinates (constant LR: λ_new = η·λ_old). Star: best cell; "
+                           "dashed/dotted: clock t·λ_new = 1 / 3 (below it the decay has not acted yet: the transient)")
+        pngs.append(os.path.basename(p))
+        pngs.append(os.path.basename(sensitivity_figure(out + "sensitivity.png", results)))
+    for name, std, new in PAIRS:
+        if name in a:
+            T = a[name]["steps"]
+            grids = [Grid(results["cells"], arm, T) for arm in (std, new)]
+            p = heatmap_figure(out + f"{name}.png", grids, [NAMES[std], NAMES[new]],
+                               f"{T} steps; cells rectangular in (η_0, λ_new at η_0); star: best cell")
+            pngs.append(os.path.basename(p))
+    if any(n in a for n, _, _ in PAIRS):
+        pngs.append(os.path.basename(clock_figure(out + "post_drop_clock.png", a)))
+    if "eps_step" in a and "step" in a:
+        pngs.append(os.path.basename(epsilon_figure(out + "epsilon.png", results, a)))
+    if a.get("P6"):
+        pngs.append(os.path.basename(tuner_figure(out + "tuner.png", a["P6"])))
+    return pngs
+
+
+# ------------------------------------------------------------------ markdown
+def _f(v, d=3):
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{d}f}"
+
+
+def _ci(ci, d=3):
+    return "n/a" if not ci or ci[0] is None else f"[{ci[0]:.{d}f}, {ci[1]:.{d}f}]"
+
+
+def markdown(results, a, pngs, folder=""):
+    """report.md: H3 and below (it is included in a section of the study page, whose H1 is its own)."""
+    plan = results["plan"]
+    L = []
+    done = results.get("blocks_done", [])
+    planned = [f"{arm}/{s}" for s in plan["seeds"] for arm in plan["arms"]]
+    L.append(f"### Study v3 ({plan['mode']}): the generated report\n")
+    L.append(f"Generated from `results.json` by `keras_explr.tuning.report`. Backend {plan['backend']}. "
+             f"Training wall time {results['wall_seconds'] / 60:.1f} min for {results['cell_steps']:,} cell-steps: "
+             f"**{results['cell_steps_per_second']:,.0f} cell-steps/s** (blocks of ≤ {plan['block_size']} cells "
+             "under `jax.vmap`, 2 CPU cores shared with other jobs: load average "
+             f"{_f(float(np.mean(results['load_average'])), 1)} on average over the blocks).\n")
+    if len(done) < len(planned):
+        missing = [p for p in planned if p not in done]
+        L.append(f"**Partial run:** {len(done)} of {len(planned)} (arm, seed) blocks finished; missing: "
+                 f"{', '.join(missing)}. Every number below uses the seeds each grid has (column *seeds*).\n")
+    L.append("#### Design\n")
+    L.append(f"Net: MLP 196-{'-'.join(str(h) for h in plan['hidden'])}-10 on 14×14 MNIST (4000 train / 1000 "
+             "validation), exactly scale-invariant (normalization without γ/β, ε = 1e-12, frozen head) except in "
+             "the ε arm. Score: − validation cross-entropy with BatchNorm statistics recomputed on 1024 training "
+             "images. Grids: η over "
+             f"10^{plan['sgd_lr'][0]:g}…10^{plan['sgd_lr'][1]:g} (SGD, momentum 0.9) or "
+             f"10^{plan['adam_lr'][0]:g}…10^{plan['adam_lr'][1]:g} (Adam), λ_new over "
+             f"10^{plan['wd_new'][0]:g}…10^{plan['wd_new'][1]:g}, {plan['h']:g} decades apart on both axes; "
+             f"seeds {list(plan['seeds'])} (each its own initialization and batch order); constant LR "
+             f"{plan['constant_steps']} steps read at {list(plan['checkpoints'])}; schedules "
+             f"{plan['schedule_steps']} steps (step: ÷10 at 1/2 and 3/4). Standard rule = decay η_t·λ_old "
+             "(Keras `weight_decay`), cells placed at λ_new = η_0·λ_old.\n")
+    L.append("| arm | what runs |\n|---|---|")
+    for arm in plan["arms"]:
+        L.append(f"| {NAMES[arm]} | {study.LABELS[arm]} |")
+    L.append("")
+    L.append("#### Predictions (fixed before the run)\n")
+    L.append("```text\n" + plan["predictions_text"] + "```\n")
+    L.append("#### Verdicts\n")
+    L.append("| prediction | estimate | 95 % CI | verdict |\n|---|---|---|---|")
+    for p in results.get("predictions", []):
+        L.append(f"| {p['name']} | {_f(p['estimate'])} | {_ci(p['ci'])} | **{p['verdict']}** |")
+    L.append("")
+    inv = a.get("invariance", {})
+    if inv:
+        below = [(arm, c) for arm, v in inv.items() for c in v["below_100"]]
+        L.append("**Invariance check.** Minimum over training and layers of the pre-normalization variance / ε, per "
+                 "cell, in the arms that claim scale invariance (ε = 1e-12): minimum "
+                 f"{min(v['min'] for v in inv.values()):.3g}; ≥ 100 in every "
+                 f"cell of {', '.join(NAMES[arm] for arm, v in inv.items() if not v['below_100'])}."
+                 + (" Below 100 (the claim of invariance does not hold there; the weights shrank until their "
+                    "pre-normalization variance approached ε): " + "; ".join(
+                        f"{NAMES[arm]} at η = {lr:.3g}, λ_new = {w:.3g}: {mv:.3g} (score {sc:.3f})"
+                        for arm, (lr, w, mv, sc) in below) if below else "") + "\n")
+    if "P1" in a:
+        L.append("#### P1, P2: constant LR\n")
+        L.append("| steps | seeds | S_new (best fixed λ_new) | S_old (best fixed λ_old) | S_old − S_new | best λ_new | "
+                 "best λ_old | best λ_new moves (decades) | best λ_old moves | best score |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|")
+        for r in a["P1"]:
+            L.append(f"| {r['steps']} | {r['seeds']} | {_f(r['S_new'])} {_ci(r['S_new_ci'])} | {_f(r['S_old'])} "
+                     f"{_ci(r['S_old_ci'])} | {_f(r['diff'])} {_ci(r['diff_ci'])} | {r['best_lambda_new']:.3g} | "
+                     f"{r['best_lambda_old']:.3g} | {r['move_new']:.1f} | {r['move_old']:.1f} | "
+                     f"{_f(r['best'])} |")
+        p = a["P2"]
+        L.append(f"\nP2: the lag of the smallest η (10^{results['plan']['sgd_lr'][0]:g}) behind the best η at "
+                 f"λ_new = {p['lambda_new']:.3g} (the best column at the longest budget):\n")
+        L.append("| steps | clock t·λ_new | lag (nats) | 95 % CI |\n|---|---|---|---|")
+        for r in p["lags"]:
+            L.append(f"| {r['steps']} | {r['clock']:.2f} | {_f(r['lag'])} | {_ci(r['ci'])} |")
+        L.append("")
+    for name, label in (("step", "P3: step decay"), ("cosine", "P3: cosine"), ("adam", "P4: Adam (cosine)"),
+                        ("eps_step", "P5: the ε arm (users' net, step decay)")):
+        if name not in a:
+            continue
+        p = a[name]
+        L.append(f"#### {label}\n")
+        L.append(f"{p['steps']} steps, {p['seeds']} seeds. η_0-shortfall at the best fixed λ_new: standard rule "
+                 f"{_f(p['shortfall_standard'])} {_ci(p['ci_standard'])}, λ_new constant {_f(p['shortfall_new'])} "
+                 f"{_ci(p['ci_new'])}. Best over the grid: standard {_f(p['best_standard'])}, λ_new constant "
+                 f"{_f(p['best_new'])}; standard − λ_new constant = {_f(p['best_vs_best'])} "
+                 f"{_ci(p['best_vs_best_ci'])}. Cells with min pre-norm variance / ε < 100: "
+                 f"{p['minvar_below_100']} of {p['cells']} per grid.\n")
+        L.append("| λ_new at η_0 | post-drop clock, standard | post-drop clock, λ_new const. | best standard | "
+                 "best λ_new const. | η_0-shortfall standard | η_0-shortfall λ_new const. |\n|---|---|---|---|---|---|---|")
+        for c in p["columns"]:
+            L.append(f"| {c['lambda_new']:.3g} | {c['post_drop_clock_standard']:.3g} | {c['post_drop_clock_new']:.3g} | "
+                     f"{_f(c['best_standard'])} | {_f(c['best_new'])} | {_f(c['shortfall_standard'])} | "
+                     f"{_f(c['shortfall_new'])} |")
+        L.append("")
+    if "P5" in a:
+        p = a["P5"]
+        L.append(f"P5: η_0-shortfall of λ_new constant, users' net − invariant net = {_f(p['diff'])} {_ci(p['ci'])}. "
+                 f"In the users' net the minimum pre-normalization variance / ε ranges over "
+                 f"{p['minvar_range'][0]:.2g}…{p['minvar_range'][1]:.2g} (λ_new constant): below 100 from the start "
+                 f"(ε = 1e-3 is not negligible). {len(p['low_cells'])} of its cells fall below 1, where the layer "
+                 f"stops normalizing (standard rule: {p['standard_low']}); there it scores {_f(p['loss_low'])} nats "
+                 f"against the invariant net's same cell (elsewhere {_f(p['loss_high'])}).\n")
+    if "P6" in a:
+        t = a["P6"]
+        L.append("#### P6: KerasTuner\n")
+        L.append(t["description"] + "\n")
+        for B, tab in sorted(t["tabular"].items(), key=lambda kv: int(kv[0])):
+            L.append(f"{B} steps, {tab['repeats']} searches × {tab['trials']} trials each:\n")
+            L.append("| search | mean best found | 95 % CI | share within 0.02 nats of the grid's best |\n|---|---|---|---|")
+            for k, s in tab["summary"].items():
+                L.append(f"| {k} | {_f(s['mean'])} | {_ci(s['ci'])} | {s['within']:.2f} |")
+            L.append("")
+        if t.get("real"):
+            L.append("Real searches (KerasTuner trials that train the cell): " + t["real"]["summary"] + "\n")
+    L.append("#### Figures\n")
+    for p in pngs:
+        L.append(f"![{p}]({folder}{p})\n")
+    return "\n".join(L) + "\n"
+
+
+def write(results, out, folder=None):
+    """report.md and the figures into `out`; `folder`: the prefix of the image links (default: none)."""
+    a = analyse(results)
+    pngs = figures(results, out, a)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(markdown(results, a, pngs, folder or ""))
+    return pngs

