@@ -41,6 +41,7 @@ PAGES = {  # site page -> its source: a Markdown file under docs/, or a Python m
     "guides/renormalize/index.html": "docs/guides/renormalize.md",
     "guides/probe/index.html": "docs/guides/probe.md",
     "guides/monitor/index.html": "docs/guides/monitor.md",
+    "guides/equilibrium/index.html": "docs/guides/equilibrium.md",
     "results/exactness/index.html": "docs/results/exactness.md",
     "results/summary/index.html": "docs/results/summary.md",
     "api/theory/index.html": "keras_explr/theory.py",

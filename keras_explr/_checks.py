@@ -152,3 +152,30 @@ def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
     return int(value)
+
+
+WSD_DECAYS = ("linear", "cosine", "1-sqrt")
+
+
+def check_wsd(peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate):
+    """Checks the arguments of a warm-up–stable–decay schedule (`keras_explr.theory.wsd_learning_rates`,
+    `keras_explr.schedules.WarmupStableDecay`); returns them as numbers.
+
+    >>> check_wsd(0.1, 10, 80, 10, "cosine", 0.0)
+    (0.1, 10, 80, 10, 'cosine', 0.0)
+    >>> check_wsd(0.1, 10, 80, 10, "cosine", 0.2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    ValueError: `final_learning_rate` must be in the range [0, peak_learning_rate=0.1]. Received: ...=0.2
+    """
+    peak = check_positive("peak_learning_rate", peak_learning_rate)
+    warm = check_steps("warmup_steps", warmup_steps, minimum=0)
+    stable = check_steps("stable_steps", stable_steps, minimum=0)
+    dec = check_steps("decay_steps", decay_steps, minimum=0)
+    if decay not in WSD_DECAYS:
+        raise ValueError(f"`decay` must be one of {WSD_DECAYS}. Received: decay={decay!r}")
+    final = check_non_negative("final_learning_rate", final_learning_rate)
+    if final > peak:
+        raise ValueError("`final_learning_rate` must be in the range [0, peak_learning_rate="
+                         f"{peak!r}]. Received: final_learning_rate={final_learning_rate!r}")
+    return peak, warm, stable, dec, decay, final

@@ -28,8 +28,9 @@ _KINDS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
 
 
 class EpsilonDominanceWarning(UserWarning):
-    """A normalization layer's input variance fell to within `epsilon_margin` × ε of its ε:
-    the layer no longer makes the network scale-invariant (the ε trap)."""
+    r"""A normalization layer's input variance \(\sigma^2\) fell below ``epsilon_margin``\(\,\cdot\,\epsilon\),
+    \(\epsilon\) the layer's ``epsilon``: the layer no longer makes the network scale-invariant (the
+    \(\epsilon\) trap)."""
 
 
 def normalization_layers(model):
@@ -115,24 +116,24 @@ def layer_inputs(model, x, layers):
 
 
 def epsilon_margin(model, x, reduce="mean"):
-    """σ²/ε of the input of every normalization layer of `model`, on the batch `x`.
+    r"""\(\sigma^2/\epsilon\) of the input of every normalization layer of `model`, on the batch `x`.
 
-    σ² is the variance the layer normalizes by, per unit (a channel for
+    \(\sigma^2\) is the variance the layer normalizes by, per unit (a channel for
     BatchNormalization, a sample for LayerNormalization, a (sample, group) for
     GroupNormalization), measured in training mode (batch statistics: an
     upstream BatchNorm's lagging moving statistics would distort it; nothing is
-    updated); ε the layer's
-    ``epsilon``. A ratio ≫ 1 means the layer normalizes (the network is
-    scale-invariant in the weights before it); below ~100 ε starts to
-    dominate (the ε trap: docs/guides/equilibrium.md).
+    updated); \(\epsilon\) the layer's
+    ``epsilon``. A ratio \(\gg 1\) means the layer normalizes (the network is
+    scale-invariant in the weights before it); below ~100 \(\epsilon\) starts to
+    dominate (the \(\epsilon\) trap: docs/guides/equilibrium.md).
 
     Args:
-      model: a built Keras model.
-      x: a batch of inputs.
-      reduce: "mean" (over the units, default) or "min" (the worst unit).
+      model (keras.Model): a built Keras model.
+      x (array-like): a batch of inputs.
+      reduce (str): "mean" (over the units, default) or "min" (the worst unit).
 
     Returns:
-      ``{layer path: ratio}``.
+      (dict[str, float]): ``{layer path: ratio}``.
 
     Example:
 

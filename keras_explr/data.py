@@ -17,6 +17,13 @@ def load_digits(num_train=None, seed=0):
 
     Needs scikit-learn (the ``demo`` extra: ``pip install 'keras-explr[demo]'``);
     without it this raises an ``ImportError`` that says so.
+
+    Args:
+      num_train (int | None): keep only the first ``num_train`` training images (None: all 1348).
+      seed (int): the seed of the shuffle before the split.
+
+    Returns:
+      (tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]): ``(x_train, y_train), (x_test, y_test)``.
     """
     datasets = _optional.require("sklearn.datasets", "demo", purpose="`keras_explr.data.load_digits`")
 
@@ -50,6 +57,14 @@ def load_mnist_5k(num_test=1000, seed=0, num_train=None):
     ``num_test`` are held out. Returns ``(x_train, y_train), (x_test, y_test)``:
     images of shape (n, 28, 28, 1) scaled to [0, 1] as float32, int64 labels;
     ``num_train`` keeps only the first ``num_train`` training images.
+
+    Args:
+      num_test (int): images held out for testing, in [1, 4999].
+      seed (int): the seed of the shuffle before the split.
+      num_train (int | None): keep only the first ``num_train`` training images (None: all).
+
+    Returns:
+      (tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]): ``(x_train, y_train), (x_test, y_test)``.
     """
     import importlib.util
     import os
@@ -83,7 +98,15 @@ def load_mnist_5k(num_test=1000, seed=0, num_train=None):
 
 
 def load(name, num_train=None):
-    """((x, y), (x_val, y_val)) of an offline data set by name: "digits" or "mnist5k"."""
+    """((x, y), (x_val, y_val)) of an offline data set by name: "digits" or "mnist5k".
+
+    Args:
+      name (str): "digits" (`load_digits`) or "mnist5k" (`load_mnist_5k`).
+      num_train (int | None): keep only the first ``num_train`` training images (None: all).
+
+    Returns:
+      (tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]): ``(x, y), (x_val, y_val)``.
+    """
     if name == "digits":
         return load_digits(num_train=num_train)
     if name == "mnist5k":

@@ -57,11 +57,11 @@ class ScaleProbe(keras.layers.Wrapper):
       of its trainable variables are no longer tracked, saved or updated.
 
     Args:
-      layer: a layer that owns its trainable variables directly (Dense,
+      layer (keras.layers.Layer): a layer that owns its trainable variables directly (Dense,
         Conv1D/2D/3D, EinsumDense, BatchNormalization, LayerNormalization,
         Embedding, ...). A layer whose variables live in sublayers is rejected:
         wrap the sublayers (`keras_explr.probe.scale_model` does).
-      scale: k, a finite number > 0. Powers of two make the equivalences
+      scale (float): k, a finite number > 0. Powers of two make the equivalences
         bit-exact in floating point.
 
     Example:

@@ -59,6 +59,20 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
     the global batch under `tf.distribute` (as one device would).
 
     The head outputs logits; train with ``from_logits=True``.
+
+    Args:
+      input_shape (tuple[int, ...]): the shape of one input image, integers \(\ge 1\).
+      num_classes (int): the number of logits, \(\ge 1\).
+      filters (Sequence[int]): the channels of each block (a 2×2 pooling between blocks).
+      scale_invariant (bool): BatchNorm without \(\gamma/\beta\) and a frozen head (the paper's setting).
+      bn_epsilon (float): BatchNorm's \(\epsilon \ge 0\).
+      activation (str | Callable): the nonlinearity after each BatchNorm.
+      pooling (str): "max" or "average".
+      synchronized (bool): BatchNorm statistics over the global batch under `tf.distribute`.
+      name (str): the model's name.
+
+    Returns:
+      (keras.Model): the functional model.
     """
     _check_common(input_shape, num_classes, bn_epsilon, "filters", filters)
     if pooling not in ("max", "average"):
@@ -84,7 +98,7 @@ def bn_convnet(input_shape=(8, 8, 1), num_classes=10, filters=(8, 16),
 
 def preact_resnet(input_shape=(8, 8, 1), num_classes=10, widths=(8, 16), blocks_per_stage=1,
                   scale_invariant=True, bn_epsilon=1e-3, activation="relu", name="preact_resnet"):
-    """A small pre-activation ResNet (He et al. 2016; the paper's PreResNet shape).
+    r"""A small pre-activation ResNet (He et al. 2016; the paper's PreResNet shape).
 
     stem Conv → stages of [BN → ReLU → Conv → BN → ReLU → Conv] + shortcut → BN → ReLU
     → GAP → Dense. Convs have no bias; a stage's first block downsamples with
@@ -93,7 +107,7 @@ def preact_resnet(input_shape=(8, 8, 1), num_classes=10, widths=(8, 16), blocks_
     but the loss is invariant to scaling all convs together: the stream is
     homogeneous of degree 1 in them and the final BN removes it
     (`keras_explr.invariance.invariant_group` finds that group). With
-    ``scale_invariant=True`` BN has no γ/β and the head is frozen.
+    ``scale_invariant=True`` BN has no \(\gamma/\beta\) and the head is frozen.
 
     ``activation`` follows every BN (any activation keeps the invariance, since
     it sees BN's scale-free output). ReLU's derivative jumps at 0: two runs
@@ -101,6 +115,19 @@ def preact_resnet(input_shape=(8, 8, 1), num_classes=10, widths=(8, 16), blocks_
     pre-activations lies on opposite sides of 0 in the two runs (in float64,
     ~1e-8 apart, that happens after ~100 steps of this network on MNIST). A
     smooth activation ("gelu", "softplus", "tanh") has no such event.
+
+    Args:
+      input_shape (tuple[int, ...]): the shape of one input image, integers \(\ge 1\).
+      num_classes (int): the number of logits, \(\ge 1\).
+      widths (Sequence[int]): the channels of each stage.
+      blocks_per_stage (int): residual blocks per stage, \(\ge 1\).
+      scale_invariant (bool): BatchNorm without \(\gamma/\beta\) and a frozen head.
+      bn_epsilon (float): BatchNorm's \(\epsilon \ge 0\).
+      activation (str | Callable): the nonlinearity after each BatchNorm.
+      name (str): the model's name.
+
+    Returns:
+      (keras.Model): the functional model.
     """
     _check_common(input_shape, num_classes, bn_epsilon, "widths", widths)
     _checks.check_steps("blocks_per_stage", blocks_per_stage)

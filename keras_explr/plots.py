@@ -93,9 +93,10 @@ def lr_and_norm(path, runs, title=None):
     """Plots learning rate and weight norm per step, on log axes, for several runs.
 
     Args:
-      path: the PNG to write.
-      runs: {label: (learning_rates, weight_norms)}, one value per step.
-      title: optional figure title.
+      path (str | os.PathLike): the PNG to write.
+      runs (dict[str, tuple[Sequence[float], Sequence[float]]]): {label: (learning_rates,
+        weight_norms)}, one value per step.
+      title (str | None): optional figure title.
     """
     path = _check_path(path)
     _check_runs("runs", runs, pairs=True)
@@ -120,13 +121,13 @@ def log_panels(path, panels, title=None):
     with it (learning rate, weight norm, relative output difference).
 
     Args:
-      path: the PNG to write (in an existing folder).
-      panels: a non-empty list of ``(y_label, {label: values})`` pairs, one per
-        panel; each ``values`` is a non-empty 1-D sequence of numbers.
-      title: optional figure title.
+      path (str | os.PathLike): the PNG to write (in an existing folder).
+      panels (list[tuple[str, dict[str, Sequence[float]]]]): a non-empty list of
+        ``(y_label, {label: values})`` pairs, one per panel; each ``values`` is a non-empty 1-D sequence of numbers.
+      title (str | None): optional figure title.
 
     Returns:
-      `path`.
+      (str): `path`, as a string.
 
     >>> import os, tempfile
     >>> folder = tempfile.mkdtemp()

@@ -76,13 +76,13 @@ def scale_model(model, scale):
     module docstring).
 
     Args:
-      model: a built functional or Sequential `keras.Model`. Subclassed models
+      model (keras.Model): a built functional or Sequential `keras.Model`. Subclassed models
         cannot be cloned layer by layer and are rejected.
-      scale: k > 0 (a power of two makes the equivalence bit-exact).
+      scale (float): k > 0 (a power of two makes the equivalence bit-exact).
 
     Returns:
-      The reparameterized model (not compiled). Pair it with
-      ``equivalent_optimizer(optimizer, scale)``.
+      (keras.Model): the reparameterized model (not compiled). Pair it with
+        ``equivalent_optimizer(optimizer, scale)``.
     """
     k = theory.check_positive("scale", scale)
     if not isinstance(model, keras.Model):

@@ -117,22 +117,22 @@ class ExpLR(_PiecewiseLogLinear):
     a weight-decay run with `ExpLR.from_weight_decay`.
 
     Args:
-      initial_learning_rate: \(\tilde\eta_0 > 0\).
-      growth_rate: \(r > 0\), the factor per optimizer step (real update).
-      total_steps: optional number of steps (real updates; epochs × steps per
+      initial_learning_rate (float): \(\tilde\eta_0 > 0\).
+      growth_rate (float): \(r > 0\), the factor per optimizer step (real update).
+      total_steps (int | None): optional number of steps (real updates; epochs × steps per
         epoch) you will train; rejected if the learning rate would overflow
         float32 (float64 under a float64 floatx) before then.
-      name: optional name.
-      gradient_accumulation_steps: None (default), or the n of a stock Keras
+      name (str): optional name.
+      gradient_accumulation_steps (int | None): None (default), or the n of a stock Keras
         optimizer built with ``gradient_accumulation_steps=n``: Keras calls the
         schedule with its micro-step counter, and this makes the schedule
         evaluate at floor(step / n), the number of real updates. Leave it None
         with `keras_explr.optimizers`, which pass real updates themselves.
 
     Attributes:
-      momentum: the momentum to give the optimizer for the equivalence
+      momentum (float | None): the momentum to give the optimizer for the equivalence
         (None for the generic form).
-      float32_horizon: the first step whose LR exceeds float32's max, or None.
+      float32_horizon (int | None): the first step whose LR exceeds float32's max, or None.
 
     Example:
 
@@ -174,33 +174,33 @@ class ExpLR(_PiecewiseLogLinear):
         \(x^2 - (1+\gamma-\lambda\eta)x + \gamma = 0\); \(\tilde\theta_t = \alpha_+^{-t}\theta_t\). Requires \(\lambda\eta \le (1-\sqrt{\gamma})^2\).
 
         Args:
-          learning_rate, weight_decay, momentum: the weight-decay run's \(\eta\), \(\lambda\), \(\gamma\).
-          exact: True (default) reproduces the weight-decay run started from
+          learning_rate, weight_decay, momentum (float): the weight-decay run's \(\eta\), \(\lambda\), \(\gamma\).
+          exact (bool): True (default) reproduces the weight-decay run started from
             zero momentum buffers, which is what Keras does, to float64
             round-off: \(\tilde\eta_t = \eta\, c_t c_{t+1}\) from the recurrence of math.md#zero-buffers.
             False gives the paper's closed form, which from zero buffers acts
             like the WD run with a permanent +0.92 % effective LR at
             \(\eta = 0.1\), \(\lambda = 5\times 10^{-4}\), \(\gamma = 0.9\) (its first LR is \(\eta/\alpha_+\) instead of \(\eta/(1-\eta\lambda)\)).
-          convention: "paper" for `keras_explr.optimizers.SGD` (buffer of
+          convention (str): "paper" for `keras_explr.optimizers.SGD` (buffer of
             gradients, coupled \(\lambda\), as in `torch.optim.SGD`); "keras" for
             `keras.optimizers.SGD`, whose buffer stores displacements.
-          steps_per_epoch: optional integer >= 1, real updates per epoch (with
+          steps_per_epoch (int | None): optional integer >= 1, real updates per epoch (with
             gradient accumulation n over B batches: ceil(B / n)); sets
             `growth_per_epoch` = growth_rate ** steps_per_epoch. It does not
             change the schedule, which is always indexed by steps.
-          total_steps: optional, in steps (epochs × steps_per_epoch);
+          total_steps (int | None): optional, in steps (epochs × steps_per_epoch);
             rejected past the float32 horizon.
-          weight_decay_mode: "coupled" (\(\lambda\theta\) in the gradient: the paper, or an L2
+          weight_decay_mode (str): "coupled" (\(\lambda\theta\) in the gradient: the paper, or an L2
             penalty \(\frac{\lambda}{2}\lVert\theta\rVert^2\)) or "decoupled" (\(\theta \leftarrow (1-\eta\lambda)\theta\) before the momentum
             step: Keras's own ``weight_decay`` argument, or
             `keras_explr.optimizers.ReparamWeightDecay` with \(\lambda_\text{new} = \eta\lambda\)); the
             decoupled twin is exact from zero buffers in both conventions.
-          name: optional name.
-          gradient_accumulation_steps: see the class docstring (for a stock
+          name (str): optional name.
+          gradient_accumulation_steps (int | None): see the class docstring (for a stock
             Keras optimizer with ``gradient_accumulation_steps=n``).
 
         Returns:
-          An `ExpLR`; pass ``schedule.momentum`` to the optimizer.
+          (ExpLR): the schedule; pass ``schedule.momentum`` to the optimizer.
 
         Raises:
           ValueError: bad arguments, \(\lambda\eta\) beyond the real-root bound, or (with
@@ -281,23 +281,24 @@ class TEXP(_PiecewiseLogLinear):
     when you compare runs at float64 round-off.
 
     Args:
-      boundaries: strictly increasing integers: steps (≥ 0), or epochs (≥ 1)
+      boundaries (Sequence[int]): strictly increasing integers: steps (≥ 0), or epochs (≥ 1)
         when ``steps_per_epoch`` is given.
-      values: the learning rates, ``len(boundaries) + 1`` of them.
-      weight_decay: coupled \(\lambda \ge 0\) (as in `keras_explr.optimizers.SGD`).
-      momentum: \(\gamma\) in [0, 1); also the momentum to use with this schedule.
-      exact: see above.
-      total_steps: optional, in steps (not epochs) even with
+      values (Sequence[float]): the learning rates, ``len(boundaries) + 1`` of them.
+      weight_decay (float): coupled \(\lambda \ge 0\) (as in `keras_explr.optimizers.SGD`).
+      momentum (float): \(\gamma\) in [0, 1); also the momentum to use with this schedule.
+      exact (bool): see above.
+      total_steps (int | None): optional, in steps (not epochs) even with
         ``steps_per_epoch``; rejected past the float32 horizon.
-      name: optional name.
-      steps_per_epoch: optional integer ≥ 1, real updates per epoch; makes
+      name (str): optional name.
+      steps_per_epoch (int | None): optional integer ≥ 1, real updates per epoch; makes
         ``boundaries`` epochs. With gradient accumulation n over B batches per
         epoch, that is ceil(B / n).
-      gradient_accumulation_steps: None, or the n of a stock Keras optimizer
+      gradient_accumulation_steps (int | None): None, or the n of a stock Keras optimizer
         built with ``gradient_accumulation_steps=n`` (see `ExpLR`).
 
     Attributes:
-      boundaries: as given (steps or epochs); step_boundaries: in steps.
+      boundaries (list[int]): as given (steps or epochs).
+      step_boundaries (list[int]): in steps.
 
     Example:
 
@@ -368,15 +369,15 @@ class EquivalentSchedule(_PiecewiseLogLinear):
     ``decay_steps``, and the twin keeps growing geometrically.
 
     Args:
-      schedule: a `LearningRateSchedule` (e.g. `CosineDecay` with warm-up,
+      schedule (LearningRateSchedule | float | Sequence[float]): a `LearningRateSchedule` (e.g. `CosineDecay` with warm-up,
         from 0 or not), a float > 0, or a sequence of ``total_steps`` per-step
         learning rates ≥ 0.
-      weight_decay: coupled \(\lambda \ge 0\).
-      momentum: \(\gamma\) in [0, 1); the twin's `momentum` is the same \(\gamma\).
-      total_steps: how many steps (real updates, i.e. epochs × steps per
+      weight_decay (float): coupled \(\lambda \ge 0\).
+      momentum (float): \(\gamma\) in [0, 1); the twin's `momentum` is the same \(\gamma\).
+      total_steps (int): how many steps (real updates, i.e. epochs × steps per
         epoch) to read from `schedule`; `schedule` is called with 0..total_steps−1.
-      name: optional name.
-      gradient_accumulation_steps: None, or the n of a stock Keras optimizer
+      name (str): optional name.
+      gradient_accumulation_steps (int | None): None, or the n of a stock Keras optimizer
         built with ``gradient_accumulation_steps=n`` (see `ExpLR`).
 
     Example:
@@ -429,15 +430,15 @@ class EquivalentSchedule(_PiecewiseLogLinear):
 
 @keras.saving.register_keras_serializable(package=_SERIALIZABLE)
 class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Warm-up–stable–decay (WSD; MiniCPM, Hägele et al. 2024): linear warm-up from 0,
+    r"""Warm-up–stable–decay (WSD; MiniCPM, Hägele et al. 2024): linear warm-up from 0,
     a long constant phase, then a short decay.
 
-    With W, S, D = ``warmup_steps``, ``stable_steps``, ``decay_steps``
-    (`keras_explr.theory.wsd_learning_rates`): η_t = η_peak·t/W for t < W,
-    η_peak for W ≤ t ≤ W + S, then, with u = (t − W − S)/D,
-    η_t = η_f + (η_peak − η_f)·s(u), s(u) = 1 − u ("linear"),
-    (1 + cos πu)/2 ("cosine") or 1 − √u ("1-sqrt"), and η_f from step
-    W + S + D on. Each shape is evaluated in a form with no cancellation near
+    With \(W, S, D\) = ``warmup_steps``, ``stable_steps``, ``decay_steps``
+    (`keras_explr.theory.wsd_learning_rates`): \(\eta_t = \eta_\text{peak}\,t/W\) for \(t < W\),
+    \(\eta_\text{peak}\) for \(W \le t \le W + S\), then, with \(u = (t - W - S)/D\),
+    \(\eta_t = \eta_f + (\eta_\text{peak} - \eta_f)\,s(u)\), \(s(u) = 1 - u\) (``"linear"``),
+    \((1 + \cos \pi u)/2\) (``"cosine"``) or \(1 - \sqrt{u}\) (``"1-sqrt"``), and \(\eta_f\) from step
+    \(W + S + D\) on. Each shape is evaluated in a form with no cancellation near
     the end of the decay (`theory.wsd_shape`), from integer step offsets, so
     the float32 value is within a few ulp of theory's float64 one on every
     backend, with no 64-bit float in a compiled step; eager PyTorch rounds
@@ -447,11 +448,11 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
     ``EquivalentSchedule(WarmupStableDecay(...), weight_decay, momentum, total_steps)``.
 
     Args:
-      peak_learning_rate: η_peak > 0.
-      warmup_steps, stable_steps, decay_steps: integers ≥ 0 (steps: real updates).
-      decay: "linear", "cosine" or "1-sqrt".
-      final_learning_rate: η_f in [0, η_peak].
-      name: optional name.
+      peak_learning_rate (float): \(\eta_\text{peak} > 0\).
+      warmup_steps, stable_steps, decay_steps (int): integers \(\ge 0\) (steps: real updates).
+      decay (str): "linear", "cosine" or "1-sqrt".
+      final_learning_rate (float): \(\eta_f\) in \([0, \eta_\text{peak}]\).
+      name (str): optional name.
 
     Example:
 

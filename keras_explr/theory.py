@@ -28,6 +28,8 @@ from keras_explr._checks import is_integer as _is_integer
 from keras_explr._checks import (check_accumulation, check_boundaries, check_momentum, check_non_negative,
                                  check_positive, check_steps)
 from keras_explr._checks import check_lr_exponent as check_lr_exponent  # re-exported: theory.check_lr_exponent
+from keras_explr._checks import WSD_DECAYS as _WSD_DECAYS
+from keras_explr._checks import check_wsd as check_wsd  # re-exported: theory.check_wsd
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64_MAX = float(np.finfo(np.float64).max)
@@ -259,14 +261,14 @@ def exact_conversion(
       momentum 0 at the first nonzero step).
 
     Args:
-      learning_rates: 1-D sequence of the base run's \(\eta_t\) (all ≥ 0, finite).
-      weight_decay: coupled \(\lambda\) (a float, or one value per step).
-      momentum: \(\gamma\) (for ``base="keras"``, Keras's momentum hyperparameter).
-      base, target: ``"paper"`` or ``"keras"``.
-      decoupled_weight_decay: Keras's decoupled w (``base="keras"`` only).
+      learning_rates (Sequence[float]): 1-D sequence of the base run's \(\eta_t\) (all ≥ 0, finite).
+      weight_decay (float | Sequence[float]): coupled \(\lambda\) (a float, or one value per step).
+      momentum (float): \(\gamma\) (for ``base="keras"``, Keras's momentum hyperparameter).
+      base, target (str): ``"paper"`` or ``"keras"``.
+      decoupled_weight_decay (float): Keras's decoupled w (``base="keras"`` only).
 
     Returns:
-      A `Conversion`.
+      (Conversion): the scales, learning rates and momenta of the twin.
 
     Raises:
       NoEquivalentError: if some \(q_t \le 0\) (then no positive scaling exists), if
@@ -375,7 +377,7 @@ def paper_state_step(learning_rate, weight_decay, momentum, h, step=0):
     momentum \(\gamma\). \(h_t \le 0\) for all \(t\), so \(q_{t+1} > 0\) implies \(1 - \eta_t\lambda > 0\).
 
     Returns:
-      \((q_{t+1}, h_{t+1})\).
+      (tuple[float, float]): \((q_{t+1}, h_{t+1})\).
 
     Raises:
       NoEquivalentError: if \(q_{t+1} \le 0\) (`step` names \(t\) in the message).
@@ -1240,8 +1242,8 @@ TIMESCALE_UNITS = ("epochs", "steps", "fraction")
 
 
 def timescale_in_steps(timescale, unit="epochs", steps_per_epoch=None, total_steps=None):
-    """τ in optimizer steps: τ·steps_per_epoch ("epochs"), τ ("steps") or
-    τ·total_steps ("fraction" of the run).
+    r"""\(\tau\) in optimizer steps: \(\tau\cdot\)``steps_per_epoch`` (``"epochs"``), \(\tau\) (``"steps"``)
+    or \(\tau\cdot\)``total_steps`` (``"fraction"`` of the run).
 
     >>> timescale_in_steps(5, "epochs", steps_per_epoch=391)
     1955.0
@@ -1264,17 +1266,17 @@ def timescale_in_steps(timescale, unit="epochs", steps_per_epoch=None, total_ste
 
 def weight_decay_from_timescale(timescale, learning_rate, convention="torch_adamw", steps_per_epoch=None,
                                 unit="epochs", total_steps=None, momentum=0.0, reference_learning_rate=None):
-    """λ whose EMA timescale is τ (Wang & Aitchison 2024): the inverse of
+    r"""\(\lambda\) whose EMA timescale is \(\tau\) (Wang & Aitchison 2024): the inverse of
     `weight_decay_timescale`.
 
-    τ_iter = `timescale_in_steps` (τ epochs × steps_per_epoch, τ steps, or
-    τ × total_steps for unit "fraction"), d = 1/τ_iter the fraction removed per
-    step, and λ = d / f(η) with f the convention's decay per unit λ at the
-    constant LR η (`decay_per_step`): λ = 1/(ητ_iter) for ``"torch_adamw"``,
-    ``"keras"``, ``"optax_adamw"``; 1/τ_iter for ``"independent"`` (λ_new of
-    `keras_explr.optimizers.ReparamWeightDecay`); (1 − γ)/(ητ_iter) for
-    ``"torch_sgd"`` with momentum γ. τ in epochs held fixed, 4× the data (4×
-    steps_per_epoch) gives exactly ¼ of λ.
+    \(\tau_\text{iter}\) = `timescale_in_steps` (\(\tau\) epochs \(\times\) ``steps_per_epoch``, \(\tau\)
+    steps, or \(\tau \times\) ``total_steps`` for unit ``"fraction"``), \(d = 1/\tau_\text{iter}\) the
+    fraction removed per step, and \(\lambda = d / f(\eta)\) with \(f\) the convention's decay per unit
+    \(\lambda\) at the constant LR \(\eta\) (`decay_per_step`): \(\lambda = 1/(\eta\tau_\text{iter})\) for
+    ``"torch_adamw"``, ``"keras"``, ``"optax_adamw"``; \(1/\tau_\text{iter}\) for ``"independent"``
+    (\(\lambda_\text{new}\) of `keras_explr.optimizers.ReparamWeightDecay`);
+    \((1 - \gamma)/(\eta\tau_\text{iter})\) for ``"torch_sgd"`` with momentum \(\gamma\). With \(\tau\) in
+    epochs held fixed, 4\(\times\) the data (4\(\times\) ``steps_per_epoch``) gives exactly \(\lambda/4\).
 
     >>> weight_decay_from_timescale(51.150895140664964, 0.1, steps_per_epoch=391)
     0.0005
@@ -1293,12 +1295,12 @@ def weight_decay_from_timescale(timescale, learning_rate, convention="torch_adam
 def equilibration_steps(weight_decay, learning_rate, convention, momentum=0.0, clock=1.0,
                         reference_learning_rate=None):
     r"""The steps a run needs to reach ``clock`` equilibration times (the inverse of
-    `equilibration_clock`): the clock is Σ_t d_t, d_t the fraction of a decayed
-    weight removed at step t (`decay_per_step`; math.md#rotational-equilibrium).
+    `equilibration_clock`): the clock is \(\sum_t d_t\), \(d_t\) the fraction of a decayed
+    weight removed at step \(t\) (`decay_per_step`; math.md#rotational-equilibrium).
 
-    A constant `learning_rate` gives clock/d (a float, inf when nothing decays);
-    a sequence of per-step LRs (a schedule) gives the first step count n with
-    \(\sum_{t<n} d_t \ge\) clock, or None when the sequence never gets there.
+    A constant `learning_rate` gives ``clock``\(/d\) (a float, inf when nothing decays);
+    a sequence of per-step LRs (a schedule) gives the first step count \(n\) with
+    \(\sum_{t<n} d_t \ge\) ``clock``, or None when the sequence never gets there.
 
     >>> equilibration_steps(5e-4, 0.1, "torch_adamw")
     20000.0
@@ -1317,33 +1319,21 @@ def equilibration_steps(weight_decay, learning_rate, convention, momentum=0.0, c
     return int(reached[0]) + 1 if reached.size else None
 
 
-WSD_DECAYS = ("linear", "cosine", "1-sqrt")
 
 
-def check_wsd(peak_learning_rate, warmup_steps, stable_steps, decay_steps, decay, final_learning_rate):
-    """Checks the arguments of `wsd_learning_rates`; returns them as numbers."""
-    peak = check_positive("peak_learning_rate", peak_learning_rate)
-    warm = check_steps("warmup_steps", warmup_steps, minimum=0)
-    stable = check_steps("stable_steps", stable_steps, minimum=0)
-    dec = check_steps("decay_steps", decay_steps, minimum=0)
-    if decay not in WSD_DECAYS:
-        raise ValueError(f"`decay` must be one of {WSD_DECAYS}. Received: decay={decay!r}")
-    final = check_non_negative("final_learning_rate", final_learning_rate)
-    if final > peak:
-        raise ValueError("`final_learning_rate` must be in the range [0, peak_learning_rate="
-                         f"{peak!r}]. Received: final_learning_rate={final_learning_rate!r}")
-    return peak, warm, stable, dec, decay, final
+WSD_DECAYS = _WSD_DECAYS  # the decay shapes of warm-up–stable–decay (checked by `check_wsd`)
 
 
 def wsd_learning_rates(steps, peak_learning_rate, warmup_steps, stable_steps, decay_steps,
                        decay="linear", final_learning_rate=0.0):
-    """Warm-up–stable–decay (MiniCPM; Hägele et al. 2024) at integer `steps`, float64.
+    r"""Warm-up–stable–decay (MiniCPM; Hägele et al. 2024) at integer `steps`, float64.
 
-    With W, S, D the warm-up, stable and decay steps (Keras's `CosineDecay`
-    warm-up convention): η_t = η_peak·t/W for t < W (from 0), η_peak for
-    W ≤ t ≤ W + S, then with u = (t − W − S)/D ∈ [0, 1]
-    η_t = η_f + (η_peak − η_f)·s(u), s(u) = 1 − u ("linear"), (1 + cos πu)/2
-    ("cosine") or 1 − √u ("1-sqrt"); η_t = η_f from step W + S + D on.
+    With \(W, S, D\) the warm-up, stable and decay steps (Keras's `CosineDecay`
+    warm-up convention): \(\eta_t = \eta_\text{peak}\,t/W\) for \(t < W\) (from 0), \(\eta_\text{peak}\) for
+    \(W \le t \le W + S\), then with \(u = (t - W - S)/D \in [0, 1]\)
+    \(\eta_t = \eta_f + (\eta_\text{peak} - \eta_f)\,s(u)\), \(s(u) = 1 - u\) (``"linear"``),
+    \((1 + \cos \pi u)/2\) (``"cosine"``) or \(1 - \sqrt{u}\) (``"1-sqrt"``); \(\eta_t = \eta_f\) from step
+    \(W + S + D\) on.
 
     >>> [float(x) for x in wsd_learning_rates(range(8), 1.0, 2, 2, 2)]
     [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
@@ -1360,12 +1350,12 @@ def wsd_learning_rates(steps, peak_learning_rate, warmup_steps, stable_steps, de
 
 
 def wsd_shape(decay, u, v, sin=np.sin, sqrt=np.sqrt, half_angle=None):
-    """s(u) of a WSD decay, 1 at u = 0 and 0 at u = 1, given u and v = 1 − u (each
-    exact from integers): v ("linear"), sin²(πv/2) = (1 + cos πu)/2 ("cosine"),
-    v/(1 + √u) = 1 − √u ("1-sqrt"), written so that no value near the end of the
+    r"""\(s(u)\) of a WSD decay, 1 at \(u = 0\) and 0 at \(u = 1\), given \(u\) and \(v = 1 - u\) (each
+    exact from integers): \(v\) (``"linear"``), \(\sin^2(\pi v/2) = (1 + \cos \pi u)/2\) (``"cosine"``),
+    \(v/(1 + \sqrt{u}) = 1 - \sqrt{u}\) (``"1-sqrt"``), written so that no value near the end of the
     decay is a difference of nearly equal numbers. `sin`, `sqrt`: numpy's, or
     `keras.ops`' for tensors (`keras_explr.schedules.WarmupStableDecay`);
-    `half_angle`: πv/2 if the caller forms it with fewer roundings.
+    `half_angle`: \(\pi v/2\) if the caller forms it with fewer roundings.
 
     >>> [round(float(wsd_shape(d, 0.25, 0.75)), 6) for d in WSD_DECAYS]
     [0.75, 0.853553, 0.5]

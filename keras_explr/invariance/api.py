@@ -199,14 +199,14 @@ def invariant_group(model, sample_batch=None, candidates=None):
     invariant), so the answer is never wrong in the unsafe direction.
 
     Args:
-      model: a functional or Sequential Keras model.
-      sample_batch: ``x`` or ``(x, y)`` for the numeric confirmation.
-      candidates: the variables the group may contain (default
+      model (keras.Model): a functional or Sequential Keras model.
+      sample_batch (array-like | tuple | None): ``x`` or ``(x, y)`` for the numeric confirmation.
+      candidates (Sequence[keras.Variable | str] | None): the variables the group may contain (default
         `default_candidates(model)`: kernels and biases; pass normalization
         γ/β too to let them in, scaled as pairs).
 
     Returns:
-      The list of variables, in `model.trainable_variables` order.
+      (list[keras.Variable]): the variables, in `model.trainable_variables` order.
 
     >>> import keras
     >>> from keras_explr import invariance
@@ -262,14 +262,14 @@ def confirm_group(model, variables, sample_batch=None, rtol=None):
     values. `Renormalize` and `Partitioned` call it on their group.
 
     Args:
-      model: a functional or Sequential Keras model.
-      variables: the group (variables of `model`, or their paths).
-      sample_batch: ``x`` or ``(x, y)``; default: a random batch of 4 built
+      model (keras.Model): a functional or Sequential Keras model.
+      variables (Sequence[keras.Variable | str]): the group (variables of `model`, or their paths).
+      sample_batch (array-like | tuple | None): ``x`` or ``(x, y)``; default: a random batch of 4 built
         from the model's input specs.
-      rtol: the tolerance (default τ).
+      rtol (float | None): the tolerance (default τ).
 
     Returns:
-      A `Confirmation` with the measured change.
+      (Confirmation): the verdict, with the measured change.
 
     Raises:
       ValueError: naming the offending variables and why, when the loss is not
@@ -350,15 +350,16 @@ def scale_invariant_variables(model, sample_batch, report=False, rtol=None, num_
     the change with the real ε at factors ½ and 2 are reported, not decided on.
 
     Args:
-      model: a functional or Sequential Keras model.
-      sample_batch: ``x`` or ``(x, y)``.
-      report: also return a list of `Decision`s, one per trainable variable.
-      rtol: tolerance; default τ = √u of the compute dtype (module docstring).
-      num_checks: the scale factors (default 2^-10, 2^-3, 2^3, 2^10; exact
+      model (keras.Model): a functional or Sequential Keras model.
+      sample_batch (array-like | tuple): ``x`` or ``(x, y)``.
+      report (bool): also return a list of `Decision`s, one per trainable variable.
+      rtol (float | None): tolerance; default τ = √u of the compute dtype (module docstring).
+      num_checks (Sequence[float]): the scale factors (default 2^-10, 2^-3, 2^3, 2^10; exact
         powers of two keep every rounding the same).
 
     Returns:
-      The list of variables, or ``(variables, decisions)``.
+      (list[keras.Variable] | tuple[list[keras.Variable], list[Decision]]): the variables, or
+        ``(variables, decisions)`` with ``report=True``.
 
     >>> import keras, numpy as np
     >>> from keras_explr import invariance

@@ -151,10 +151,10 @@ class LayerCall:
     """One call of a layer in the graph, as a rule sees it.
 
     Attributes:
-      layer: the layer (or ``keras.ops`` operation) called.
-      node: the Keras node of the call (``node.arguments`` holds its arguments).
-      inputs: the `Degree` of each input tensor, in ``node.input_tensors`` order.
-      variables: the trainable variables the layer owns directly.
+      layer (keras.layers.Layer | keras.Operation): the layer (or ``keras.ops`` operation) called.
+      node (keras.src.ops.node.Node): the Keras node of the call (``node.arguments`` holds its arguments).
+      inputs (list[Degree]): the `Degree` of each input tensor, in ``node.input_tensors`` order.
+      variables (list[keras.Variable]): the trainable variables the layer owns directly.
 
     A rule for x ↦ x², whose output scales as c² when its input scales as c:
 
@@ -238,8 +238,8 @@ def register_rule(layer_class, rule):
     kept out of the group), and any built-in rule of a less specific class.
 
     Args:
-      layer_class: a subclass of ``keras.layers.Layer`` (or of ``keras.Operation``).
-      rule: one of
+      layer_class (type): a subclass of ``keras.layers.Layer`` (or of ``keras.Operation``).
+      rule (str | Callable): one of
 
         * ``"normalizing"``: the output is unchanged by any positive scaling of
           the input (f(cx) = f(x)); its scale/shift variables named ``gamma``/

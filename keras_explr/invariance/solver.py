@@ -20,9 +20,9 @@ def solve(n, rows, node_budget=NODE_BUDGET):
     """The largest m ∈ {0,1}^n with every row Σ a_k m_k = 0.
 
     Args:
-      n: the number of variables (indices 0..n-1).
-      rows: the equations, each a dict {index: nonzero int}.
-      node_budget: search nodes allowed per connected set of equations.
+      n (int): the number of variables (indices 0..n-1).
+      rows (list[dict[int, int]]): the equations, each a dict {index: nonzero int}.
+      node_budget (int): search nodes allowed per connected set of equations.
 
     Returns:
       ``(parts, exhaustive)``: the chosen indices of each connected set

@@ -29,7 +29,6 @@ Needs the JAX backend (``KERAS_BACKEND=jax``).
 """
 
 import functools
-import math
 
 import numpy as np
 

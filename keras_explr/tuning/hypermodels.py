@@ -15,7 +15,6 @@ searches of `plan.tuner_trials` trials each, every search with its own oracle se
 """
 
 import math
-import os
 
 import numpy as np
 
@@ -180,7 +179,8 @@ def tuner_study(plan, results, data, directory, log=print):
         real["summary"] = (
             f"{sum(len(v) for k, v in real.items() if k in ('new', 'old'))} trials "
             f"({plan.tuner_real_trials} per parameterization, RandomSearch, {B} steps); each trained its cell alone "
-            f"and scored {real['max_abs_difference']:.2g} nats at most from the table's value of the same cell and seed.")
+            f"and scored {real['max_abs_difference']:.2g} nats at most from the table's value of the same "
+            "cell and seed.")
         log("  real searches: " + real["summary"])
         out["real"] = real
     return out

@@ -191,7 +191,7 @@ def analyse(results):
         for B in budgets(results, "constant"):
             g = Grid(results["cells"], "constant", B)
             x, y = g.x, g.y
-            diff = lambda A: shortfall_stat(x, y, "old")(A) - shortfall_stat(x, y, "new")(A)  # noqa: E731
+            diff = lambda A: shortfall_stat(x, y, "old")(A) - shortfall_stat(x, y, "new")(A)
             d, dci = bootstrap(diff, [g.S], n_boot)
             sn, snci = bootstrap(shortfall_stat(x, y, "new"), [g.S], n_boot)
             so, soci = bootstrap(shortfall_stat(x, y, "old"), [g.S], n_boot)

@@ -142,7 +142,7 @@ def load_mnist14(num_train=None):
     from keras_explr import data
 
     (x, y), (xv, yv) = data.load_mnist_5k(num_train=num_train)
-    pool = lambda a: a.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(a), 196)  # noqa: E731
+    pool = lambda a: a.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(a), 196)
     return (pool(x), y), (pool(xv), yv)
 
 
