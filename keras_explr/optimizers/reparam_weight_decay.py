@@ -113,7 +113,7 @@ class ReparamWeightDecay(Wrapper):
     1.9999
     """
 
-    def __init__(self, inner_optimizer, weight_decay=None, mode="decoupled",
+    def __init__(self, inner_optimizer, weight_decay=None, mode="decoupled", *,
                  exclude_vectors=True, name=None, lr_exponent=0.0,
                  reference_learning_rate=None, timescale=None, steps_per_epoch=None, model=None,
                  invariant_group=None, **kwargs):
