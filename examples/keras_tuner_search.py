@@ -7,7 +7,7 @@ convnet (BN without γ/β, head frozen) with step decay η → η/10 → η/100 
 50 % and 75 % of the epochs, in one of two forms:
 
 * ``reparam``: ``ReparamWeightDecay(keras_explr.optimizers.SGD(step decay,
-  momentum=γ), weight_decay=λ_new, mode="coupled", follow_schedule=True)``:
+  momentum=γ), weight_decay=λ_new, mode="coupled", lr_exponent=1)``:
   λ_new is divided with the LR, as the authors suggest to mimic step decay;
   that is the paper's SGD with coupled λ_old = λ_new/η;
 * ``texp``: its exact twin with **no weight decay**,
@@ -84,7 +84,7 @@ class StepDecayHyperModel(keras_tuner.HyperModel):
             steps = keras.optimizers.schedules.PiecewiseConstantDecay(self.boundaries, values)
             optimizer = optimizers.ReparamWeightDecay(
                 optimizers.SGD(steps, momentum=self.momentum), weight_decay=lam_new,
-                mode="coupled", follow_schedule=True)
+                mode="coupled", lr_exponent=1)
         else:
             lr = schedules.TEXP(self.boundaries, values, lam_new / eta, self.momentum)
             optimizer = optimizers.SGD(lr, momentum=lr.momentum)

@@ -271,9 +271,9 @@ def _optimizer_cases():
              r"'decoupled' or 'coupled'"),
         Case("ReparamWeightDecay-kwargs", lambda: O.ReparamWeightDecay(sgd(0.1), 0.01, clipnorm=1.0), "clipnorm",
              "inner_optimizer"),
-        Case("ReparamWeightDecay-follow-zero-lr",
+        Case("ReparamWeightDecay-p1-zero-lr",
              lambda: O.ReparamWeightDecay(sgd(keras.optimizers.schedules.CosineDecay(
-                 0.0, 10, warmup_target=0.1, warmup_steps=5)), 0.01, follow_schedule=True),
+                 0.0, 10, warmup_target=0.1, warmup_steps=5)), 0.01, lr_exponent=1),
              "initial learning rate", POS),
     ]
     cases += [Case(f"ReparamWeightDecay-weight_decay={bad!r}", lambda bad=bad: O.ReparamWeightDecay(sgd(0.1), bad),

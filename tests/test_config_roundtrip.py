@@ -106,7 +106,7 @@ def _optimizers():
             optimizers.SGD(0.1, momentum=0.9), weight_decay=0.01, mode="coupled", exclude_vectors=False),
         "ReparamWeightDecay Adam follow": lambda: optimizers.ReparamWeightDecay(
             keras.optimizers.Adam(keras.optimizers.schedules.PiecewiseConstantDecay([2], [1e-2, 1e-3])),
-            weight_decay=0.02, follow_schedule=True, name="rwd"),
+            weight_decay=0.02, lr_exponent=1, name="rwd"),
         "Renormalize every": lambda: optimizers.Renormalize(
             optimizers.SGD(explr(), momentum=0.9), every_n_steps=2),
         "Renormalize max_norm group": lambda: optimizers.Renormalize(

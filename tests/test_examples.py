@@ -52,7 +52,7 @@ def test_keras_tuner_search_offline(tmp_path):
     assert "best reparam:" in text and "best texp:" in text
     rows = [line for line in text.splitlines() if line.strip().startswith(("0.05", "0.2"))]
     assert len(rows) == 4  # the whole 2x2 grid, both forms scored
-    # The wrapper (coupled, follow_schedule) and its TEXP twin are the same runs up
+    # The wrapper (coupled, lr_exponent=1) and its TEXP twin are the same runs up
     # to float32 round-off and BN's moving statistics (measured gap 0.027-0.029).
     assert _parse(text, "reparam vs its TEXP twin", "max |Δ val_accuracy|") <= 0.1
 

@@ -3,7 +3,7 @@ independent step-by-step simulation, over random valid (η, λ, γ, schedule).
 
 The oracle below is written from docs/math.md alone and shares no code with
 `keras_explr`: a toy loss that is exactly scale-invariant, SGD in the paper
-(torch) and Keras conventions run step by step in float64, and the growth
+(torch) and Keras conventions run step by step in float64 (`tests.numpy_oracle.sgd`), and the growth
 roots solved with 50-digit `decimal` arithmetic. A conversion is correct when
 the weight-decay run and its WD-free twin give the same direction θ/‖θ‖ at
 every step (the same network in function space) and the norm ratio is c_t.
@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from keras_explr import theory as th
+from tests import numpy_oracle as oracle
 
 # derandomize: the same draws on every run (CI-stable); database=None: nothing is
 # written into the shared checkout.
@@ -55,39 +56,17 @@ class Toy:
 
 
 def run_paper(toy, lrs, momentum, weight_decay=0.0, v0=None, kicks=None):
-    """Paper / torch SGD: v ← μ_t v + g + λθ, θ ← θ − η_t v (docs/math.md#update-rules).
+    """Paper / torch SGD (`tests.numpy_oracle.sgd`): v ← μ_t v + g + λθ, θ ← θ − η_t v.
 
     `kicks`: {t: κ} adds −κθ/η_t to the new buffer at step t (TEXP's correction, §3.3).
     Returns θ_0..θ_T as a (T+1, DIM) array.
     """
-    T = len(lrs)
-    mom = np.broadcast_to(np.asarray(momentum, dtype=np.float64), (T,))
-    theta = toy.theta0.copy()
-    v = np.zeros(DIM) if v0 is None else np.array(v0, dtype=np.float64)
-    out = [theta.copy()]
-    for t in range(T):
-        v = mom[t] * v + toy.grad(t, theta) + weight_decay * theta
-        if kicks and t in kicks:
-            v = v - kicks[t] * theta / lrs[t]
-        theta = theta - lrs[t] * v
-        out.append(theta.copy())
-    return np.array(out)
+    return oracle.sgd(toy.grad, toy.theta0, lrs, momentum, weight_decay, buffer0=v0, kicks=kicks)
 
 
 def run_keras(toy, lrs, momentum, weight_decay=0.0, decoupled=0.0, m0=None):
-    """keras.optimizers.SGD: θ' = (1 − η_t w)θ; m ← μ_t m − η_t(g + λθ); θ ← θ' + m."""
-    T = len(lrs)
-    mom = np.broadcast_to(np.asarray(momentum, dtype=np.float64), (T,))
-    theta = toy.theta0.copy()
-    m = np.zeros(DIM) if m0 is None else np.array(m0, dtype=np.float64)
-    out = [theta.copy()]
-    for t in range(T):
-        g = toy.grad(t, theta) + weight_decay * theta
-        shrunk = (1.0 - lrs[t] * decoupled) * theta
-        m = mom[t] * m - lrs[t] * g
-        theta = shrunk + m
-        out.append(theta.copy())
-    return np.array(out)
+    """keras.optimizers.SGD (`tests.numpy_oracle.sgd`): θ' = (1 − η_t w)θ; m ← μ_t m − η_t(g + λθ); θ ← θ' + m."""
+    return oracle.sgd(toy.grad, toy.theta0, lrs, momentum, weight_decay, "keras", decoupled, buffer0=m0)
 
 
 def direction_gap(a, b):

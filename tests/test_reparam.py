@@ -61,10 +61,10 @@ def test_coupled_mode_adds_lambda_over_eta_theta_to_the_gradient():
 
 
 @pytest.mark.backends
-def test_follow_schedule_scales_lambda_with_the_lr():
+def test_lr_exponent_one_scales_lambda_with_the_lr():
     lr = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.1, 0.01])
     w, _ = _vars()
-    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(lr), 0.01, follow_schedule=True)
+    opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(lr), 0.01, lr_exponent=1)
     z = keras.ops.zeros((3, 2))
     opt.apply([z], [w])  # step 0: η_0/η_0 = 1
     np.testing.assert_allclose(_value(w), 2.0 * 0.99, rtol=1e-6)
@@ -153,7 +153,7 @@ def test_rejects_bad_mode_and_nesting():
 
 def test_serialization_round_trip():
     opt = optimizers.ReparamWeightDecay(optimizers.SGD(schedules.TEXP([5], [0.1, 0.01], 0.0, 0.9), momentum=0.9),
-                                        3e-4, mode="coupled", follow_schedule=True)
+                                        3e-4, mode="coupled", lr_exponent=1)
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert type(again) is optimizers.ReparamWeightDecay
     assert again.get_config() == opt.get_config()
@@ -286,7 +286,6 @@ def test_lr_exponent_scales_the_decay_by_the_lr_ratio_to_the_power_p(p):
     opt.apply([z], [w])  # step 0: (η_0/η_0)^p = 1
     opt.apply([z], [w])  # step 1: λ·(0.01/0.1)^p
     np.testing.assert_allclose(_value(w), 2.0 * 0.99 * (1 - 0.01 * 0.1 ** p), rtol=1e-6)
-    assert opt.follow_schedule == (p == 1)
 
 
 @pytest.mark.backends
@@ -317,7 +316,7 @@ def test_reference_learning_rate_default_and_explicit():
 
 def test_new_arguments_round_trip_and_old_configs_load():
     for kwargs in ({"lr_exponent": 2, "reference_learning_rate": 0.3}, {"lr_exponent": 0.5},
-                   {"follow_schedule": True}):
+                   {"lr_exponent": 1}):
         opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 1e-3, **kwargs)
         again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
         assert again.get_config() == opt.get_config()
@@ -327,14 +326,17 @@ def test_new_arguments_round_trip_and_old_configs_load():
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert isinstance(again.weight_decay, keras.optimizers.schedules.ExponentialDecay)
     assert again.get_config() == opt.get_config()
-    # A config written before lr_exponent existed (follow_schedule, no lr_exponent).
+    # A config without lr_exponent loads with the default p = 0; the removed alias
+    # follow_schedule (lr_exponent=1 before the first release) is refused by name.
     old = keras.optimizers.serialize(optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.1), 1e-3))
     cfg = dict(old["config"])
     for key in ("lr_exponent", "reference_learning_rate"):
         cfg.pop(key)
-    for flag, p in ((True, 1.0), (False, 0.0)):
-        again = keras.optimizers.deserialize(dict(old, config=dict(cfg, follow_schedule=flag)))
-        assert again.lr_exponent == p and again.follow_schedule is flag
+    again = keras.optimizers.deserialize(dict(old, config=cfg))
+    assert again.lr_exponent == 0.0 and again.reference_learning_rate is None
+    for flag in (True, False):
+        with pytest.raises(TypeError, match="`follow_schedule=True` is `lr_exponent=1`"):
+            keras.optimizers.deserialize(dict(old, config=dict(cfg, follow_schedule=flag)))
 
 
 def _linear_twin(p, mode, weight_decay, numpy_p=None, steps_per_epoch=4, epochs=6):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_explr import callbacks, data, models, optimizers, schedules, theory
+from tests import numpy_oracle as oracle
 from tests.conftest import precision
 
 # ------------------------------------------------------------------ brute force in plain numpy
@@ -33,14 +34,9 @@ def _grad(a, b, theta):
 
 
 def _sgd(lrs, weight_decay, momentum, problem):
-    """Paper-convention SGD from a zero buffer; returns θ_0..θ_T."""
+    """Paper-convention SGD (`tests.numpy_oracle.sgd`) from a zero buffer; returns θ_0..θ_T."""
     a, b, theta = problem
-    theta, v, out = theta.copy(), np.zeros(DIM), [theta.copy()]
-    for t, eta in enumerate(lrs):
-        v = momentum * v + _grad(a[t], b[t], theta) + weight_decay * theta
-        theta = theta - eta * v
-        out.append(theta.copy())
-    return np.array(out)
+    return oracle.sgd(lambda t, th: _grad(a[t], b[t], th), theta, lrs, momentum, weight_decay)
 
 
 def _direction_distance(x, y):

@@ -67,8 +67,6 @@ def test_scheduled_weight_decay_exponent_range(p):
     ({"lr_exponent": -1}, r"`lr_exponent` must be in the range \[0, 2\]"),
     ({"lr_exponent": 3}, r"`lr_exponent` must be in the range \[0, 2\]"),
     ({"lr_exponent": "two"}, "`lr_exponent`"),
-    ({"lr_exponent": 2, "follow_schedule": True}, "`follow_schedule=True` is `lr_exponent=1`"),
-    ({"follow_schedule": "yes"}, "`follow_schedule` must be True or False"),
     ({"reference_learning_rate": 0.0}, "`reference_learning_rate` must be a finite number > 0"),
     ({"reference_learning_rate": -0.1}, "`reference_learning_rate` must be a finite number > 0"),
     ({"reference_learning_rate": math.inf}, "`reference_learning_rate`"),
@@ -90,7 +88,7 @@ def test_zero_learning_rate_at_step_zero_names_reference_learning_rate(p):
                        match="`reference_learning_rate`.*initial learning rate \\(at step 0\\), which is 0.0"):
         optimizers.ReparamWeightDecay(keras.optimizers.SGD(warmup), 1e-3, lr_exponent=p)
     with pytest.raises(ValueError, match="`reference_learning_rate`"):
-        optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.0), 1e-3, follow_schedule=True)
+        optimizers.ReparamWeightDecay(keras.optimizers.SGD(0.0), 1e-3, lr_exponent=1)
     # With p = 0 or an explicit reference it is fine.
     optimizers.ReparamWeightDecay(keras.optimizers.SGD(warmup), 1e-3, lr_exponent=0)
     opt = optimizers.ReparamWeightDecay(keras.optimizers.SGD(warmup), 1e-3, lr_exponent=p,
@@ -98,3 +96,11 @@ def test_zero_learning_rate_at_step_zero_names_reference_learning_rate(p):
     w = keras.Variable(np.full((2, 2), 2.0, "float32"))
     opt.apply([keras.ops.zeros((2, 2))], [w])  # η_0 = 0: (0/0.1)^p = 0, nothing decays
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), 2.0)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_removed_follow_schedule_names_lr_exponent(flag):
+    inner = keras.optimizers.SGD(0.1, clipnorm=1.0)
+    with pytest.raises(TypeError, match=r"`follow_schedule=True` is `lr_exponent=1`.*`lr_exponent=0`"):
+        optimizers.ReparamWeightDecay(inner, 1e-3, mode="coupled", follow_schedule=flag)
+    assert inner.clipnorm == 1.0

@@ -22,8 +22,9 @@ def resolve_weight_decay(weight_decay, timescale, steps_per_epoch):
             raise ValueError("`steps_per_epoch` is only used with `timescale` (τ in epochs). "
                              f"Received: steps_per_epoch={steps_per_epoch!r} without timescale.")
         if weight_decay is None:
-            raise ValueError("Give `weight_decay` (λ_new, the fraction removed per step) or "
-                             "`timescale` (its EMA timescale τ). Received neither.")
+            raise ValueError("Give `weight_decay` (λ_new, the fraction removed per step, a finite number >= 0 "
+                             "in the range [0, 1), or a schedule) or `timescale` (its EMA timescale τ > 0). "
+                             "Received neither (weight_decay=None).")
         return weight_decay
     if weight_decay is not None:
         raise ValueError("Give `weight_decay` or `timescale`, not both (λ_new = 1/τ_steps). "

@@ -49,8 +49,7 @@ class ReparamWeightDecay(Wrapper):
       parameterization with λ_old = λ_new/η_0 (in coupled mode around
       `keras_explr.optimizers.SGD`, the paper's coupled λ_old; in decoupled
       mode, Keras's ``weight_decay=λ_new/η_0``): only the coordinates of the
-      hyperparameters change. ``follow_schedule=True`` is the same as
-      ``lr_exponent=1`` (kept as an alias).
+      hyperparameters change.
     * p = 2: the corrected rule (timm's ``corrected_weight_decay``, AdamC,
       Defazio 2025): the fraction removed goes as η_t².
 
@@ -84,8 +83,7 @@ class ReparamWeightDecay(Wrapper):
         `LearningRateSchedule` / callable of the step giving λ(t) (serializable
         when it is a registered Keras object).
       mode (str): "decoupled" or "coupled".
-      follow_schedule (bool): alias of ``lr_exponent=1``.
-      lr_exponent (float | None): p in [0, 2] (default 0, or 1 with ``follow_schedule=True``).
+      lr_exponent (float): p in [0, 2] (default 0).
       reference_learning_rate (float | None): η_ref > 0 for p > 0; default: the inner
         optimizer's LR at step 0.
       exclude_vectors (bool): leave variables of rank < 2 (biases, BatchNorm and
@@ -116,10 +114,16 @@ class ReparamWeightDecay(Wrapper):
     1.9999
     """
 
-    def __init__(self, inner_optimizer, weight_decay=None, mode="decoupled",
-                 follow_schedule=False, exclude_vectors=True, name=None, lr_exponent=None,
+    def __init__(self, inner_optimizer, weight_decay=None, mode="decoupled", *,
+                 exclude_vectors=True, name=None, lr_exponent=0.0,
                  reference_learning_rate=None, timescale=None, steps_per_epoch=None, model=None,
                  invariant_group=None, **kwargs):
+        if "follow_schedule" in kwargs:
+            raise TypeError(
+                "ReparamWeightDecay has no `follow_schedule` argument (removed before the first "
+                "release): `follow_schedule=True` is `lr_exponent=1` (λ·η_t/η_ref, the standard "
+                "rule) and `follow_schedule=False` is `lr_exponent=0` (the default). Received: "
+                f"follow_schedule={kwargs['follow_schedule']!r}")
         weight_decay = _equilibrium.resolve_weight_decay(weight_decay, timescale, steps_per_epoch)
         if kwargs:
             raise ValueError(
@@ -157,7 +161,7 @@ class ReparamWeightDecay(Wrapper):
                 "fraction per step. Use Ftrl's own `l2_shrinkage_regularization_strength`, or "
                 "mode='coupled' (adds (λ/η)θ to the gradient).")
         several = len(leaves) > 1  # a MultiOptimizer or a Partitioned inside: one LR per group
-        if several and (mode == "coupled" or (lr_exponent or follow_schedule)):
+        if several and (mode == "coupled" or lr_exponent):
             raise ValueError(
                 f"`inner_optimizer` ({type(target).__name__}) updates its variables with several "
                 "optimizers, each with its own learning rate, and mode='coupled' / lr_exponent > 0 "
@@ -188,15 +192,7 @@ class ReparamWeightDecay(Wrapper):
                     f"range [0, 1), or a LearningRateSchedule or callable of the step. "
                     f"Received: weight_decay={weight_decay!r}"
                 )
-        if not isinstance(follow_schedule, (bool, int)) or follow_schedule not in (0, 1):
-            raise ValueError(f"`follow_schedule` must be True or False. Received: follow_schedule={follow_schedule!r}")
-        if lr_exponent is None:
-            lr_exponent = 1.0 if follow_schedule else 0.0
         p = theory.check_lr_exponent(lr_exponent)
-        if follow_schedule and p != 1.0:
-            raise ValueError(
-                "`follow_schedule=True` is `lr_exponent=1`; it cannot be combined with "
-                f"lr_exponent={lr_exponent!r}. Pass only `lr_exponent`.")
         if mode not in ("decoupled", "coupled"):
             raise ValueError(f"`mode` must be 'decoupled' or 'coupled'. Received: mode={mode!r}")
         group = (_equilibrium.group_paths(model, p) if invariant_group is None
@@ -236,10 +232,8 @@ class ReparamWeightDecay(Wrapper):
         self.weight_decay = lam
         self.mode = mode
         self.lr_exponent = p
-        self.follow_schedule = p == 1.0
         self.exclude_vectors = bool(exclude_vectors)
         self.reference_learning_rate = ref
-        self.initial_learning_rate = ref  # (its name before lr_exponent)
         self._given_reference = reference_learning_rate is not None
         self._target = target
         # Coupled mode clips (with Keras's own clipping, configured on this wrapper) before adding
