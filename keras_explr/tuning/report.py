@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from keras_explr.tuning import study
+from keras_explr.tuning import _design as design
 
 NAMES = {  # plain names for figures and tables
     "constant": "SGD, constant LR",
@@ -261,7 +261,7 @@ def analyse(results):
                      "minvar_range": [float(ge.minvar.min()), float(ge.minvar.max())]}
     # every arm that claims invariance: min pre-normalization variance / ε over its cells
     inv = {}
-    for arm, (_, _, _, invariant) in study.ARMS.items():
+    for arm, (_, _, _, invariant) in design.ARMS.items():
         cs = [c for c in results["cells"] if c["arm"] == arm and c["steps"] == c["total_steps"]]
         if cs and invariant:
             inv[arm] = {"min": float(min(c["min_prenorm_variance_over_epsilon"] for c in cs)),
@@ -280,8 +280,8 @@ def post_drop_clock(g, j):
 
     T = g.steps
     t = np.arange(T // 2, T)
-    mean_f = float(np.mean(block.schedule_factor(study.ARMS[g.arm][2], t, T)))
-    rule = study.ARMS[g.arm][1]
+    mean_f = float(np.mean(block.schedule_factor(design.ARMS[g.arm][2], t, T)))
+    rule = design.ARMS[g.arm][1]
     return float(g.wds[j] * len(t) * (1.0 if rule == "new" else mean_f))
 
 
@@ -308,9 +308,9 @@ def predictions(results):
         p = a[name]
         if p["ci_standard"][0] is None:
             verdict = "inconclusive"
-        elif p["ci_standard"][1] < study.TOL and p["ci_new"][1] < study.TOL:
+        elif p["ci_standard"][1] < design.TOL and p["ci_new"][1] < design.TOL:
             verdict = "holds"
-        elif p["ci_standard"][0] > study.TOL or p["ci_new"][0] > study.TOL:
+        elif p["ci_standard"][0] > design.TOL or p["ci_new"][0] > design.TOL:
             verdict = "fails"
         else:
             verdict = "inconclusive"
@@ -318,7 +318,7 @@ def predictions(results):
         out.append({"name": f"{label}: η_0-shortfall at the best fixed λ_new, the worse rule ({worst})",
                     "estimate": max(p["shortfall_standard"], p["shortfall_new"]),
                     "ci": p["ci_standard"] if worst == "standard" else p["ci_new"], "verdict": verdict,
-                    "statement": f"both rules below {study.TOL} nats (standard {p['shortfall_standard']:.3f}, "
+                    "statement": f"both rules below {design.TOL} nats (standard {p['shortfall_standard']:.3f}, "
                                  f"λ_new constant {p['shortfall_new']:.3f})"})
     if "P5" in a:
         p = a["P5"]
@@ -361,7 +361,7 @@ def _panel(ax, g, coords, vmin, vmax, title, mark_clock=True):
         ax.clabel(cs, fmt="%.2f", fontsize=6)
     i0, j0 = np.unravel_index(np.argmax(A), A.shape)
     ax.plot(Xc[i0, j0], Yc[i0, j0], marker="*", color="red", markersize=12, markeredgecolor="k")
-    if mark_clock and study.ARMS[g.arm][1] == "new" or g.arm == "constant":
+    if mark_clock and design.ARMS[g.arm][1] == "new" or g.arm == "constant":
         for c, ls in ((1.0, "--"), (3.0, ":")):
             lw = math.log10(c / g.steps)  # clock t·λ_new = c at λ_new = c/t
             xs = np.array([xe[0], xe[-1]])
@@ -582,7 +582,7 @@ def markdown(results, a, pngs, folder=""):
              "(Keras `weight_decay`), cells placed at λ_new = η_0·λ_old.\n")
     L.append("| arm | what runs |\n|---|---|")
     for arm in plan["arms"]:
-        L.append(f"| {NAMES[arm]} | {study.LABELS[arm]} |")
+        L.append(f"| {NAMES[arm]} | {design.LABELS[arm]} |")
     L.append("")
     L.append("#### Predictions (fixed before the run)\n")
     L.append("```text\n" + plan["predictions_text"] + "```\n")
