@@ -155,8 +155,8 @@ def test_a_perturbed_decay_fails_the_contract(monkeypatch, wrapper, inner_name):
         pytest.skip(f"no {inner_name} in this Keras")
     original = optimizers.ReparamWeightDecay._lambda_t
 
-    def perturbed(self, dtype):
-        return original(self, dtype) * 1.001
+    def perturbed(self, dtype, variable=None):
+        return original(self, dtype, variable) * 1.001
 
     check_contract(wrapper, inner_name, "plain")  # (passes unperturbed)
     monkeypatch.setattr(optimizers.ReparamWeightDecay, "_lambda_t", perturbed)
