@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_explr import schedules
+from keras_explr import _precision, schedules
 from tests.conftest import precision
 
 pytestmark = pytest.mark.backends
@@ -23,7 +23,7 @@ def _schedules():
 
 
 def _wide():
-    return keras.backend.backend() != "jax" or schedules._compute_dtype() == "float64"
+    return keras.backend.backend() != "jax" or _precision.compute_dtype() == "float64"
 
 
 def _steps():
@@ -62,7 +62,7 @@ def test_saturates_at_every_representable_step(floatx, compiled):
                     step = ops.convert_to_tensor(step)  # (a jit argument is a tensor)
                 lr = ops.convert_to_numpy(call(step))
                 assert lr == np.finfo(lr.dtype).max, (type(s).__name__, kind, step, lr)
-                assert lr.dtype == floatx or floatx == "float64" and schedules._compute_dtype() == "float32"
+                assert lr.dtype == floatx or floatx == "float64" and _precision.compute_dtype() == "float32"
 
 
 def test_the_step_counter_itself_saturates_the_schedule():
