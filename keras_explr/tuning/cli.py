@@ -45,7 +45,7 @@ def _dispatch(args):
         os.environ["KERAS_BACKEND"] = "jax"
     import dataclasses
 
-    from keras_explr.tuning import study
+    from keras_explr.tuning import design, study
 
     plan = study.PLANS[args.mode]
     if args.n_boot is not None:
@@ -65,7 +65,7 @@ def _dispatch(args):
             _, rule, schedule, invariant, lrs, wds, steps, cks = study.arm_design(plan, arm)
             n = len(lrs) * len(wds) * len(plan.seeds)
             total += n * steps
-            print(f"{arm}: {study.LABELS[arm]}; η {lrs[0]:.3g}..{lrs[-1]:.3g} ({len(lrs)}), λ_new "
+            print(f"{arm}: {design.LABELS[arm]}; η {lrs[0]:.3g}..{lrs[-1]:.3g} ({len(lrs)}), λ_new "
                   f"{wds[0]:.3g}..{wds[-1]:.3g} ({len(wds)}), {len(plan.seeds)} seeds, {steps} steps, "
                   f"checkpoints {list(cks)}: {n} cells")
         print(f"total {total:,} cell-steps")

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from keras_explr.tuning import _design as design
+from keras_explr.tuning import design
 
 NAMES = {  # plain names for figures and tables
     "constant": "SGD, constant LR",

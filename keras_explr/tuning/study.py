@@ -14,8 +14,8 @@ scale-invariant the theory says (docs/math.md, "The new parameterization"):
 The design (`PLANS`): every arm is a grid rectangular in (η_0, λ_new) with the same spacing on
 both axes (so a fixed λ_old is a grid diagonal), several seeds that each fix the initialization
 *and* the batch order, trained as blocks of cells in one compiled program
-(`keras_explr.tuning.block`). The predictions (`PREDICTIONS`) are written here, before any run;
-`keras_explr.tuning.report` computes them from results.json with 95 % intervals (bootstrap over
+(`keras_explr.tuning.block`). The predictions (`keras_explr.tuning.design.PREDICTIONS`) are written
+before any run; `keras_explr.tuning.report` computes them from results.json with 95 % intervals (bootstrap over
 seeds: a replicate resamples the seed indices once and applies them to every cell and arm) and
 writes the report and figures.
 
@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from keras_explr.tuning._design import ARMS, LABELS, PREDICTIONS, SCORE_NAME, TOL  # noqa: F401  (study.X)
+from keras_explr.tuning import design
 
 
 @dataclasses.dataclass
@@ -48,7 +48,7 @@ class Plan:
     constant_steps: int = 8000
     checkpoints: tuple = (250, 500, 1000, 2000, 4000, 8000)
     schedule_steps: int = 2000
-    arms: tuple = tuple(ARMS)
+    arms: tuple = tuple(design.ARMS)
     block_size: int = 80
     batch_size: int = 128
     hidden: tuple = (64, 64)
@@ -98,9 +98,9 @@ def load_mnist14(num_train=None):
 
 def arm_design(plan, arm):
     """(optimizer, rule, schedule, invariant, learning rates, λ_new values, steps, checkpoints) of an arm."""
-    if arm not in ARMS:
-        raise ValueError(f"`arm` must be one of {sorted(ARMS)}. Received: arm={arm!r}")
-    optimizer, rule, schedule, invariant = ARMS[arm]
+    if arm not in design.ARMS:
+        raise ValueError(f"`arm` must be one of {sorted(design.ARMS)}. Received: arm={arm!r}")
+    optimizer, rule, schedule, invariant = design.ARMS[arm]
     lrs = plan.axis(plan.adam_lr if optimizer == "adam" else plan.sgd_lr)
     wds = plan.axis(plan.wd_new)
     if schedule == "constant":
@@ -134,7 +134,7 @@ def run_block(plan, arm, seed, data, log=print):
             for c, loss, acc, mv, clock in zip(chunk, ev["loss"], ev["accuracy"],
                                                ev["min_prenorm_variance_over_epsilon"], b.clock):
                 out.append({
-                    "arm": arm, "label": LABELS[arm], "parameterization": rule, "schedule": schedule,
+                    "arm": arm, "label": design.LABELS[arm], "parameterization": rule, "schedule": schedule,
                     "optimizer": {"sgd": "SGD(momentum=0.9)", "adam": "Adam"}[optimizer],
                     "learning_rate": c["learning_rate"], "weight_decay": c["weight_decay"],
                     "lambda_new": c["lambda_new"], "lambda_old": c["lambda_new"] / c["learning_rate"],
@@ -142,7 +142,7 @@ def run_block(plan, arm, seed, data, log=print):
                     "min_prenorm_variance_over_epsilon": float(mv),
                     "min_prenorm_variance_over_epsilon_per_seed": [float(mv)], "seeds": [seed],
                     "scores": [-float(loss) if math.isfinite(loss) else None], "accuracy": [float(acc)],
-                    "score_name": SCORE_NAME})
+                    "score_name": design.SCORE_NAME})
     return out, len(cells) * steps, time.perf_counter() - t0
 
 
@@ -213,7 +213,7 @@ def plan_record(plan):
 
     rec = dataclasses.asdict(plan)
     rec["backend"] = keras.backend.backend()
-    rec["predictions_text"] = PREDICTIONS
+    rec["predictions_text"] = design.PREDICTIONS
     return json.loads(json.dumps(rec))
 
 
@@ -226,8 +226,8 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
     block.require_jax()
     arms = tuple(plan.arms if arms is None else arms)
     for a in arms:
-        if a not in ARMS:
-            raise ValueError(f"`arms` must be among {sorted(ARMS)}. Received: {a!r}")
+        if a not in design.ARMS:
+            raise ValueError(f"`arms` must be among {sorted(design.ARMS)}. Received: {a!r}")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
     rec = plan_record(plan)
@@ -253,7 +253,7 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
         key = f"{arm}/{seed}"
         if key in results["blocks_done"]:
             continue
-        log(f"{arm}, seed {seed}: {LABELS[arm]}")
+        log(f"{arm}, seed {seed}: {design.LABELS[arm]}")
         cells, cell_steps, seconds = run_block(plan, arm, seed, data, log=log)
         results["cells"] = merge_cells(results["cells"], cells)
         results["blocks_done"].append(key)

@@ -1,4 +1,4 @@
-"""Study v3's arms and predictions, fixed before any run (`keras_explr.tuning.study` re-exports them).
+"""Study v3's arms and predictions, fixed before any run (`keras_explr.tuning.study` runs them).
 
 A module of its own so that the analysis (`keras_explr.tuning.report`) reads the design without
 importing the runner, which imports the analysis.
