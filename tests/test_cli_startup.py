@@ -67,7 +67,7 @@ def test_errors_print_the_subcommands_usage_without_loading_a_framework(args, us
 
 def test_import_keras_explr_and_theory_load_no_framework():
     code = ("import sys, keras_explr, keras_explr.theory as t; t.growth_root(0.1, 5e-4, 0.9); "
-            "import keras_explr.tuning.metrics; "
+            "import keras_explr.tuning.report, keras_explr.tuning.design; "
             f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -20,7 +20,7 @@ PUBLIC_MODULES = [
     "keras_explr.theory", "keras_explr.schedules", "keras_explr.optimizers", "keras_explr.callbacks",
     "keras_explr.monitor", "keras_explr.invariance", "keras_explr.layers", "keras_explr.probe",
     "keras_explr.models", "keras_explr.data", "keras_explr.plots", "keras_explr.tuning",
-    "keras_explr.tuning.metrics", "keras_explr.tuning.hypermodels", "keras_explr.tuning.study",
+    "keras_explr.tuning.hypermodels", "keras_explr.tuning.study",
     "keras_explr.tuning.design", "keras_explr.tuning.report", "keras_explr.tuning.block",
 ]
 

@@ -189,6 +189,7 @@ def test_smoke_study_writes_the_stable_schema(tmp_path):
     r = json.loads((out / "results.json").read_text())
     assert {"wall_seconds", "cell_steps_per_second", "cells", "predictions"} <= set(r)
     assert r["wall_seconds"] > 0 and r["cell_steps_per_second"] > 0
+    assert r["tuner_seconds"] > 0 and r["report_seconds"] > 0 and r["plan"]["cpu_count"] == os.cpu_count()
     plan = study.PLANS["smoke"]
     assert len(r["cells"]) == 3 * 4 * (len(plan.checkpoints) + 2 * 2)  # constant at 2 budgets, 2 step arms at 2
     keys = {"arm", "parameterization", "schedule", "optimizer", "learning_rate", "weight_decay", "lambda_new",
@@ -211,5 +212,8 @@ def test_smoke_study_writes_the_stable_schema(tmp_path):
     assert main(["study", "--smoke", "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["cells"] == r["cells"]
     (out / "report.md").unlink()
+    moved = json.loads((out / "results.json").read_text())
+    moved["plan"]["cpu_count"] = 999  # the results moved to another machine: still the same study
+    (out / "results.json").write_text(json.dumps(moved))
     assert main(["study", "--smoke", "--out", str(out), "--report-only", "--n-boot", "20"]) == 0
     assert (out / "report.md").read_text().count("| P1 constant LR") == 1

@@ -562,8 +562,9 @@ def markdown(results, a, pngs, folder=""):
     L.append(f"Generated from `results.json` by `keras_explr.tuning.report`. Backend {plan['backend']}. "
              f"Training wall time {results['wall_seconds'] / 60:.1f} min for {results['cell_steps']:,} cell-steps: "
              f"**{results['cell_steps_per_second']:,.0f} cell-steps/s** (blocks of ≤ {plan['block_size']} cells "
-             "under `jax.vmap`, 2 CPU cores shared with other jobs: load average "
-             f"{_f(float(np.mean(results['load_average'])), 1)} on average over the blocks).\n")
+             f"under `jax.vmap`; {plan.get('cpu_count') or 'n/a'} CPU cores at load average "
+             f"{_f(float(np.mean(results['load_average'])), 1)} on average over the blocks)"
+             + (f"; KerasTuner stage {results['tuner_seconds'] / 60:.1f} min" if results.get("tuner_seconds") else "") + ".\n")
     if len(done) < len(planned):
         missing = [p for p in planned if p not in done]
         L.append(f"**Partial run:** {len(done)} of {len(planned)} (arm, seed) blocks finished; missing: "

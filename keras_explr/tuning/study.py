@@ -213,6 +213,7 @@ def plan_record(plan):
 
     rec = dataclasses.asdict(plan)
     rec["backend"] = keras.backend.backend()
+    rec["cpu_count"] = os.cpu_count()
     rec["predictions_text"] = design.PREDICTIONS
     return json.loads(json.dumps(rec))
 
@@ -237,9 +238,9 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
     if os.path.exists(path) and not overwrite:
         with open(path) as f:
             old = json.load(f)
-        # Fields that only the analysis reads may change between a run and its report.
+        # Fields that only the analysis reads, and the machine, may change between a run and its report.
         analysis_only = {"n_boot", "tuner_trials", "tuner_repeats", "tuner_budgets", "tuner_real_trials",
-                         "tuner_real_budget"}
+                         "tuner_real_budget", "cpu_count"}
         if {k: v for k, v in old.get("plan", {}).items() if k not in analysis_only} != \
                 {k: v for k, v in rec.items() if k not in analysis_only}:
             raise ValueError(f"`out` {out} holds a study with another plan: pass overwrite=True (--overwrite) or "
@@ -276,7 +277,10 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
                 results["tuner"] = hypermodels.tuner_study(plan, results, data, directory=tmp, log=log)
             results["tuner_seconds"] = time.perf_counter() - t0
             _write(path, results)
+        t0 = time.perf_counter()
         results["predictions"] = report.predictions(results)
         _write(path, results)
         report.write(results, out)
+        results["report_seconds"] = time.perf_counter() - t0
+        _write(path, results)
     return results
