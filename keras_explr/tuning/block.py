@@ -198,6 +198,24 @@ def batch_order(seed, n_train, batch_size, steps):
     return out
 
 
+def score_model(net, data, reference=1024):
+    """The validation cross-entropy of a trained `build_net` model (the study's score is its negative), as
+    `Block.evaluate` computes it: the normalization statistics recomputed on the first `reference` training
+    images (the layers in training mode on them: exactly their per-layer mean and variance)."""
+    import keras.ops as ops
+
+    (x, _), (xv, yv) = data
+    outs = net(x[:reference], training=True)
+    for k, p in enumerate(outs[1:]):
+        layer = net.get_layer(f"bn{k}")
+        mean, var = batch_moments(p)
+        layer.moving_mean.assign(ops.cast(mean, layer.moving_mean.dtype))
+        layer.moving_variance.assign(ops.cast(var, layer.moving_variance.dtype))
+    logits = net(xv, training=False)[0]
+    return float(ops.mean(ops.sparse_categorical_crossentropy(ops.convert_to_tensor(yv, "int32"), logits,
+                                                              from_logits=True)))
+
+
 class Block:
     """Cells that share a net and an optimizer, trained together.
 

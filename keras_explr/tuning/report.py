@@ -36,7 +36,7 @@ class Grid:
         cs = [c for c in cells if c["arm"] == arm and c["steps"] == steps]
         if not cs:
             raise ValueError(f"no cells of arm {arm!r} at {steps} steps")
-        self.arm, self.steps = arm, steps
+        self.arm, self.steps, self.total = arm, steps, int(cs[0].get("total_steps", steps))
         self.lrs = sorted({c["learning_rate"] for c in cs})
         self.wds = sorted({c["lambda_new"] for c in cs})
         seeds = set.intersection(*[set(c["seeds"]) for c in cs])
@@ -50,7 +50,8 @@ class Grid:
             by_seed = dict(zip(c["seeds"], c["scores"]))
             self.S[i, j] = [np.nan if by_seed[s] is None else by_seed[s] for s in self.seeds]
             var = dict(zip(c["seeds"], c["min_prenorm_variance_over_epsilon_per_seed"]))
-            self.minvar[i, j] = min(var[s] for s in self.seeds)
+            # null (a diverged seed) stays NaN: such a cell fails every "≥ threshold" test below
+            self.minvar[i, j] = np.min([np.nan if var[s] is None else var[s] for s in self.seeds])
             self.clock[i, j] = c["clock"]
         # A run that failed (NaN) counts as the worst score of the grid.
         worst = np.nanmin(self.S) if np.isfinite(self.S).any() else -10.0
@@ -126,6 +127,31 @@ def shortfall_stat(x, y, kind):
     return stat
 
 
+def expected_max_normal(n):
+    """E[max of n independent standard normals] (numerical integration).
+
+    >>> round(expected_max_normal(2), 4), round(expected_max_normal(7), 4)
+    (0.5642, 1.3522)
+    """
+    z = np.linspace(-9.0, 9.0, 20001)
+    pdf = np.exp(-z ** 2 / 2) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in z]))
+    return float(np.sum(z * n * pdf * cdf ** (n - 1)) * (z[1] - z[0]))
+
+
+def noise_floor(S):
+    """The shortfall a column of S (rows × columns × R seeds) shows from seed noise alone when its true scores
+    are all equal: σ/√R · E[max of n normals], n rows, σ the cells' own seed-to-seed standard deviation
+    (pooled over cells, after removing each seed's offset shared by all cells; R − 1 degrees of freedom)."""
+    n, m, R = S.shape
+    if R < 2:
+        return math.nan
+    resid = S - S.mean(-1, keepdims=True)
+    resid = resid - resid.mean(axis=(0, 1), keepdims=True)  # a seed's offset common to every cell
+    sigma = math.sqrt(float(np.sum(resid ** 2)) / (n * m * (R - 1)))
+    return sigma / math.sqrt(R) * expected_max_normal(n)
+
+
 def lag_stat(j):
     """Lag of the smallest learning rate behind the column's best, at column j."""
     def stat(A):
@@ -142,8 +168,43 @@ def movement(A, x, y, kind):
     return float(max(ys) - min(ys))
 
 
+# t_{0.975} with 1..30 degrees of freedom (beyond: 1.96 + 2.4/df, within 0.003 of the exact quantile).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df):
+    """The 97.5 % quantile of Student's t with `df` degrees of freedom.
+
+    >>> t975(3), round(t975(1000), 3)
+    (3.182, 1.962)
+    """
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+def seed_interval(stat, grids, n_boot=None, seed=0):
+    """(point, [lo, hi]): stat(*mean grids) with its 95 % jackknife-t interval over the seeds the grids share.
+
+    Each of the R leave-one-seed-out replicates drops the same seed from every grid (the pairing), the
+    standard error is the jackknife's, sqrt((R − 1)/R · Σ_k (θ_(k) − θ_(·))²), and the interval is
+    θ ± t_{0.975, R−1}·SE: exact for a mean of normal seeds. (A percentile bootstrap over 4 seeds covers
+    ≈ 80 % of the time, not 95 %: `bootstrap`.) `n_boot` and `seed` are unused (the same call as `bootstrap`).
+    """
+    R = grids[0].shape[-1]
+    point = stat(*[g.mean(-1) for g in grids])
+    if R < 2:
+        return point, [None, None]
+    loo = np.array([stat(*[np.delete(g, k, axis=-1).mean(-1) for g in grids]) for k in range(R)], float)
+    if not np.isfinite(loo).all() or not math.isfinite(point):
+        return point, [None, None]
+    se = math.sqrt((R - 1) / R * float(np.sum((loo - loo.mean()) ** 2)))
+    return point, [point - t975(R - 1) * se, point + t975(R - 1) * se]
+
+
 def bootstrap(stat, grids, n_boot, seed=0):
-    """(point, [lo, hi]) of stat(*mean grids) with a 95 % bootstrap over seeds shared by `grids`."""
+    """(point, [lo, hi]) of stat(*mean grids) with a 95 % percentile bootstrap over the seeds shared by
+    `grids` (each replicate resamples the seed indices once for every grid). Kept for comparison: with
+    few seeds it is too narrow (`seed_interval` is the study's interval)."""
     R = grids[0].shape[-1]
     point = stat(*[g.mean(-1) for g in grids])
     if R < 2 or n_boot < 1:
@@ -174,6 +235,21 @@ def verdict_positive(ci):
     return "inconclusive"
 
 
+def invariant_cells(g, cells):
+    """Whether every cell of `cells` kept its pre-normalization variance ≥ 100·ε (an arm that claims
+    invariance needs it; NaN, a diverged cell, fails)."""
+    return bool(all(g.minvar[c] >= 100 for c in cells))
+
+
+def on_edge(g):
+    """The sides of the grid the best cell lies on ("η low", "λ_new high", ...): where the optimum is not
+    bracketed by the grid."""
+    i, j = np.unravel_index(np.argmax(g.A), g.A.shape)
+    n, m = g.A.shape
+    return [name for name, hit in (("η low", i == 0), ("η high", i == n - 1), ("λ_new low", j == 0),
+                                   ("λ_new high", j == m - 1)) if hit]
+
+
 def _common(*grids):
     """The grids restricted to the seeds they all have (so a bootstrap can pair them)."""
     seeds = sorted(set.intersection(*[set(g.seeds) for g in grids]))
@@ -192,18 +268,20 @@ def analyse(results):
             g = Grid(results["cells"], "constant", B)
             x, y = g.x, g.y
             diff = lambda A: shortfall_stat(x, y, "old")(A) - shortfall_stat(x, y, "new")(A)
-            d, dci = bootstrap(diff, [g.S], n_boot)
-            sn, snci = bootstrap(shortfall_stat(x, y, "new"), [g.S], n_boot)
-            so, soci = bootstrap(shortfall_stat(x, y, "old"), [g.S], n_boot)
+            d, dci = seed_interval(diff, [g.S], n_boot)
+            dci_boot = bootstrap(diff, [g.S], n_boot)[1]
+            sn, snci = seed_interval(shortfall_stat(x, y, "new"), [g.S], n_boot)
+            so, soci = seed_interval(shortfall_stat(x, y, "old"), [g.S], n_boot)
             A = g.A
             bn, bo = best_sweep(A, x, y, "new"), best_sweep(A, x, y, "old")
             i0, j0 = np.unravel_index(np.argmax(A), A.shape)
             rows.append({"steps": B, "S_new": sn, "S_new_ci": snci, "S_old": so, "S_old_ci": soci,
-                         "diff": d, "diff_ci": dci, "best_lambda_new": g.wds[bn[0][1]],
+                         "diff": d, "diff_ci": dci, "diff_ci_bootstrap": dci_boot, "best_lambda_new": g.wds[bn[0][1]],
                          "best_lambda_old": (g.wds[bo[0][1]] / g.lrs[bo[0][0]]) if bo else None,
                          "move_new": movement(A, x, y, "new"), "move_old": movement(A, x, y, "old"),
                          "best": float(A.max()), "best_cell": (g.lrs[i0], g.wds[j0]),
-                         "seeds": len(g.seeds)})
+                         "seeds": len(g.seeds), "noise_floor": noise_floor(g.S), "best_on_edge": on_edge(g),
+                         "sweeps_invariant": invariant_cells(g, bn + (bo or []))})
         out["P1"] = rows
         # P2: the lag of the smallest η at the best column of the longest budget.
         Bs = budgets(results, "constant")
@@ -212,14 +290,16 @@ def analyse(results):
         lags = []
         for B in Bs:
             g = Grid(results["cells"], "constant", B)
-            v, ci = bootstrap(lag_stat(j), [g.S], n_boot)
+            v, ci = seed_interval(lag_stat(j), [g.S], n_boot)
             lags.append({"steps": B, "lag": v, "ci": ci, "clock": float(B * g.wds[j])})
         short = [B for B in Bs if B >= 1000][0] if any(B >= 1000 for B in Bs) else Bs[0]
         gs = Grid(results["cells"], "constant", short)
         (Ss, Sl), _ = _common(gs, glong)
-        d, dci = bootstrap(lambda a, b: lag_stat(j)(a) - lag_stat(j)(b), [Ss, Sl], n_boot)
+        lagdiff = lambda a, b: lag_stat(j)(a) - lag_stat(j)(b)
+        d, dci = seed_interval(lagdiff, [Ss, Sl], n_boot)
         out["P2"] = {"lambda_new": glong.wds[j], "lags": lags, "short": short, "long": Bs[-1], "diff": d,
-                     "ci": dci}
+                     "sweeps_invariant": invariant_cells(glong, [(i, j) for i in range(len(glong.lrs))]),
+                     "ci": dci, "ci_bootstrap": bootstrap(lagdiff, [Ss, Sl], n_boot)[1]}
     for name, std, new in PAIRS:
         if not (has(results, std) and has(results, new)):
             continue
@@ -227,9 +307,13 @@ def analyse(results):
         gs, gn = Grid(results["cells"], std, T), Grid(results["cells"], new, T)
         (Ss, Sn), seeds = _common(gs, gn)
         x, y = gs.x, gs.y
-        sf_s, ci_s = bootstrap(shortfall_stat(x, y, "new"), [Ss], n_boot)
-        sf_n, ci_n = bootstrap(shortfall_stat(x, y, "new"), [Sn], n_boot)
-        bvb, bvb_ci = bootstrap(lambda a, b: float(a.max() - b.max()), [Ss, Sn], n_boot)
+        sf_s, ci_s = seed_interval(shortfall_stat(x, y, "new"), [Ss], n_boot)
+        sf_n, ci_n = seed_interval(shortfall_stat(x, y, "new"), [Sn], n_boot)
+        boot_s = bootstrap(shortfall_stat(x, y, "new"), [Ss], n_boot)[1]
+        boot_n = bootstrap(shortfall_stat(x, y, "new"), [Sn], n_boot)[1]
+        bvb, bvb_ci = seed_interval(lambda a, b: float(a.max() - b.max()), [Ss, Sn], n_boot)
+        cols = [best_sweep(g.A, x, y, "new") for g in (gs, gn)]
+        read = invariant_cells(gs, cols[0]) and invariant_cells(gn, cols[1])
         per_col = []
         for j, w in enumerate(gs.wds):
             per_col.append({"lambda_new": w, "post_drop_clock_standard": post_drop_clock(gs, j),
@@ -238,36 +322,47 @@ def analyse(results):
                             "shortfall_standard": shortfall(gs.A, [(i, j) for i in range(len(gs.lrs))]),
                             "shortfall_new": shortfall(gn.A, [(i, j) for i in range(len(gn.lrs))])})
         out[name] = {"steps": T, "seeds": len(seeds), "shortfall_standard": sf_s, "ci_standard": ci_s,
-                     "shortfall_new": sf_n, "ci_new": ci_n, "best_standard": float(gs.A.max()),
+                     "shortfall_new": sf_n, "ci_new": ci_n,
+                     "ci_standard_bootstrap": boot_s, "ci_new_bootstrap": boot_n,
+                     "noise_floor_standard": noise_floor(Ss), "noise_floor_new": noise_floor(Sn),
+                     "sweeps_invariant": read, "best_on_edge": {std: on_edge(gs), new: on_edge(gn)},
+                     "best_lambda_new": {std: gs.wds[cols[0][0][1]], new: gn.wds[cols[1][0][1]]}, "best_standard": float(gs.A.max()),
                      "best_new": float(gn.A.max()), "best_vs_best": bvb, "best_vs_best_ci": bvb_ci,
                      "columns": per_col, "minvar_below_100": {
-                         std: int((gs.minvar < 100).sum()), new: int((gn.minvar < 100).sum())},
+                         std: int((~(gs.minvar >= 100)).sum()), new: int((~(gn.minvar >= 100)).sum())},
                      "cells": int(gs.minvar.size)}
     if "eps_step" in out and "step" in out:
         ge = Grid(results["cells"], "eps_step_new", out["eps_step"]["steps"])
         gi = Grid(results["cells"], "step_new", out["step"]["steps"])
         (Se, Si), _ = _common(ge, gi)
         st = shortfall_stat(ge.x, ge.y, "new")
-        d, ci = bootstrap(lambda a, b: st(a) - st(b), [Se, Si], n_boot)
+        d, ci = seed_interval(lambda a, b: st(a) - st(b), [Se, Si], n_boot)
+        ci_boot = bootstrap(lambda a, b: st(a) - st(b), [Se, Si], n_boot)[1]
         # Where the pre-normalization variance fell below ε the layer stopped normalizing.
         low = [(ge.lrs[i], ge.wds[j], float(ge.minvar[i, j]), float(ge.A[i, j] - gi.A[i, j]))
-               for i in range(len(ge.lrs)) for j in range(len(ge.wds)) if ge.minvar[i, j] < 1]
+               for i in range(len(ge.lrs)) for j in range(len(ge.wds)) if not ge.minvar[i, j] >= 1]
         gse = Grid(results["cells"], "eps_step_standard", out["eps_step"]["steps"])
-        out["P5"] = {"diff": d, "ci": ci, "low_cells": low,
+        out["P5"] = {"diff": d, "ci": ci, "ci_bootstrap": ci_boot, "low_cells": low,
                      "loss_low": float(np.mean([c[3] for c in low])) if low else None,
                      "loss_high": float(np.mean((ge.A - gi.A)[ge.minvar >= 1])) if (ge.minvar >= 1).any()
                      else None,
-                     "standard_low": int((gse.minvar < 1).sum()),
-                     "minvar_range": [float(ge.minvar.min()), float(ge.minvar.max())]}
+                     "standard_low": int((~(gse.minvar >= 1)).sum()),
+                     "below_100": int((~(ge.minvar >= 100)).sum()), "cells": int(ge.minvar.size),
+                     "minvar_range": [float(np.nanmin(ge.minvar)), float(np.nanmax(ge.minvar))]}
     # every arm that claims invariance: min pre-normalization variance / ε over its cells
     inv = {}
     for arm, (_, _, _, invariant) in design.ARMS.items():
         cs = [c for c in results["cells"] if c["arm"] == arm and c["steps"] == c["total_steps"]]
         if cs and invariant:
-            inv[arm] = {"min": float(min(c["min_prenorm_variance_over_epsilon"] for c in cs)),
-                        "below_100": [(c["learning_rate"], c["lambda_new"], c["min_prenorm_variance_over_epsilon"],
-                                       float(np.mean([v for v in c["scores"] if v is not None])))
-                                      for c in cs if c["min_prenorm_variance_over_epsilon"] < 100]}
+            mv = [math.nan if c["min_prenorm_variance_over_epsilon"] is None else c["min_prenorm_variance_over_epsilon"]
+                  for c in cs]
+            scores = [[v for v in c["scores"] if v is not None] for c in cs]
+            # a cell fails the check below 100, and when it diverged (NaN: no variance to measure)
+            inv[arm] = {"min": float(np.nanmin(mv)) if np.isfinite(mv).any() else math.nan,
+                        "diverged": int(sum(not math.isfinite(v) for v in mv)),
+                        "below_100": [(c["learning_rate"], c["lambda_new"], v,
+                                       float(np.mean(s)) if s else math.nan)
+                                      for c, v, s in zip(cs, mv, scores) if not v >= 100]}
     out["invariance"] = inv
     if results.get("tuner"):
         out["P6"] = results["tuner"]
@@ -285,8 +380,17 @@ def post_drop_clock(g, j):
     return float(g.wds[j] * len(t) * (1.0 if rule == "new" else mean_f))
 
 
+def _gate(verdict, invariant):
+    """A verdict on an invariant arm stands only if the sweeps it reads kept variance ≥ 100·ε in every cell."""
+    return verdict if invariant else "inconclusive"
+
+
+NOT_INVARIANT = " [inconclusive by the invariance check: the sweeps it reads include cells below 100·ε]"
+
+
 def predictions(results):
-    """The prediction objects of results.json: name, estimate, ci, verdict (and a statement)."""
+    """The prediction objects of results.json: name, estimate, ci (jackknife-t over seeds), ci_bootstrap
+    (the percentile bootstrap, for comparison), verdict and a statement."""
     a = analyse(results)
     out = []
     if "P1" in a:
@@ -294,19 +398,24 @@ def predictions(results):
         for r in a["P1"]:
             if r["steps"] < min(500, longest):
                 continue
-            out.append({"name": f"P1 constant LR, {r['steps']} steps: S_old − S_new", "estimate": r["diff"],
-                        "ci": r["diff_ci"], "verdict": verdict_positive(r["diff_ci"]),
-                        "statement": "shortfall over η at the best fixed λ_old minus at the best fixed λ_new > 0"})
+            ok = r["sweeps_invariant"]
+            out.append({"name": f"P1 constant LR, {r['steps']} steps{' (headline)' if r['steps'] == longest else ''}: "
+                                "S_old − S_new", "estimate": r["diff"], "ci": r["diff_ci"],
+                        "ci_bootstrap": r["diff_ci_bootstrap"], "verdict": _gate(verdict_positive(r["diff_ci"]), ok),
+                        "statement": "shortfall over η at the best fixed λ_old minus at the best fixed λ_new > 0"
+                                     + ("" if ok else NOT_INVARIANT)})
     if "P2" in a:
         p = a["P2"]
+        ok = p["sweeps_invariant"]
         out.append({"name": f"P2 transient: lag of η_min at λ_new = {p['lambda_new']:.3g}, "
                             f"{p['short']} − {p['long']} steps", "estimate": p["diff"], "ci": p["ci"],
-                    "verdict": verdict_positive(p["ci"]), "statement": "the small-η lag closes as the clock grows"})
+                    "ci_bootstrap": p["ci_bootstrap"], "verdict": _gate(verdict_positive(p["ci"]), ok),
+                    "statement": "the small-η lag closes as the clock grows" + ("" if ok else NOT_INVARIANT)})
     for name, label in (("step", "P3 step decay"), ("cosine", "P3 cosine"), ("adam", "P4 Adam (cosine)")):
         if name not in a:
             continue
         p = a[name]
-        if p["ci_standard"][0] is None:
+        if p["ci_standard"][0] is None or p["ci_new"][0] is None:
             verdict = "inconclusive"
         elif p["ci_standard"][1] < design.TOL and p["ci_new"][1] < design.TOL:
             verdict = "holds"
@@ -317,13 +426,18 @@ def predictions(results):
         worst = "standard" if p["shortfall_standard"] >= p["shortfall_new"] else "new"
         out.append({"name": f"{label}: η_0-shortfall at the best fixed λ_new, the worse rule ({worst})",
                     "estimate": max(p["shortfall_standard"], p["shortfall_new"]),
-                    "ci": p["ci_standard"] if worst == "standard" else p["ci_new"], "verdict": verdict,
+                    "ci": p["ci_standard"] if worst == "standard" else p["ci_new"],
+                    "ci_bootstrap": p["ci_standard_bootstrap"] if worst == "standard" else p["ci_new_bootstrap"],
+                    "verdict": _gate(verdict, p["sweeps_invariant"]),
                     "statement": f"both rules below {design.TOL} nats (standard {p['shortfall_standard']:.3f}, "
-                                 f"λ_new constant {p['shortfall_new']:.3f})"})
+                                 f"λ_new constant {p['shortfall_new']:.3f}; seed-noise floor "
+                                 f"{p['noise_floor_standard']:.3f} and {p['noise_floor_new']:.3f})"
+                                 + ("" if p["sweeps_invariant"] else NOT_INVARIANT)})
     if "P5" in a:
         p = a["P5"]
         out.append({"name": "P5 ε arm: η_0-shortfall of λ_new constant, users' net − invariant net",
-                    "estimate": p["diff"], "ci": p["ci"], "verdict": verdict_positive(p["ci"]),
+                    "estimate": p["diff"], "ci": p["ci"], "ci_bootstrap": p["ci_bootstrap"],
+                    "verdict": verdict_positive(p["ci"]),
                     "statement": "λ_new constant loses η_0-insensitivity with Keras's ε = 1e-3"})
     if "P6" in a:
         for B, t in sorted(a["P6"]["tabular"].items(), key=lambda kv: int(kv[0])):
@@ -331,7 +445,8 @@ def predictions(results):
                 out.append({"name": f"P6 KerasTuner {tuner}, {B} steps, {t['trials']} trials: best found, "
                                     "(η, λ_new) − (η, λ_old)", "estimate": d["value"], "ci": d["ci"],
                             "verdict": verdict_positive(d["ci"]),
-                            "statement": "searching in (η, λ_new) finds a better cell"})
+                            "statement": "searching in (η, λ_new) finds a better cell (interval: bootstrap over "
+                                         "the repeated searches)"})
     return out
 
 
@@ -361,9 +476,16 @@ def _panel(ax, g, coords, vmin, vmax, title, mark_clock=True):
         ax.clabel(cs, fmt="%.2f", fontsize=6)
     i0, j0 = np.unravel_index(np.argmax(A), A.shape)
     ax.plot(Xc[i0, j0], Yc[i0, j0], marker="*", color="red", markersize=12, markeredgecolor="k")
-    if mark_clock and design.ARMS[g.arm][1] == "new" or g.arm == "constant":
+    if mark_clock:
+        # The clock Σ_t λ_t is λ_new·T (λ_new constant) or λ_new·Σ_t η_t/η_0 (standard rule): a function of the
+        # column alone, so clock c is the row λ_new = c / (T or Σ_t η_t/η_0) in (η, λ_new) for every arm.
+        from keras_explr.tuning import block
+
+        _, rule, schedule, _ = design.ARMS[g.arm]
+        span = float(g.steps if rule == "new" else
+                     np.sum(block.schedule_factor(schedule, np.arange(g.steps), g.total)))
         for c, ls in ((1.0, "--"), (3.0, ":")):
-            lw = math.log10(c / g.steps)  # clock t·λ_new = c at λ_new = c/t
+            lw = math.log10(c / span)
             xs = np.array([xe[0], xe[-1]])
             ys = np.full(2, lw) if coords == "new" else lw - xs
             ax.plot(xs, ys, ls, color="orange", lw=1.3, label=f"clock {c:g}")
@@ -587,10 +709,18 @@ def markdown(results, a, pngs, folder=""):
     L.append("")
     L.append("#### Predictions (fixed before the run)\n")
     L.append("```text\n" + plan["predictions_text"] + "```\n")
+    L.append("Amendments, each dated:\n")
+    L.append("```text\n" + design.AMENDMENTS + "```\n")
     L.append("#### Verdicts\n")
-    L.append("| prediction | estimate | 95 % CI | verdict |\n|---|---|---|---|")
+    L.append("Intervals: 95 % jackknife-t over seeds (leave one seed out of every grid at once, t with R − 1 "
+             "degrees of freedom; [the math](../math.md#confidence-intervals)); the design's percentile bootstrap is "
+             "shown beside it: over 4 seeds it covers about 80 % of the time, not 95 %, so the verdicts use the "
+             "jackknife-t interval. A verdict on an invariant arm also needs every cell of the sweeps it reads to "
+             "keep its pre-normalization variance ≥ 100·ε; otherwise it is *inconclusive*.\n")
+    L.append("| prediction | estimate | 95 % CI | bootstrap CI | verdict |\n|---|---|---|---|---|")
     for p in results.get("predictions", []):
-        L.append(f"| {p['name']} | {_f(p['estimate'])} | {_ci(p['ci'])} | **{p['verdict']}** |")
+        L.append(f"| {p['name']} | {_f(p['estimate'])} | {_ci(p['ci'])} | {_ci(p.get('ci_bootstrap'))} | "
+                 f"**{p['verdict']}** |")
     L.append("")
     inv = a.get("invariance", {})
     if inv:
@@ -605,14 +735,17 @@ def markdown(results, a, pngs, folder=""):
                         for arm, (lr, w, mv, sc) in below) if below else "") + "\n")
     if "P1" in a:
         L.append("#### P1, P2: constant LR\n")
-        L.append("| steps | seeds | S_new (best fixed λ_new) | S_old (best fixed λ_old) | S_old − S_new | best λ_new | "
-                 "best λ_old | best λ_new moves (decades) | best λ_old moves | best score |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| steps | seeds | S_new (best fixed λ_new) | S_old (best fixed λ_old) | S_old − S_new | seed-noise "
+                 "floor | best λ_new | best λ_old | best λ_new moves (decades) | best λ_old moves | best score | "
+                 "best cell on the grid's edge |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in a["P1"]:
             L.append(f"| {r['steps']} | {r['seeds']} | {_f(r['S_new'])} {_ci(r['S_new_ci'])} | {_f(r['S_old'])} "
-                     f"{_ci(r['S_old_ci'])} | {_f(r['diff'])} {_ci(r['diff_ci'])} | {r['best_lambda_new']:.3g} | "
-                     f"{r['best_lambda_old']:.3g} | {r['move_new']:.1f} | {r['move_old']:.1f} | "
-                     f"{_f(r['best'])} |")
+                     f"{_ci(r['S_old_ci'])} | {_f(r['diff'])} {_ci(r['diff_ci'])} | {_f(r['noise_floor'])} | "
+                     f"{r['best_lambda_new']:.3g} | {r['best_lambda_old']:.3g} | {r['move_new']:.1f} | "
+                     f"{r['move_old']:.1f} | {_f(r['best'])} | {', '.join(r['best_on_edge']) or 'no'} |")
+        L.append("\nThe seed-noise floor is the shortfall a column whose true scores are all equal shows from the "
+                 "cells' seed-to-seed noise alone (`report.noise_floor`): a shortfall near it is flat within "
+                 "what R seeds can resolve.\n")
         p = a["P2"]
         L.append(f"\nP2: the lag of the smallest η (10^{results['plan']['sgd_lr'][0]:g}) behind the best η at "
                  f"λ_new = {p['lambda_new']:.3g} (the best column at the longest budget):\n")
@@ -626,9 +759,14 @@ def markdown(results, a, pngs, folder=""):
             continue
         p = a[name]
         L.append(f"#### {label}\n")
-        L.append(f"{p['steps']} steps, {p['seeds']} seeds. η_0-shortfall at the best fixed λ_new: standard rule "
+        std, new = [arm for arm in p["best_on_edge"]]
+        edges = "; ".join(f"{NAMES[arm]}: {', '.join(e)}" for arm, e in p["best_on_edge"].items() if e)
+        L.append(f"{p['steps']} steps, {p['seeds']} seeds. η_0-shortfall at the best fixed λ_new (standard rule "
+                 f"{p['best_lambda_new'][std]:.3g}, λ_new constant {p['best_lambda_new'][new]:.3g}): standard rule "
                  f"{_f(p['shortfall_standard'])} {_ci(p['ci_standard'])}, λ_new constant {_f(p['shortfall_new'])} "
-                 f"{_ci(p['ci_new'])}. Best over the grid: standard {_f(p['best_standard'])}, λ_new constant "
+                 f"{_ci(p['ci_new'])}; seed-noise floors {_f(p['noise_floor_standard'])} and "
+                 f"{_f(p['noise_floor_new'])}. Best cell on the grid's edge: {edges or 'neither'}. "
+                 f"Best over the grid: standard {_f(p['best_standard'])}, λ_new constant "
                  f"{_f(p['best_new'])}; standard − λ_new constant = {_f(p['best_vs_best'])} "
                  f"{_ci(p['best_vs_best_ci'])}. Cells with min pre-norm variance / ε < 100: "
                  f"{p['minvar_below_100']} of {p['cells']} per grid.\n")
@@ -642,20 +780,35 @@ def markdown(results, a, pngs, folder=""):
     if "P5" in a:
         p = a["P5"]
         L.append(f"P5: η_0-shortfall of λ_new constant, users' net − invariant net = {_f(p['diff'])} {_ci(p['ci'])}. "
-                 f"In the users' net the minimum pre-normalization variance / ε ranges over "
-                 f"{p['minvar_range'][0]:.2g}…{p['minvar_range'][1]:.2g} (λ_new constant): below 100 from the start "
-                 f"(ε = 1e-3 is not negligible). {len(p['low_cells'])} of its cells fall below 1, where the layer "
-                 f"stops normalizing (standard rule: {p['standard_low']}); there it scores {_f(p['loss_low'])} nats "
-                 f"against the invariant net's same cell (elsewhere {_f(p['loss_high'])}).\n")
+                 f"In the users' net (λ_new constant) the minimum over training of the pre-normalization variance / ε "
+                 f"ranges over {p['minvar_range'][0]:.2g}…{p['minvar_range'][1]:.2g}: {p['below_100']} of its "
+                 f"{p['cells']} cells fall below 100, where ε is no longer negligible, and {len(p['low_cells'])} below "
+                 f"1, where ε dominates and the layer stops normalizing (standard rule: {p['standard_low']} below 1). "
+                 + (f"In those {len(p['low_cells'])} cells it scores {_f(p['loss_low'])} nats against the invariant "
+                    "net's same cell" if p["low_cells"] else "")
+                 + (f" (elsewhere {_f(p['loss_high'])})" if p["loss_high"] is not None else "") + ".\n")
+        if p["low_cells"]:
+            L.append("| η_0 | λ_new | min variance / ε | score − invariant net's |\n|---|---|---|---|")
+            for lr, w, mv, d in p["low_cells"]:
+                L.append(f"| {lr:.3g} | {w:.3g} | {mv:.2g} | {_f(d)} |")
+            L.append("")
     if "P6" in a:
         t = a["P6"]
         L.append("#### P6: KerasTuner\n")
         L.append(t["description"] + "\n")
         for B, tab in sorted(t["tabular"].items(), key=lambda kv: int(kv[0])):
             L.append(f"{B} steps, {tab['repeats']} searches × {tab['trials']} trials each:\n")
-            L.append("| search | mean best found | 95 % CI | share within 0.02 nats of the grid's best |\n|---|---|---|---|")
+            bb = tab.get("box_best")
+            if bb:
+                L.append("What each box can reach (the grid's cells nearest to its proposals): " + "; ".join(
+                    f"(η, λ_{k}) {v['cells']} cells, best {_f(v['best'])}, "
+                    f"{'holds' if v['holds_grid_best'] else 'does not hold'} the grid's best cell ({_f(tab['grid_best'])})"
+                    for k, v in bb.items()) + ".\n")
+            L.append("| search | mean best found | 95 % CI | share within 0.02 nats of the grid's best | "
+                     "short of its own box's best |\n|---|---|---|---|---|")
             for k, s in tab["summary"].items():
-                L.append(f"| {k} | {_f(s['mean'])} | {_ci(s['ci'])} | {s['within']:.2f} |")
+                L.append(f"| {k} | {_f(s['mean'])} | {_ci(s['ci'])} | {s['within']:.2f} | "
+                         f"{_f(s.get('box_shortfall'))} |")
             L.append("")
         if t.get("real"):
             L.append("Real searches (KerasTuner trials that train the cell): " + t["real"]["summary"] + "\n")

@@ -146,6 +146,9 @@ def run_block(plan, arm, seed, data, log=print):
     return out, len(cells) * steps, time.perf_counter() - t0
 
 
+# The plan's fields that only the KerasTuner stage reads.
+TUNER_FIELDS = ("tuner_trials", "tuner_repeats", "tuner_budgets", "tuner_real_trials", "tuner_real_budget")
+
 PRIORITY = (("constant", "step_standard", "step_new"), ("eps_step_standard", "eps_step_new"),
             ("adam_standard", "adam_new"), ("cosine_standard", "cosine_new"))
 
@@ -179,7 +182,9 @@ def merge_cells(cells, new):
         order = np.argsort(c["seeds"])
         for field in ("seeds", "scores", "accuracy", "min_prenorm_variance_over_epsilon_per_seed"):
             c[field] = [c[field][i] for i in order]
-        c["min_prenorm_variance_over_epsilon"] = float(np.min(c["min_prenorm_variance_over_epsilon_per_seed"]))
+        # A diverged cell has no variance (NaN, stored as null): the minimum over seeds is then NaN too.
+        c["min_prenorm_variance_over_epsilon"] = float(np.min(
+            [math.nan if v is None else v for v in c["min_prenorm_variance_over_epsilon_per_seed"]]))
     return cells
 
 
@@ -239,8 +244,7 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
         with open(path) as f:
             old = json.load(f)
         # Fields that only the analysis reads, and the machine, may change between a run and its report.
-        analysis_only = {"n_boot", "tuner_trials", "tuner_repeats", "tuner_budgets", "tuner_real_trials",
-                         "tuner_real_budget", "cpu_count"}
+        analysis_only = {"n_boot", "cpu_count", *TUNER_FIELDS}
         if {k: v for k, v in old.get("plan", {}).items() if k not in analysis_only} != \
                 {k: v for k, v in rec.items() if k not in analysis_only}:
             raise ValueError(f"`out` {out} holds a study with another plan: pass overwrite=True (--overwrite) or "
@@ -269,12 +273,18 @@ def run(plan, out, arms=None, overwrite=False, log=print, analyse=True, train=Tr
     if analyse:
         from keras_explr.tuning import report
 
-        if "constant/0" in results["blocks_done"] and "tuner" not in results:
+        # The searches read the constant grid: they are rerun whenever its seeds or the search plan changed
+        # (a report of a partial run must not keep P6 from fewer seeds once the rest have run).
+        tuner_key = {"constant_seeds": sorted(int(b.split("/")[1]) for b in results["blocks_done"]
+                                              if b.split("/")[0] == "constant"),
+                     **{k: rec[k] for k in TUNER_FIELDS}}
+        if tuner_key["constant_seeds"] and (results.get("tuner") or {}).get("key") != tuner_key:
             t0 = time.perf_counter()
             from keras_explr.tuning import hypermodels
 
             with tempfile.TemporaryDirectory() as tmp:  # KerasTuner's trial files
                 results["tuner"] = hypermodels.tuner_study(plan, results, data, directory=tmp, log=log)
+            results["tuner"]["key"] = tuner_key
             results["tuner_seconds"] = time.perf_counter() - t0
             _write(path, results)
         t0 = time.perf_counter()
