@@ -158,6 +158,41 @@ def test_bootstrap_over_seeds_pairs_the_grids():
     assert report.verdict_positive([None, None]) == "inconclusive"
 
 
+def test_seed_interval_is_the_t_interval_for_a_mean_and_pairs_the_grids():
+    rng = np.random.default_rng(2)
+    S = rng.normal(size=(3, 4, 4))
+    v, ci = report.seed_interval(lambda a: float(a[1, 2]), [S])
+    s = S[1, 2].std(ddof=1) / 2  # the standard error of a mean of 4 seeds
+    assert ci == pytest.approx([v - 3.182 * s, v + 3.182 * s], abs=1e-12)
+    v, ci = report.seed_interval(lambda a, b: float(a.max() - b.max()), [S, S.copy()])
+    assert v == 0.0 and ci == [0.0, 0.0]
+    assert report.seed_interval(lambda a: float(a.mean()), [S[..., :1]])[1] == [None, None]  # one seed: no interval
+    assert report.t975(1) == 12.706 and report.t975(30) == 2.042 and abs(report.t975(60) - 2.000) < 0.003
+
+
+def test_noise_floor_is_the_shortfall_of_a_flat_column_under_seed_noise():
+    rng = np.random.default_rng(3)
+    sims = []
+    for _ in range(400):
+        S = rng.normal(0.0, 0.01, (7, 11, 4)) + rng.normal(0.0, 1.0, (1, 1, 4))  # cell noise + a seed's offset
+        sims.append((report.shortfall(S.mean(-1), [(i, 3) for i in range(7)]), report.noise_floor(S)))
+    shortfalls, floors = np.array(sims).T
+    assert floors.mean() == pytest.approx(0.01 / 2 * report.expected_max_normal(7), rel=0.05)
+    assert shortfalls.mean() == pytest.approx(floors.mean(), rel=0.1)
+
+
+def test_a_verdict_needs_the_cells_it_reads_to_be_invariant():
+    g = report.Grid([{"arm": "constant", "steps": 10, "learning_rate": lr, "lambda_new": w, "seeds": [0],
+                      "scores": [0.0], "min_prenorm_variance_over_epsilon_per_seed": [v], "clock": 0.0}
+                     for lr, w, v in ((0.1, 1e-3, 500.0), (1.0, 1e-3, None), (0.1, 1e-2, 50.0), (1.0, 1e-2, 1e3))],
+                    "constant", 10)
+    assert report.invariant_cells(g, [(0, 0), (1, 1)])
+    assert not report.invariant_cells(g, [(0, 0), (1, 0)])  # a diverged seed (null) fails the check
+    assert not report.invariant_cells(g, [(0, 1)])
+    assert report._gate("holds", False) == "inconclusive" and report._gate("fails", True) == "fails"
+    assert report.on_edge(g) == ["η low", "λ_new low"]
+
+
 def test_bad_arm_and_plan_are_named():
     with pytest.raises(ValueError, match="arm"):
         study.arm_design(study.PLANS["smoke"], "sideways")

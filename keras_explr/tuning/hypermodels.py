@@ -5,13 +5,15 @@ constant-LR grid of the study (a tabular benchmark): the proposal (η, λ) becom
 η·λ (old), the nearest cell in log space is looked up, and the score of one seed drawn at random is
 returned, as a real trial would see one noisy run. The best cell a search finds is credited with its
 seed-mean score (what a user gets when rerunning it). `TrainingTuner` runs real trials of the same
-searches (each trial trains its cell alone with the package's optimizer), to confirm that the table
-gives what training gives.
+searches (each trial trains its cell alone with `model.fit` and the optimizer `hp_optimizer` builds,
+`fit_cell`), to confirm that the table gives what training gives (within `REAL_TOLERANCE`).
 
 Boxes: the same centre and the same log-area in both parameterizations, each inside the grid: η over
 the grid's learning rates, λ_new (or λ_old) over a window of (λ_new span − η span) decades about the
 grid's centre. Searches: `RandomSearch` and `BayesianOptimization` oracles, `plan.tuner_repeats`
-searches of `plan.tuner_trials` trials each, every search with its own oracle seed.
+searches of `plan.tuner_trials` trials each, every search with its own oracle seed. The two boxes
+cannot cover the same cells (a rectangle in one parameterization is a parallelogram in the other):
+the record says what each can reach and how far each search ends from its own box's best.
 """
 
 import math
@@ -115,6 +117,9 @@ def fit_cell(learning_rate, lambda_new, seed, parameterization, steps, data, hid
     order = block.batch_order(int(seed), len(x), batch_size, steps)
 
     class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+
         def __len__(self):
             return len(order)
 

