@@ -44,6 +44,8 @@ PAGES = {  # site page -> its source: a Markdown file under docs/, or a Python m
     "guides/equilibrium/index.html": "docs/guides/equilibrium.md",
     "results/exactness/index.html": "docs/results/exactness.md",
     "results/summary/index.html": "docs/results/summary.md",
+    "results/study/index.html": "docs/results/study.md",
+    "guides/tuning/index.html": "docs/guides/tuning.md",
     "api/theory/index.html": "keras_explr/theory.py",
     "api/schedules/index.html": "keras_explr/schedules.py",
     "api/layers/index.html": "keras_explr/layers.py",

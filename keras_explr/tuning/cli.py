@@ -19,10 +19,10 @@ def add_parser(subparsers):
                     "searches in both parameterizations. Runs on the JAX backend.")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="4x6 grids, 2 seeds, seven arms, 2000/1000 steps (a few minutes on 2 CPU cores)")
+                      help="4x6 grids, 2 seeds, seven arms, 2000/1000 steps (about 1.5 minutes on 2 idle CPU cores)")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="7x11 grids (3 decades of η, 5 of λ_new), 4 seeds, nine arms, 8000 constant-LR steps "
-                           "(about 35-45 minutes on 2 idle CPU cores)")
+                           "(about 25 minutes on 2 idle CPU cores)")
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help=argparse.SUPPRESS)  # the smallest complete study, for tests
     p.set_defaults(mode="quick")

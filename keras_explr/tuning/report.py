@@ -169,7 +169,7 @@ def movement(A, x, y, kind):
     return float(max(ys) - min(ys))
 
 
-# t_{0.975} with 1..30 degrees of freedom (beyond: 1.96 + 2.4/df, within 0.003 of the exact quantile).
+# t(0.975, df) for df = 1..30 degrees of freedom (beyond: 1.96 + 2.4/df, within 0.003 of the exact quantile).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
@@ -188,7 +188,7 @@ def seed_interval(stat, grids, n_boot=None, seed=0):
 
     Each of the R leave-one-seed-out replicates drops the same seed from every grid (the pairing), the
     standard error is the jackknife's, sqrt((R − 1)/R · Σ_k (θ_(k) − θ_(·))²), and the interval is
-    θ ± t_{0.975, R−1}·SE: exact for a mean of normal seeds. (A percentile bootstrap over 4 seeds covers
+    θ ± t(0.975, R − 1)·SE: exact for a mean of normal seeds. (A percentile bootstrap over 4 seeds covers
     ≈ 80 % of the time, not 95 %: `bootstrap`.) `n_boot` and `seed` are unused (the same call as `bootstrap`).
     """
     R = grids[0].shape[-1]
