@@ -79,16 +79,16 @@ def _tuner_classes():
         """Real trials: the nearest cell (one seed drawn per trial) trained alone the way a user trains it,
         `model.fit` with the optimizer `hp_optimizer` builds in the search's parameterization (`fit_cell`)."""
 
-        def __init__(self, oracle, grid, parameterization, rng, data, steps, hidden, **kwargs):
+        def __init__(self, oracle, grid, parameterization, rng, data, steps, hidden, batch_size, **kwargs):
             super().__init__(oracle, grid, parameterization, rng, **kwargs)
-            self.data, self.steps, self.hidden = data, steps, hidden
+            self.data, self.steps, self.hidden, self.batch_size = data, steps, hidden, batch_size
 
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
             i, j = nearest_cell(self.grid, hp["learning_rate"], hp["weight_decay"], self.parameterization)
             r = int(self.rng.integers(self.grid.S.shape[-1]))
             score = fit_cell(self.grid.lrs[i], self.grid.wds[j], self.grid.seeds[r], self.parameterization,
-                             self.steps, self.data, self.hidden)
+                             self.steps, self.data, self.hidden, self.batch_size)
             self.visited.append((score, i, j, r, float(self.grid.S[i, j, r])))
             return {"score": score}
 
@@ -225,7 +225,8 @@ def tuner_study(plan, results, data, directory, log=print):
         for param in ("new", "old"):
             tuner = _search(TrainingTuner(_oracle(keras_tuner, "random", bx[param], plan.tuner_real_trials, 11), grid,
                                           param, np.random.default_rng(11), data, B, tuple(plan.hidden),
-                                          directory=directory, project_name=f"real_{param}", overwrite=True))
+                                          plan.batch_size, directory=directory, project_name=f"real_{param}",
+                                          overwrite=True))
             real[param] = [{"score": v[0], "table": v[4], "learning_rate": grid.lrs[v[1]],
                             "lambda_new": grid.wds[v[2]], "seed": grid.seeds[v[3]]} for v in tuner.visited]
         diffs = [abs(t["score"] - t["table"]) for p in real.values() for t in p]
