@@ -133,7 +133,13 @@ def test_callback_sets_what_the_next_update_uses(tmp_path, kind, opt_name):
         reference.compile(optimizer=_sgd(), loss="mse")
         _fit(reference, [_setter(kind)], kind)
         for a, b in zip(model.trainable_variables, reference.trainable_variables):
-            np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+            if keras.backend.backend() == "jax":
+                # XLA compiles the two steps as different programs, and on some CPUs they round 1 ulp apart with
+                # the same LR read before every update (seen on one machine and not on CI's: plateau, the head's
+                # bias, 1 ulp after 6 steps); a wrong LR would differ by ~10 %.
+                np.testing.assert_array_max_ulp(ops.convert_to_numpy(a), ops.convert_to_numpy(b), maxulp=2)
+            else:
+                np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
 
 
 def _assert_tensorboard_lrs(log_dir, subs):
