@@ -198,22 +198,45 @@ def batch_order(seed, n_train, batch_size, steps):
     return out
 
 
+def statistics_slots(net):
+    """[(index of moving_mean, index of moving_variance)] of every normalization layer of a `build_net` model
+    in its non-trainable variables."""
+    ids = [id(v) for v in net.non_trainable_variables]
+    layers = [layer for layer in net.layers if layer.name.startswith("bn")]
+    return [(ids.index(id(b.moving_mean)), ids.index(id(b.moving_variance))) for b in layers]
+
+
+def stateless_score(net, slots, tv, ntv, xref, xv, yv):
+    """(validation cross-entropy, accuracy) of a `build_net` model's variables (tv, ntv), the study's score being
+    minus the cross-entropy: the normalization statistics recomputed on the reference images `xref` (the layers
+    in training mode on them: exactly their per-layer mean and variance), then the validation set in
+    inference mode. Stateless (`Block` maps it over its cells)."""
+    import keras.ops as ops
+
+    outs, _ = net.stateless_call(tv, ntv, xref, training=True)
+    ntv = list(ntv)
+    for (im, iv), p in zip(slots, outs[1:]):
+        ntv[im], ntv[iv] = batch_moments(p)
+    outs, _ = net.stateless_call(tv, ntv, xv, training=False)
+    logits = outs[0]
+    ce = ops.mean(ops.sparse_categorical_crossentropy(yv, logits, from_logits=True))
+    acc = ops.mean(ops.cast(ops.equal(ops.argmax(logits, axis=-1), yv), "float32"))
+    return ce, acc
+
+
 def score_model(net, data, reference=1024):
-    """The validation cross-entropy of a trained `build_net` model (the study's score is its negative), as
-    `Block.evaluate` computes it: the normalization statistics recomputed on the first `reference` training
-    images (the layers in training mode on them: exactly their per-layer mean and variance)."""
+    """The validation cross-entropy of a trained `build_net` model, as `Block.evaluate` computes it
+    (`stateless_score` on the model's current variables)."""
+    import keras
     import keras.ops as ops
 
     (x, _), (xv, yv) = data
-    outs = net(x[:reference], training=True)
-    for k, p in enumerate(outs[1:]):
-        layer = net.get_layer(f"bn{k}")
-        mean, var = batch_moments(p)
-        layer.moving_mean.assign(ops.cast(mean, layer.moving_mean.dtype))
-        layer.moving_variance.assign(ops.cast(var, layer.moving_variance.dtype))
-    logits = net(xv, training=False)[0]
-    return float(ops.mean(ops.sparse_categorical_crossentropy(ops.convert_to_tensor(yv, "int32"), logits,
-                                                              from_logits=True)))
+    dtype = keras.config.floatx()
+    ce, _ = stateless_score(net, statistics_slots(net), [v.value for v in net.trainable_variables],
+                            [v.value for v in net.non_trainable_variables],
+                            ops.convert_to_tensor(np.asarray(x[:reference]), dtype),
+                            ops.convert_to_tensor(np.asarray(xv), dtype), ops.convert_to_tensor(yv, "int32"))
+    return float(ce)
 
 
 class Block:
@@ -258,9 +281,7 @@ class Block:
         self.opt = opt
         names = [v.name for v in opt.variables]
         self._lr_index = names.index("learning_rate")
-        bns = [model.get_layer(f"bn{k}") for k in range(len(hidden))]
-        ntv_ids = [id(v) for v in model.non_trainable_variables]
-        self._bn_slots = [(ntv_ids.index(id(b.moving_mean)), ntv_ids.index(id(b.moving_variance))) for b in bns]
+        self._bn_slots = statistics_slots(model)
 
         def stack(values):
             return jnp.stack([jnp.asarray(v) for v in values])
@@ -329,19 +350,8 @@ class Block:
         return segment
 
     def _cell_eval(self, tv, ntv, xref, xv, yv):
-        """(validation cross-entropy, accuracy) with BatchNorm statistics recomputed on the reference
-        images (the layers in training mode on them: exactly their per-layer mean and variance)."""
-        import keras.ops as ops
-
-        outs, _ = self.model.stateless_call(tv, ntv, xref, training=True)
-        ntv = list(ntv)
-        for (im, iv), p in zip(self._bn_slots, outs[1:]):
-            ntv[im], ntv[iv] = batch_moments(p)
-        outs, _ = self.model.stateless_call(tv, ntv, xv, training=False)
-        logits = outs[0]
-        ce = ops.mean(ops.sparse_categorical_crossentropy(yv, logits, from_logits=True))
-        acc = ops.mean(ops.cast(ops.equal(ops.argmax(logits, axis=-1), yv), "float32"))
-        return ce, acc
+        """(validation cross-entropy, accuracy) of one cell (`stateless_score`)."""
+        return stateless_score(self.model, self._bn_slots, tv, ntv, xref, xv, yv)
 
     # -- the block -----------------------------------------------------------------
     def run(self, steps):
