@@ -72,7 +72,7 @@ PLANS = {
     # 5,887 cell-steps/s, then 1.8 min of KerasTuner searches and ≈ 30 s of analysis).
     "full": Plan("full"),
     # 4 η × 6 λ_new (1 decade apart) × 2 seeds, constant 2000 steps, three schedule pairs 1000 steps: 0.38M
-    # cell-steps (measured: 88 s end to end on 2 idle CPU cores).
+    # cell-steps (measured: 83–88 s end to end on 2 idle CPU cores, two runs).
     "quick": Plan("quick", h=1.0, seeds=(0, 1), constant_steps=2000, checkpoints=(250, 500, 1000, 2000),
                   schedule_steps=1000, arms=("constant", "step_standard", "step_new", "eps_step_standard",
                                              "eps_step_new", "adam_standard", "adam_new"),
