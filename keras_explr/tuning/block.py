@@ -66,6 +66,20 @@ def schedule_factor(schedule, t, total):
     raise ValueError(f"`schedule` must be one of {SCHEDULES}. Received: schedule={schedule!r}")
 
 
+def decay_clock(schedule, rule, lambda_new, start, stop, total):
+    """Σ_t λ_t over steps start … stop − 1 of a run of `total` steps (the equilibration clock): λ_t = λ_new
+    (rule "new") or λ_new·η_t/η_0 (the standard rule, decay η_t·λ_old with λ_new = η_0·λ_old). `lambda_new` may
+    be an array (one clock per cell).
+
+    >>> standard, new = decay_clock("step", "old", 0.01, 0, 100, 100), decay_clock("step", "new", 0.01, 50, 100, 100)
+    >>> round(float(standard), 9), float(new)
+    (0.5275, 0.5)
+    """
+    t = np.arange(start, stop)
+    span = float(len(t)) if rule == "new" else float(np.sum(schedule_factor(schedule, t, total)))
+    return np.asarray(lambda_new, np.float64) * span
+
+
 def keras_schedule(schedule, learning_rate, total):
     """The same schedule as a Keras `LearningRateSchedule` (or a float for "constant"): what a user
     passes to one run (the test's reference)."""
@@ -368,10 +382,9 @@ class Block:
         f = schedule_factor(self.schedule, t, self.total)
         self.state = self._segment(self.state, jnp.asarray(idx), jnp.asarray(f, self.lr0.dtype), self.lr0, self.wd,
                                    self.x, self.y)
-        lr0 = np.array([c["learning_rate"] for c in self.cells], np.float64)
-        wd = np.array([c["weight_decay"] for c in self.cells], np.float64)
-        lam = wd[:, None] * np.ones_like(f)[None] if self.rule == "new" else wd[:, None] * lr0[:, None] * f[None]
-        self.clock += lam.sum(axis=1)
+        lam_new = np.array([c["weight_decay"] * (1.0 if self.rule == "new" else c["learning_rate"])
+                            for c in self.cells], np.float64)
+        self.clock += decay_clock(self.schedule, self.rule, lam_new, self.step, self.step + steps, self.total)
         self.step += steps
 
     def evaluate(self):

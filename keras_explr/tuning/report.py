@@ -6,6 +6,7 @@ cells and arms), so paired differences keep their pairing. The percentile bootst
 narrow with few seeds, is reported beside it (docs/math.md#confidence-intervals).
 """
 
+import functools
 import math
 import os
 
@@ -128,6 +129,7 @@ def shortfall_stat(x, y, kind):
     return stat
 
 
+@functools.lru_cache(maxsize=None)
 def expected_max_normal(n):
     """E[max of n independent standard normals] (numerical integration).
 
@@ -185,13 +187,13 @@ def t975(df):
     return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
 
 
-def seed_interval(stat, grids, n_boot=None, seed=0):
+def seed_interval(stat, grids):
     """(point, [lo, hi]): stat(*mean grids) with its 95 % jackknife-t interval over the seeds the grids share.
 
     Each of the R leave-one-seed-out replicates drops the same seed from every grid (the pairing), the
     standard error is the jackknife's, sqrt((R − 1)/R · Σ_k (θ_(k) − θ_(·))²), and the interval is
     θ ± t(0.975, R − 1)·SE: exact for a mean of normal seeds. (A percentile bootstrap over 4 seeds covers
-    ≈ 80 % of the time, not 95 %: `bootstrap`.) `n_boot` and `seed` are unused (the same call as `bootstrap`).
+    ≈ 80 % of the time, not 95 %: `bootstrap`.)
     """
     R = grids[0].shape[-1]
     point = stat(*[g.mean(-1) for g in grids])
@@ -271,10 +273,10 @@ def analyse(results):
             g = Grid(results["cells"], "constant", B)
             x, y = g.x, g.y
             diff = lambda A: shortfall_stat(x, y, "old")(A) - shortfall_stat(x, y, "new")(A)
-            d, dci = seed_interval(diff, [g.S], n_boot)
+            d, dci = seed_interval(diff, [g.S])
             dci_boot = bootstrap(diff, [g.S], n_boot)[1]
-            sn, snci = seed_interval(shortfall_stat(x, y, "new"), [g.S], n_boot)
-            so, soci = seed_interval(shortfall_stat(x, y, "old"), [g.S], n_boot)
+            sn, snci = seed_interval(shortfall_stat(x, y, "new"), [g.S])
+            so, soci = seed_interval(shortfall_stat(x, y, "old"), [g.S])
             A = g.A
             bn, bo = best_sweep(A, x, y, "new"), best_sweep(A, x, y, "old")
             i0, j0 = np.unravel_index(np.argmax(A), A.shape)
@@ -293,13 +295,13 @@ def analyse(results):
         lags = []
         for B in Bs:
             g = Grid(results["cells"], "constant", B)
-            v, ci = seed_interval(lag_stat(j), [g.S], n_boot)
+            v, ci = seed_interval(lag_stat(j), [g.S])
             lags.append({"steps": B, "lag": v, "ci": ci, "clock": float(B * g.wds[j])})
         short = [B for B in Bs if B >= 1000][0] if any(B >= 1000 for B in Bs) else Bs[0]
         gs = Grid(results["cells"], "constant", short)
         (Ss, Sl), _ = _common(gs, glong)
         lagdiff = lambda a, b: lag_stat(j)(a) - lag_stat(j)(b)
-        d, dci = seed_interval(lagdiff, [Ss, Sl], n_boot)
+        d, dci = seed_interval(lagdiff, [Ss, Sl])
         out["P2"] = {"lambda_new": glong.wds[j], "lags": lags, "short": short, "long": Bs[-1], "diff": d,
                      "sweeps_invariant": invariant_cells(glong, [(i, j) for i in range(len(glong.lrs))]),
                      "ci": dci, "ci_bootstrap": bootstrap(lagdiff, [Ss, Sl], n_boot)[1]}
@@ -310,11 +312,11 @@ def analyse(results):
         gs, gn = Grid(results["cells"], std, T), Grid(results["cells"], new, T)
         (Ss, Sn), seeds = _common(gs, gn)
         x, y = gs.x, gs.y
-        sf_s, ci_s = seed_interval(shortfall_stat(x, y, "new"), [Ss], n_boot)
-        sf_n, ci_n = seed_interval(shortfall_stat(x, y, "new"), [Sn], n_boot)
+        sf_s, ci_s = seed_interval(shortfall_stat(x, y, "new"), [Ss])
+        sf_n, ci_n = seed_interval(shortfall_stat(x, y, "new"), [Sn])
         boot_s = bootstrap(shortfall_stat(x, y, "new"), [Ss], n_boot)[1]
         boot_n = bootstrap(shortfall_stat(x, y, "new"), [Sn], n_boot)[1]
-        bvb, bvb_ci = seed_interval(lambda a, b: float(a.max() - b.max()), [Ss, Sn], n_boot)
+        bvb, bvb_ci = seed_interval(lambda a, b: float(a.max() - b.max()), [Ss, Sn])
         cols = [best_sweep(g.A, x, y, "new") for g in (gs, gn)]
         read = invariant_cells(gs, cols[0]) and invariant_cells(gn, cols[1])
         per_col = []
@@ -339,7 +341,7 @@ def analyse(results):
         gi = Grid(results["cells"], "step_new", out["step"]["steps"])
         (Se, Si), _ = _common(ge, gi)
         st = shortfall_stat(ge.x, ge.y, "new")
-        d, ci = seed_interval(lambda a, b: st(a) - st(b), [Se, Si], n_boot)
+        d, ci = seed_interval(lambda a, b: st(a) - st(b), [Se, Si])
         ci_boot = bootstrap(lambda a, b: st(a) - st(b), [Se, Si], n_boot)[1]
         # Where the pre-normalization variance fell below ε the layer stopped normalizing.
         low = [(ge.lrs[i], ge.wds[j], float(ge.minvar[i, j]), float(ge.A[i, j] - gi.A[i, j]))
@@ -350,9 +352,8 @@ def analyse(results):
         # the two differences.
         gis = Grid(results["cells"], "step_standard", out["step"]["steps"])
         (Se4, Si4, Sse, Sis), _ = _common(ge, gi, gse, gis)
-        d_std, ci_std = seed_interval(lambda a, b, c, e: st(c) - st(e), [Se4, Si4, Sse, Sis], n_boot)
-        d_dd, ci_dd = seed_interval(lambda a, b, c, e: (st(a) - st(b)) - (st(c) - st(e)), [Se4, Si4, Sse, Sis],
-                                    n_boot)
+        d_std, ci_std = seed_interval(lambda a, b, c, e: st(c) - st(e), [Se4, Si4, Sse, Sis])
+        d_dd, ci_dd = seed_interval(lambda a, b, c, e: (st(a) - st(b)) - (st(c) - st(e)), [Se4, Si4, Sse, Sis])
         out["P5"] = {"diff": d, "ci": ci, "ci_bootstrap": ci_boot, "low_cells": low,
                      "control_standard": d_std, "control_standard_ci": ci_std,
                      "specific_to_new": d_dd, "specific_to_new_ci": ci_dd,
@@ -386,11 +387,8 @@ def post_drop_clock(g, j):
     """Σ λ_t over the steps after the first LR drop (half the run) of column j (every row has the same)."""
     from keras_explr.tuning import block
 
-    T = g.steps
-    t = np.arange(T // 2, T)
-    mean_f = float(np.mean(block.schedule_factor(design.ARMS[g.arm][2], t, T)))
-    rule = design.ARMS[g.arm][1]
-    return float(g.wds[j] * len(t) * (1.0 if rule == "new" else mean_f))
+    _, rule, schedule, _ = design.ARMS[g.arm]
+    return float(block.decay_clock(schedule, rule, g.wds[j], g.total // 2, g.total, g.total))
 
 
 def _gate(verdict, invariant):
@@ -505,8 +503,7 @@ def _panel(ax, g, coords, vmin, vmax, title, mark_clock=True):
         from keras_explr.tuning import block
 
         _, rule, schedule, _ = design.ARMS[g.arm]
-        span = float(g.steps if rule == "new" else
-                     np.sum(block.schedule_factor(schedule, np.arange(g.steps), g.total)))
+        span = float(block.decay_clock(schedule, rule, 1.0, 0, g.steps, g.total))
         for c, ls in ((1.0, "--"), (3.0, ":")):
             lw = math.log10(c / span)
             xs = np.array([xe[0], xe[-1]])
